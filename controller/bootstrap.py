@@ -1,0 +1,38 @@
+"""Opening a controller from settings: the one place the adapters are chosen and built."""
+
+from __future__ import annotations
+
+from controller.policy.cedar import CedarEngine
+from controller.profiles import load_profiles
+from controller.runtime.docker import DockerRuntime
+from controller.service import Controller, Paths
+from controller.settings import Settings
+from controller.signing import KeyRing
+from controller.store import Store
+from controller.workspace import Workspaces
+
+
+def open_controller(settings: Settings | None = None) -> Controller:
+    """A controller on the embedded defaults: SQLite, a generated key, the local Docker engine.
+
+    Raises ``SandgateError`` subclasses naming what is wrong (profile, bundle, key, engine).
+    """
+    settings = settings or Settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    profiles = load_profiles(settings.profiles_dir)
+    engine = CedarEngine.from_path(settings.policy_dir)
+    signer = KeyRing(settings.keys_dir).signer()
+    runtime = DockerRuntime()
+    runtime.ping()
+    store = Store(settings.db_path)
+    return Controller(
+        store=store,
+        runtime=runtime,
+        engine=engine,
+        signer=signer,
+        profiles=profiles,
+        workspaces=Workspaces(settings.workspaces_dir),
+        paths=Paths(runs=settings.runs_dir, quarantine=settings.quarantine_dir),
+        max_deleted_files=settings.max_deleted_files,
+        keep_run_dirs=settings.keep_run_dirs,
+    )

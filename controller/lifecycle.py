@@ -1,0 +1,90 @@
+"""The submission state machine: which moves are legal and where each stage leads.
+
+Pure: it says what should happen next and never does it. The service persists each move
+before the side effect it announces.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from controller.errors import IllegalTransitionError
+from controller.models import Decision, Observation, Outcome, State
+
+TRANSITIONS: dict[State, frozenset[State]] = {
+    State.RECEIVED: frozenset({State.DRY_RUN, State.DENIED}),
+    State.DRY_RUN: frozenset({State.ASSESSING, State.DENIED}),
+    State.ASSESSING: frozenset({State.RUNNING, State.AWAITING_APPROVAL, State.DENIED}),
+    State.AWAITING_APPROVAL: frozenset({State.RUNNING, State.DENIED}),
+    State.RUNNING: frozenset({State.VALIDATING, State.QUARANTINED, State.ROLLED_BACK}),
+    State.VALIDATING: frozenset({State.COMMITTING, State.ROLLED_BACK, State.QUARANTINED}),
+    State.COMMITTING: frozenset({State.COMMITTED, State.ROLLED_BACK}),
+    State.COMMITTED: frozenset(),
+    State.ROLLED_BACK: frozenset(),
+    State.QUARANTINED: frozenset(),
+    State.DENIED: frozenset(),
+}
+
+TERMINAL: frozenset[State] = frozenset(state for state, nxt in TRANSITIONS.items() if not nxt)
+
+# States in which the real run has not started: a failure there can only deny.
+BEFORE_BOUNDED_RUN: frozenset[State] = frozenset(
+    {State.RECEIVED, State.DRY_RUN, State.ASSESSING, State.AWAITING_APPROVAL}
+)
+
+
+def is_terminal(state: State) -> bool:
+    return state in TERMINAL
+
+
+def check_transition(current: State, target: State) -> State:
+    """Return ``target`` if the move is legal, else raise ``IllegalTransitionError``."""
+    if target not in TRANSITIONS[current]:
+        raise IllegalTransitionError(f"illegal transition {current} -> {target}")
+    return target
+
+
+def safe_terminal(current: State, *, flagged: bool = False) -> State:
+    """Where an infrastructure failure or a crash in ``current`` must end."""
+    if is_terminal(current):
+        return current
+    if current in BEFORE_BOUNDED_RUN:
+        return State.DENIED
+    if flagged and State.QUARANTINED in TRANSITIONS[current]:
+        return State.QUARANTINED
+    return State.ROLLED_BACK
+
+
+def after_dry_run(observation: Observation | None) -> State:
+    """A dry run that produced no observation is an infrastructure failure: deny."""
+    return State.ASSESSING if observation is not None else State.DENIED
+
+
+def after_assessment(decision: Decision) -> State:
+    """Only an explicit PERMIT runs; SILENCE is a denial (fail closed)."""
+    if decision.outcome is Outcome.PERMIT:
+        return State.RUNNING
+    if decision.outcome is Outcome.REQUIRE_APPROVAL:
+        return State.AWAITING_APPROVAL
+    return State.DENIED
+
+
+def after_bounded_run(observation: Observation | None) -> State:
+    """A tripwire quarantines; any failure or limit rolls back; success validates."""
+    if observation is None:
+        return State.ROLLED_BACK
+    if observation.seccomp_killed:
+        return State.QUARANTINED
+    if not observation.succeeded:
+        return State.ROLLED_BACK
+    return State.VALIDATING
+
+
+def after_validation(violations: Iterable[str], decision: Decision) -> State:
+    """Invariant violations quarantine (the run diverged from what was assessed)."""
+    if any(True for _ in violations):
+        return State.QUARANTINED
+    if decision.outcome is Outcome.PERMIT:
+        return State.COMMITTING
+    return State.ROLLED_BACK
+

@@ -1,0 +1,278 @@
+"""Value objects of the core: submissions, observations, diffs, decisions.
+
+Every model is an immutable pydantic model; a submission moves on by ``model_copy(update=…)``.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+def utcnow() -> datetime:
+    """The one clock for timestamps written into records and receipts."""
+    return datetime.now(UTC)
+
+
+class Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Language(StrEnum):
+    PYTHON = "python"
+    SH = "sh"
+
+
+class State(StrEnum):
+    RECEIVED = "received"
+    DRY_RUN = "dry_run"
+    ASSESSING = "assessing"
+    AWAITING_APPROVAL = "awaiting_approval"
+    RUNNING = "running"
+    VALIDATING = "validating"
+    COMMITTING = "committing"
+    COMMITTED = "committed"
+    ROLLED_BACK = "rolled_back"
+    QUARANTINED = "quarantined"
+    DENIED = "denied"
+
+
+class Outcome(StrEnum):
+    PERMIT = "PERMIT"
+    DENY = "DENY"
+    REQUIRE_APPROVAL = "REQUIRE_APPROVAL"
+    SILENCE = "SILENCE"
+
+
+class Gate(StrEnum):
+    """Where a decision is taken; the value is the policy action asked."""
+
+    ASSESSMENT = "run"
+    VALIDATION = "commit"
+
+
+class Phase(StrEnum):
+    DRY_RUN = "dry_run"
+    BOUNDED = "bounded"
+
+
+class Limit(StrEnum):
+    """Names of limits a run can hit; they appear in results and receipts as is."""
+
+    WALL_TIME = "wall_time"
+    MEMORY = "memory"
+    PIDS = "pids"
+    OUTPUT = "output"
+    SECCOMP = "seccomp_tripwire"
+
+
+WORKSPACE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+MAX_FILE_PATH = 255
+
+
+class SubmittedFile(Frozen):
+    """A file placed in the workspace before the code runs."""
+
+    path: Annotated[str, Field(min_length=1, max_length=MAX_FILE_PATH)]
+    content: str = Field(description="File content; text, or base64 when encoding is base64")
+    encoding: Annotated[str, Field(pattern="^(utf-8|base64)$")] = "utf-8"
+    mode: Annotated[int, Field(ge=0, le=0o777)] = 0o644
+
+    @field_validator("path")
+    @classmethod
+    def _relative_inside(cls, value: str) -> str:
+        parts = value.split("/")
+        if (
+            "\x00" in value
+            or value.startswith("/")
+            or any(part in ("", ".", "..") for part in parts)
+        ):
+            raise ValueError(
+                f"file path {value!r} must be relative, without '.', '..', empty parts or NUL"
+            )
+        return value
+
+
+class SubmissionRequest(Frozen):
+    """What an agent asks for."""
+
+    language: Language
+    code: str
+    files: tuple[SubmittedFile, ...] = ()
+    workspace: Annotated[str, Field(pattern=WORKSPACE_NAME.pattern)] = "default"
+    profile: Annotated[str, Field(pattern=WORKSPACE_NAME.pattern)] = "standard"
+    agent: str = "local"
+    labels: dict[str, str] = Field(default_factory=dict)
+
+
+class StreamSummary(Frozen):
+    size: int = Field(description="Bytes the program wrote (up to the kill at the cap)")
+    sha256: str = Field(description="Digest of the captured bytes")
+    truncated: bool = False
+
+
+class Observation(Frozen):
+    """What one run did, as seen from outside the container."""
+
+    phase: Phase
+    exit_code: int | None
+    signal: int | None = None
+    oom_killed: bool = False
+    timed_out: bool = False
+    seccomp_killed: bool = False
+    pids_limit_hit: bool = False
+    peak_memory_bytes: int | None = None
+    cpu_time_ns: int | None = None
+    peak_pids: int | None = None
+    wall_time_ms: float
+    stdout: StreamSummary
+    stderr: StreamSummary
+    image_id: str
+    container_changes: int = Field(0, description="Paths changed in the container's own layer")
+
+    @property
+    def limits_hit(self) -> tuple[Limit, ...]:
+        hits = [
+            (self.timed_out, Limit.WALL_TIME),
+            (self.oom_killed, Limit.MEMORY),
+            (self.pids_limit_hit, Limit.PIDS),
+            (self.stdout.truncated or self.stderr.truncated, Limit.OUTPUT),
+            (self.seccomp_killed, Limit.SECCOMP),
+        ]
+        return tuple(limit for hit, limit in hits if hit)
+
+    @property
+    def succeeded(self) -> bool:
+        return self.exit_code == 0 and not self.limits_hit
+
+
+class ChangeKind(StrEnum):
+    CREATED = "created"
+    MODIFIED = "modified"
+    DELETED = "deleted"
+
+
+class EntryType(StrEnum):
+    FILE = "file"
+    DIR = "dir"
+    SYMLINK = "symlink"
+    DEVICE = "device"
+    OTHER = "other"
+
+
+class FileChange(Frozen):
+    path: str
+    kind: ChangeKind
+    type: EntryType
+    size: int = 0
+    mode: int = 0
+    sha256: str | None = None
+    link_target: str | None = None
+
+
+class Diff(Frozen):
+    """A workspace's changes and the hazards among them."""
+
+    changes: tuple[FileChange, ...] = ()
+    setuid_files: tuple[str, ...] = ()
+    device_nodes: tuple[str, ...] = ()
+    escaping_symlinks: tuple[str, ...] = ()
+    hardlinks: tuple[str, ...] = ()
+    special_files: tuple[str, ...] = ()
+    size_after: int = 0
+    files_after: int = 0
+
+    def count(self, kind: ChangeKind) -> int:
+        return sum(1 for change in self.changes if change.kind is kind)
+
+    def summary(self) -> dict[str, int]:
+        """Counts only: what receipts and policy contexts carry."""
+        return {
+            "created": self.count(ChangeKind.CREATED),
+            "modified": self.count(ChangeKind.MODIFIED),
+            "deleted": self.count(ChangeKind.DELETED),
+            "setuid_files": len(self.setuid_files),
+            "device_nodes": len(self.device_nodes),
+            "escaping_symlinks": len(self.escaping_symlinks),
+            "hardlinks": len(self.hardlinks),
+            "special_files": len(self.special_files),
+            "size_after": self.size_after,
+            "files_after": self.files_after,
+        }
+
+
+class RuleMatch(Frozen):
+    id: str
+    reason: str = ""
+
+
+class Decision(Frozen):
+    gate: Gate
+    outcome: Outcome
+    rules: tuple[RuleMatch, ...] = ()
+    errors: tuple[str, ...] = ()
+    bundle_name: str | None = None
+    bundle_version: str | None = None
+    bundle_digest: str | None = None
+    decided_at: datetime = Field(default_factory=utcnow)
+
+
+class Submission(Frozen):
+    """One submission's record: everything the lifecycle knows so far."""
+
+    id: str
+    trace_id: str
+    request: SubmissionRequest
+    code_sha256: str
+    state: State = State.RECEIVED
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+    reason: str = ""
+    profile_digest: str | None = None
+    image_id: str | None = None
+    decisions: tuple[Decision, ...] = ()
+    dry_run: Observation | None = None
+    bounded_run: Observation | None = None
+    dry_run_diff: Diff | None = None
+    bounded_run_diff: Diff | None = None
+    violations: tuple[str, ...] = ()
+    base_version: int | None = None
+    new_version: int | None = None
+    base_tree_digest: str | None = None
+    new_tree_digest: str | None = None
+    stdout: str = ""
+    stderr: str = ""
+    evidence_dir: str | None = None
+    receipt_seq: int | None = None
+
+
+class Limits(Frozen):
+    """Resource limits of a profile; every run of the profile gets exactly these."""
+
+    memory_bytes: Annotated[int, Field(ge=16 * 2**20, description="Memory, and memory+swap")]
+    cpus: Annotated[float, Field(gt=0, le=64, description="CPU quota in cores")]
+    pids: Annotated[int, Field(ge=4, le=4096, description="Max processes and threads")]
+    nofile: Annotated[int, Field(ge=16, le=65536, description="Max open files")]
+    wall_time_s: Annotated[float, Field(gt=0, le=3600, description="Wall-clock limit")]
+    tmpfs_bytes: Annotated[int, Field(ge=2**20, description="Size of the /tmp tmpfs")]
+    tmpfs_inodes: Annotated[int, Field(ge=64, description="Inodes of the /tmp tmpfs")]
+    output_bytes: Annotated[int, Field(ge=1024, description="Cap on stdout and on stderr")]
+    workspace_bytes: Annotated[int, Field(ge=0, description="Cap on the workspace after a run")]
+
+
+class Profile(Frozen):
+    """A loaded, validated profile: limits, image and the effective seccomp policy."""
+
+    name: str
+    description: str = ""
+    image: str
+    seccomp_file: str
+    limits: Limits
+    network: bool = False
+    tripwires: tuple[str, ...]
+    seccomp: dict[str, object] = Field(description="Effective seccomp JSON, tripwires merged")
+    digest: str = Field(description="sha256 over the profile and its effective seccomp policy")

@@ -1,0 +1,1 @@
+"""Policy bundles and the Cedar engine that evaluates them."""

@@ -1,0 +1,76 @@
+"""The Cedar policy engine (``cedarpy``) behind the ``PolicyEngine`` interface."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import cedarpy
+
+from controller.gate import rules_of, silence, to_outcome
+from controller.models import Decision, Gate
+from controller.policy.bundle import Bundle, load_bundle
+
+
+class CedarEngine:
+    """Evaluates the active bundle; each decision pins the bundle it was taken with."""
+
+    def __init__(self, bundle: Bundle | None) -> None:
+        self._lock = threading.Lock()
+        self._bundle = bundle
+        self._policy_set = cedarpy.PolicySet.from_str(bundle.text) if bundle else None
+
+    @classmethod
+    def from_path(cls, root: Path) -> CedarEngine:
+        return cls(load_bundle(root))
+
+    @property
+    def bundle(self) -> Bundle | None:
+        return self._bundle
+
+    def reload(self, root: Path) -> Bundle:
+        """Swap in a new bundle atomically; a broken one raises and the old one stays."""
+        bundle = load_bundle(root)
+        policy_set = cedarpy.PolicySet.from_str(bundle.text)
+        with self._lock:
+            self._bundle, self._policy_set = bundle, policy_set
+        return bundle
+
+    def decide(self, gate: Gate, principal: str, resource: str, context: dict[str, Any]) -> Decision:
+        with self._lock:
+            bundle, policy_set = self._bundle, self._policy_set
+        if bundle is None or policy_set is None:
+            return silence(gate, "no policy bundle is loaded")
+        request = {
+            "principal": f'Agent::"{_escape(principal)}"',
+            "action": f'Action::"{gate.value}"',
+            "resource": f'Workspace::"{_escape(resource)}"',
+            "context": context,
+        }
+        try:
+            result = cedarpy.is_authorized(request, policy_set, [], schema=bundle.schema)
+        except (ValueError, RuntimeError, TypeError) as exc:
+            return _pinned(silence(gate, f"policy engine error: {exc}"), bundle)
+        errors = tuple(str(err) for err in result.diagnostics.errors)
+        infos = [bundle.policies[key] for key in result.diagnostics.reasons
+                 if key in bundle.policies]
+        decision = Decision(
+            gate=gate,
+            outcome=to_outcome(result.allowed, errors),
+            rules=rules_of([i.id for i in infos], {i.id: i.reason for i in infos}),
+            errors=errors,
+        )
+        return _pinned(decision, bundle)
+
+
+def _pinned(decision: Decision, bundle: Bundle) -> Decision:
+    return decision.model_copy(
+        update={"bundle_name": bundle.name, "bundle_version": bundle.version,
+                "bundle_digest": bundle.digest}
+    )
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"')
+

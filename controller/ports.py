@@ -1,0 +1,86 @@
+"""The small interfaces the core needs from the outside world.
+
+Adapters implement them: ``runtime.docker`` (and ``runtime.fake`` for unit tests),
+``policy.cedar``, ``signing``. The service depends on these Protocols, not on the adapters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from controller.models import Decision, Gate, Observation, Phase, Profile
+
+SANDBOX_USER = "10001:10001"
+WORKSPACE_MOUNT = "/workspace"
+CODE_MOUNT = "/sandbox"
+OWNER_LABEL = "dev.sandgate.owner"
+SUBMISSION_LABEL = "dev.sandgate.submission"
+PHASE_LABEL = "dev.sandgate.phase"
+
+# Identical in both runs, so code cannot tell the rehearsal from the real thing.
+SANDBOX_ENV: Mapping[str, str] = {
+    "HOME": "/tmp",
+    "LANG": "C.UTF-8",
+    "PATH": "/usr/local/bin:/usr/bin:/bin",
+    "PYTHONDONTWRITEBYTECODE": "1",
+    "TMPDIR": "/tmp",
+}
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One container run, fully described; the runtime adds nothing of its own."""
+
+    submission_id: str
+    phase: Phase
+    profile: Profile
+    command: tuple[str, ...]
+    workspace_dir: Path
+    code_dir: Path
+    network: bool = False
+    env: Mapping[str, str] = field(default_factory=lambda: dict(SANDBOX_ENV))
+
+
+@dataclass(frozen=True)
+class RunResult:
+    observation: Observation
+    stdout: bytes
+    stderr: bytes
+    container_changes: tuple[tuple[str, str], ...] = ()
+
+
+class SandboxRuntime(Protocol):
+    """Runs code in throwaway containers and cleans up after itself."""
+
+    def run(self, spec: RunSpec) -> RunResult:
+        """Run to completion (or limit); the container is gone when this returns.
+
+        Raises ``RuntimeUnavailableError`` when the engine fails (not when the code does).
+        """
+        ...
+
+    def remove_owned(self, keep: frozenset[str] = frozenset()) -> list[str]:
+        """Remove every container this controller labelled, except for ``keep`` submissions."""
+        ...
+
+    def ping(self) -> None:
+        """Raise ``RuntimeUnavailableError`` unless the engine answers."""
+        ...
+
+
+class PolicyEngine(Protocol):
+    """Answers one gate question for one submission."""
+
+    def decide(self, gate: Gate, principal: str, resource: str, context: dict[str, Any]) -> Decision:
+        """Never raises: engine trouble is a ``SILENCE`` decision carrying the error."""
+        ...
+
+
+class Signer(Protocol):
+    @property
+    def key_id(self) -> str: ...
+
+    def sign(self, message: bytes) -> bytes: ...

@@ -1,0 +1,119 @@
+"""Reading a container's cgroup counters, on cgroup v1 (incl. hybrid) and v2.
+
+A container's cgroup vanishes when it exits, so the runtime samples while it runs and keeps
+the maxima; ``Sample`` values are None when a counter could not be read.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+
+@dataclass(frozen=True)
+class Sample:
+    memory_peak: int | None = None
+    cpu_ns: int | None = None
+    pids: int | None = None
+    pids_limit_events: int | None = None
+    oom_kills: int | None = None
+
+    def merge(self, other: Sample) -> Sample:
+        """Keep the largest of each counter (all of them only grow, or are peaks)."""
+        return Sample(*(_max(a, b) for a, b in zip(self._values(), other._values(), strict=True)))
+
+    def _values(self) -> tuple[int | None, ...]:
+        return (self.memory_peak, self.cpu_ns, self.pids, self.pids_limit_events, self.oom_kills)
+
+
+def _max(a: int | None, b: int | None) -> int | None:
+    if a is None:
+        return b
+    return a if b is None else max(a, b)
+
+
+class CgroupReader:
+    """Counters of the cgroup(s) a process lives in."""
+
+    def __init__(self, pid: int, paths: dict[str, Path], unified: Path | None) -> None:
+        self.pid = pid
+        self._paths = paths  # v1: controller -> directory
+        self._unified = unified  # v2: the one directory
+
+    @classmethod
+    def for_pid(cls, pid: int, root: Path = CGROUP_ROOT) -> CgroupReader:
+        paths: dict[str, Path] = {}
+        unified: Path | None = None
+        try:
+            lines = Path(f"/proc/{pid}/cgroup").read_text().splitlines()
+        except OSError:
+            lines = []
+        for line in lines:
+            _, controllers, relative = line.split(":", 2)
+            if controllers == "":
+                candidate = root / relative.lstrip("/")
+                if (candidate / "cgroup.controllers").exists():
+                    unified = candidate
+                continue
+            for controller in controllers.split(","):
+                paths[controller] = root / controller / relative.lstrip("/")
+        return cls(pid, paths, unified)
+
+    def sample(self) -> Sample:
+        if self._unified is not None and not self._paths.get("memory"):
+            return self._sample_v2(self._unified)
+        return self._sample_v1()
+
+    def _sample_v1(self) -> Sample:
+        memory, pids = self._paths.get("memory"), self._paths.get("pids")
+        cpu = self._paths.get("cpuacct") or self._paths.get("cpu")
+        return Sample(
+            memory_peak=_read_int(memory, "memory.max_usage_in_bytes"),
+            cpu_ns=_read_int(cpu, "cpuacct.usage"),
+            pids=_read_int(pids, "pids.current") or self._tree_size(),
+            pids_limit_events=_read_key(pids, "pids.events", "max"),
+            oom_kills=_read_key(memory, "memory.oom_control", "oom_kill"),
+        )
+
+    def _sample_v2(self, path: Path) -> Sample:
+        usage_usec = _read_key(path, "cpu.stat", "usage_usec")
+        return Sample(
+            memory_peak=_read_int(path, "memory.peak") or _read_int(path, "memory.current"),
+            cpu_ns=None if usage_usec is None else usage_usec * 1000,
+            pids=_read_int(path, "pids.peak") or _read_int(path, "pids.current"),
+            pids_limit_events=_read_key(path, "pids.events", "max"),
+            oom_kills=_read_key(path, "memory.events", "oom_kill"),
+        )
+
+    def _tree_size(self) -> int | None:
+        """Where no pids controller is readable: count the process tree instead."""
+        try:
+            return 1 + len(psutil.Process(self.pid).children(recursive=True))
+        except psutil.Error:
+            return None
+
+
+def _read_int(directory: Path | None, name: str) -> int | None:
+    if directory is None:
+        return None
+    try:
+        return int((directory / name).read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _read_key(directory: Path | None, name: str, key: str) -> int | None:
+    if directory is None:
+        return None
+    try:
+        for line in (directory / name).read_text().splitlines():
+            parts = line.split()
+            if len(parts) == 2 and parts[0] == key:
+                return int(parts[1])
+    except (OSError, ValueError):
+        return None
+    return None

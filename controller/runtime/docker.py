@@ -1,0 +1,271 @@
+"""The Docker runtime: the only module that imports ``docker``.
+
+Each run is a throwaway container created from a ``RunSpec`` with every hardening option
+set explicitly, watched while it runs (output caps, cgroup samples, a monotonic deadline),
+inspected after it stops, and force-removed whatever happened.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import docker
+import docker.errors
+import requests
+from docker.models.containers import Container
+from docker.types import LogConfig, Mount, Ulimit
+
+from controller.errors import RuntimeUnavailableError
+from controller.models import Observation, StreamSummary
+from controller.ports import (
+    CODE_MOUNT,
+    OWNER_LABEL,
+    PHASE_LABEL,
+    SANDBOX_USER,
+    SUBMISSION_LABEL,
+    WORKSPACE_MOUNT,
+    RunResult,
+    RunSpec,
+)
+from controller.runtime.cgroups import CgroupReader, Sample
+
+SIGKILL, SIGSYS = 9, 31
+SAMPLE_INTERVAL_S = 0.02
+_ENGINE_ERRORS = (docker.errors.DockerException, requests.exceptions.RequestException)
+
+
+@dataclass
+class _Capture:
+    """One output stream: a capped prefix, its digest and the bytes seen."""
+
+    cap: int
+    data: bytearray = field(default_factory=bytearray)
+    seen: int = 0
+    digest: Any = field(default_factory=hashlib.sha256)
+
+    def add(self, chunk: bytes) -> bool:
+        """Keep what fits under the cap; return False once the cap is exceeded."""
+        self.seen += len(chunk)
+        room = self.cap - len(self.data)
+        kept = chunk[: max(room, 0)]
+        self.data += kept
+        self.digest.update(kept)
+        return self.seen <= self.cap
+
+    def summary(self) -> StreamSummary:
+        return StreamSummary(size=self.seen, sha256=self.digest.hexdigest(),
+                             truncated=self.seen > self.cap)
+
+
+class DockerRuntime:
+    """``SandboxRuntime`` on the local Docker engine."""
+
+    def __init__(self, client: docker.DockerClient | None = None, *, owner: str = "sandgate"):
+        try:
+            self.client = client or docker.from_env(timeout=60)
+        except _ENGINE_ERRORS as exc:
+            raise RuntimeUnavailableError(f"the Docker engine does not answer: {exc}") from exc
+        self.owner = owner
+
+    def ping(self) -> None:
+        try:
+            self.client.ping()
+        except _ENGINE_ERRORS as exc:
+            raise RuntimeUnavailableError(f"the Docker engine does not answer: {exc}") from exc
+
+    def run(self, spec: RunSpec) -> RunResult:
+        try:
+            container = self.client.containers.create(**self._create_args(spec))
+        except docker.errors.ImageNotFound as exc:
+            raise RuntimeUnavailableError(
+                f"image {spec.profile.image!r} not found: run `sandgate images build`") from exc
+        except _ENGINE_ERRORS as exc:
+            raise RuntimeUnavailableError(f"cannot create the sandbox container: {exc}") from exc
+        try:
+            return self._supervise(container, spec)
+        except _ENGINE_ERRORS as exc:
+            raise RuntimeUnavailableError(f"the sandbox container failed: {exc}") from exc
+        finally:
+            self._remove(container)
+
+    def remove_owned(self, keep: frozenset[str] = frozenset()) -> list[str]:
+        try:
+            found = self.client.containers.list(
+                all=True, filters={"label": f"{OWNER_LABEL}={self.owner}"})
+        except _ENGINE_ERRORS as exc:
+            raise RuntimeUnavailableError(f"cannot list sandbox containers: {exc}") from exc
+        removed = []
+        for container in found:
+            if container.labels.get(SUBMISSION_LABEL) not in keep:
+                self._remove(container)
+                removed.append(container.id)
+        return removed
+
+    def image_id(self, image: str) -> str:
+        try:
+            return str(self.client.images.get(image).id)
+        except _ENGINE_ERRORS as exc:
+            raise RuntimeUnavailableError(f"image {image!r} is not available: {exc}") from exc
+
+    def _create_args(self, spec: RunSpec) -> dict[str, Any]:
+        limits = spec.profile.limits
+        return {
+            "image": spec.profile.image,
+            "command": list(spec.command),
+            "user": SANDBOX_USER,
+            "working_dir": WORKSPACE_MOUNT,
+            "environment": dict(spec.env),
+            "hostname": "sandbox",
+            "network_mode": "bridge" if spec.network else "none",
+            "read_only": True,
+            "tmpfs": {"/tmp": f"rw,nosuid,nodev,noexec,size={limits.tmpfs_bytes},"
+                              f"nr_inodes={limits.tmpfs_inodes},mode=1777"},
+            "cap_drop": ["ALL"],
+            "security_opt": ["no-new-privileges:true",
+                             f"seccomp={json.dumps(spec.profile.seccomp)}"],
+            "privileged": False,
+            "pids_limit": limits.pids,
+            "mem_limit": limits.memory_bytes,
+            "memswap_limit": limits.memory_bytes,
+            "nano_cpus": int(limits.cpus * 1e9),
+            "ulimits": [Ulimit(name="nofile", soft=limits.nofile, hard=limits.nofile)],
+            "ipc_mode": "private",
+            "cgroupns": "private",
+            "mounts": [
+                Mount(WORKSPACE_MOUNT, str(spec.workspace_dir), type="bind", read_only=False),
+                Mount(CODE_MOUNT, str(spec.code_dir), type="bind", read_only=True),
+            ],
+            "labels": {OWNER_LABEL: self.owner, SUBMISSION_LABEL: spec.submission_id,
+                       PHASE_LABEL: spec.phase.value},
+            # Output is taken from the attach stream, capped; nothing is logged to disk.
+            "log_config": LogConfig(type="none"),
+            "stdin_open": False,
+            "detach": True,
+        }
+
+    def _supervise(self, container: Container, spec: RunSpec) -> RunResult:
+        limits = spec.profile.limits
+        stream = self.client.api.attach(container.id, stdout=True, stderr=True, stream=True,
+                                        demux=True, logs=False)
+        reader = _Reader(stream, limits.output_bytes)
+        reader.start()
+        stopped = threading.Event()
+        started = time.monotonic()
+        container.start()
+        sampler = _Sampler(container, stopped)
+        sampler.start()
+        # Deadlines use the monotonic clock: a wall-clock jump neither shortens nor extends.
+        reader.wake.wait(timeout=limits.wall_time_s)
+        timed_out = reader.is_alive() and not reader.over_cap.is_set()
+        if reader.is_alive():
+            _kill(container)
+        reader.join(timeout=30)
+        if reader.failure is not None or reader.is_alive():
+            raise RuntimeUnavailableError(f"lost the sandbox's output stream: {reader.failure}")
+        out, err = reader.out, reader.err
+        status = container.wait(timeout=30)
+        wall_ms = (time.monotonic() - started) * 1000
+        stopped.set()
+        sampler.join(timeout=5)
+        container.reload()
+        state = container.attrs.get("State", {})
+        changes = tuple((str(c.get("Kind")), str(c.get("Path"))) for c in container.diff() or [])
+        exit_code = int(status.get("StatusCode", state.get("ExitCode", -1)))
+        signal = exit_code - 128 if 128 < exit_code <= 128 + 64 else None
+        sample = sampler.result
+        observation = Observation(
+            phase=spec.phase,
+            exit_code=exit_code,
+            signal=signal,
+            oom_killed=bool(state.get("OOMKilled")) or bool(sample.oom_kills),
+            timed_out=timed_out,
+            seccomp_killed=signal == SIGSYS,
+            pids_limit_hit=bool(sample.pids_limit_events) or (
+                sample.pids is not None and sample.pids >= limits.pids),
+            peak_memory_bytes=sample.memory_peak,
+            cpu_time_ns=sample.cpu_ns,
+            peak_pids=sample.pids,
+            wall_time_ms=round(wall_ms, 1),
+            stdout=out.summary(),
+            stderr=err.summary(),
+            image_id=str(container.attrs.get("Image", "")),
+            container_changes=len(changes),
+        )
+        return RunResult(observation, bytes(out.data), bytes(err.data), changes)
+
+    def _remove(self, container: Container) -> None:
+        try:
+            container.remove(force=True, v=True)
+        except docker.errors.NotFound:
+            return
+        except _ENGINE_ERRORS as exc:
+            raise RuntimeUnavailableError(
+                f"cannot remove sandbox container {container.short_id}: {exc}") from exc
+
+
+class _Reader(threading.Thread):
+    """Reads both streams to their end; wakes the supervisor at the end or past a cap.
+
+    It never calls the engine itself: the daemon's copy to this stream would block behind a
+    reader that stopped reading, and a kill issued from here would wait on it.
+    """
+
+    def __init__(self, stream: Iterator[tuple[bytes | None, bytes | None]], cap: int) -> None:
+        super().__init__(daemon=True)
+        self.stream = stream
+        self.out, self.err = _Capture(cap), _Capture(cap)
+        self.wake = threading.Event()
+        self.over_cap = threading.Event()
+        self.failure: Exception | None = None
+
+    def run(self) -> None:
+        try:
+            for stdout, stderr in self.stream:
+                fits = (self.out.add(stdout) if stdout else True) and (
+                    self.err.add(stderr) if stderr else True)
+                if not fits and not self.over_cap.is_set():
+                    self.over_cap.set()
+                    self.wake.set()
+        except _ENGINE_ERRORS as exc:
+            self.failure = exc
+        finally:
+            self.wake.set()
+
+
+def _kill(container: Container) -> None:
+    try:
+        container.kill(signal="SIGKILL")
+    except docker.errors.APIError as exc:
+        # 409: it already stopped between the check and the kill, which is what we wanted.
+        if exc.status_code != 409:
+            raise
+
+
+class _Sampler(threading.Thread):
+    """Samples the container's cgroup counters until told to stop or the cgroup is gone."""
+
+    def __init__(self, container: Container, stopped: threading.Event) -> None:
+        super().__init__(daemon=True)
+        self.container = container
+        self.stopped = stopped
+        self.result = Sample()
+
+    def run(self) -> None:
+        try:
+            self.container.reload()
+        except _ENGINE_ERRORS:
+            return
+        pid = int(self.container.attrs.get("State", {}).get("Pid") or 0)
+        if pid <= 0:
+            return
+        reader = CgroupReader.for_pid(pid)
+        while True:
+            self.result = self.result.merge(reader.sample())
+            if self.stopped.wait(SAMPLE_INTERVAL_S):
+                return

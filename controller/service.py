@@ -1,0 +1,291 @@
+"""The service: wires the lifecycle to the adapters and drives each submission to its end.
+
+Every move is persisted before the side effect it announces; every failure ends in the safe
+terminal state for where the submission stood (``lifecycle.safe_terminal``), with its receipt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from controller import receipts
+from controller.errors import CommitConflictError, InputError
+from controller.gate import assessment_context, matched, validation_context
+from controller.lifecycle import (
+    after_assessment,
+    after_bounded_run,
+    after_dry_run,
+    after_validation,
+    safe_terminal,
+)
+from controller.models import (
+    Gate,
+    Language,
+    Phase,
+    Profile,
+    State,
+    Submission,
+    SubmissionRequest,
+)
+from controller.ports import RunResult, RunSpec, SandboxRuntime
+from controller.policy.cedar import CedarEngine
+from controller.signing import Ed25519Signer, envelope_json
+from controller.store import Publication, Sealed, Store
+from controller.validation import violations
+from controller.verify.dsse import payload_digest
+from controller.workspace import Entry, Workspaces, diff_trees, scan, tree_digest
+
+log = logging.getLogger("sandgate")
+
+COMMANDS = {
+    Language.PYTHON: ("main.py", ("python3", "/sandbox/main.py")),
+    Language.SH: ("main.sh", ("/bin/sh", "/sandbox/main.sh")),
+}
+Listener = Callable[[Submission], None]
+
+
+@dataclass
+class Paths:
+    runs: Path
+    quarantine: Path
+
+
+class Controller:
+    """Accepts submissions and drives them through the lifecycle, one call per submission."""
+
+    def __init__(self, *, store: Store, runtime: SandboxRuntime, engine: CedarEngine,
+                 signer: Ed25519Signer, profiles: dict[str, Profile], workspaces: Workspaces,
+                 paths: Paths, max_deleted_files: int = 20, keep_run_dirs: bool = False) -> None:
+        self.store = store
+        self.runtime = runtime
+        self.engine = engine
+        self.signer = signer
+        self.profiles = profiles
+        self.workspaces = workspaces
+        self.paths = paths
+        self.max_deleted_files = max_deleted_files
+        self.keep_run_dirs = keep_run_dirs
+        self.listeners: list[Listener] = []
+
+    def submit(self, request: SubmissionRequest) -> Submission:
+        """Accept and process one submission in this thread; returns it in a terminal state."""
+        return self.process(self.accept(request))
+
+    def accept(self, request: SubmissionRequest) -> Submission:
+        """Check what can be checked up front and record the submission as ``received``."""
+        if request.profile not in self.profiles:
+            raise InputError(f"profile: unknown profile {request.profile!r}; "
+                             f"known: {', '.join(sorted(self.profiles))}")
+        submission = Submission(
+            id=uuid.uuid4().hex,
+            trace_id=uuid.uuid4().hex,
+            request=request,
+            code_sha256=hashlib.sha256(request.code.encode()).hexdigest(),
+        )
+        self.store.insert(submission)
+        self._announce(submission)
+        return submission
+
+    def process(self, submission: Submission) -> Submission:
+        job = _Job(self, submission)
+        try:
+            return job.drive()
+        except Exception as exc:
+            log.exception("submission %s failed in %s", job.sub.id, job.sub.state)
+            return job.fail(f"{type(exc).__name__}: {exc}")
+        finally:
+            job.cleanup()
+
+    def reconcile(self) -> list[Submission]:
+        """After a restart: remove our containers, end every interrupted submission safely."""
+        self.runtime.remove_owned()
+        ended = []
+        for submission in self.store.unfinished():
+            if submission.state is State.AWAITING_APPROVAL:
+                continue  # parked on purpose; nothing was in flight
+            job = _Job(self, submission)
+            if submission.state is State.COMMITTING and submission.base_version is not None:
+                current = self.store.workspace_version(submission.request.workspace)
+                if current == submission.base_version:
+                    self.workspaces.unpublish(submission.request.workspace, current + 1)
+            ended.append(job.fail(f"controller restarted while the submission was in "
+                                  f"{submission.state}"))
+            job.cleanup()
+        return ended
+
+    def seal(self, submission: Submission, sequence: int, previous: str | None) -> Sealed:
+        document = receipts.statement(submission, sequence=sequence, previous_digest=previous,
+                                      profile_name=submission.request.profile)
+        payload = receipts.canonical(document)
+        return Sealed(envelope=envelope_json(payload, self.signer),
+                      digest=payload_digest(payload))
+
+    def _announce(self, submission: Submission) -> None:
+        for listener in self.listeners:
+            listener(submission)
+
+
+class _Job:
+    """One submission on its way through the pipeline; ``sub`` is always what is on disk."""
+
+    def __init__(self, controller: Controller, submission: Submission) -> None:
+        self.c = controller
+        self.sub = submission
+        self.dir = controller.paths.runs / submission.id
+        self.profile = controller.profiles.get(submission.request.profile)
+        self.before: dict[str, Entry] = {}
+
+    # -- the pipeline -------------------------------------------------------------------
+
+    def drive(self) -> Submission:
+        request, profile = self.sub.request, self._profile()
+        base = self.c.store.workspace_version(request.workspace)
+        self.c.workspaces.ensure(request.workspace)
+        self.before = scan(self.c.workspaces.version_dir(request.workspace, base),
+                           hash_limit=profile.limits.workspace_bytes)
+        self._write_code()
+        self._move(State.DRY_RUN, base_version=base, base_tree_digest=tree_digest(self.before),
+                   profile_digest=profile.digest)
+        dry = self._run(Phase.DRY_RUN, self.dir / "dry")
+        dry_diff = diff_trees(self.before, scan(self.dir / "dry", hash_limit=self._hash_limit()))
+        shutil.rmtree(self.dir / "dry")
+        self._move(after_dry_run(dry.observation), dry_run=dry.observation, dry_run_diff=dry_diff,
+                   image_id=dry.observation.image_id, **_outputs(dry))
+        context = assessment_context(request, profile, dry.observation, dry_diff,
+                                     max_deleted_files=self.c.max_deleted_files)
+        decision = self.c.engine.decide(Gate.ASSESSMENT, request.agent, request.workspace,
+                                        context)
+        self.sub = self.sub.model_copy(update={"decisions": (*self.sub.decisions, decision)})
+        target = after_assessment(decision)
+        if target is State.DENIED:
+            return self.finish(State.DENIED, reason=f"assessment: {matched(decision)}")
+        if target is State.AWAITING_APPROVAL:
+            return self._move(target, reason=f"assessment: {matched(decision)}")
+        return self._bounded_run(context)
+
+    def _bounded_run(self, context: dict[str, object]) -> Submission:
+        self._move(State.RUNNING)
+        staging = self.dir / "staging"
+        real = self._run(Phase.BOUNDED, staging)
+        after = scan(staging, hash_limit=self._hash_limit())
+        diff = diff_trees(self.before, after)
+        self.sub = self.c.store.update(self.sub.model_copy(update={
+            "bounded_run": real.observation, "bounded_run_diff": diff, **_outputs(real)}))
+        target = after_bounded_run(real.observation)
+        if target is State.QUARANTINED:
+            return self._quarantine(real, "tripwire: the bounded run was killed by seccomp "
+                                          "(SIGSYS) after a clean dry run")
+        if target is State.ROLLED_BACK:
+            return self.finish(State.ROLLED_BACK, reason=_failure(real))
+        self._move(State.VALIDATING)
+        broken = violations(diff, real.observation, self._profile().limits)
+        if broken:
+            return self._quarantine(real, "validation: " + "; ".join(broken), violations=broken)
+        decision = self.c.engine.decide(Gate.VALIDATION, self.sub.request.agent,
+                                        self.sub.request.workspace,
+                                        validation_context(context, real.observation, diff))
+        self.sub = self.sub.model_copy(update={"decisions": (*self.sub.decisions, decision)})
+        if after_validation(broken, decision) is State.ROLLED_BACK:
+            return self.finish(State.ROLLED_BACK, reason=f"validation: {matched(decision)}")
+        return self._commit(staging, tree_digest(after))
+
+    def _commit(self, staging: Path, digest: str) -> Submission:
+        self._move(State.COMMITTING)
+        name, base = self.sub.request.workspace, self.sub.base_version or 0
+        new = base + 1
+        publication = Publication(
+            workspace=name, base_version=base, new_version=new, tree_digest=digest,
+            do=lambda: self.c.workspaces.publish(staging, name, new),
+            undo=lambda: self.c.workspaces.unpublish(name, new))
+        try:
+            return self.finish(State.COMMITTED, publication=publication, new_version=new,
+                               new_tree_digest=digest, reason="committed")
+        except CommitConflictError as exc:
+            return self.finish(State.ROLLED_BACK, reason=f"conflict: {exc}")
+
+    # -- steps ---------------------------------------------------------------------------
+
+    def _run(self, phase: Phase, workdir: Path) -> RunResult:
+        request, profile = self.sub.request, self._profile()
+        base = self.sub.base_version or 0
+        self.c.workspaces.checkout(request.workspace, base, workdir, request.files)
+        spec = RunSpec(submission_id=self.sub.id, phase=phase, profile=profile,
+                       command=COMMANDS[request.language][1], workspace_dir=workdir,
+                       code_dir=self.dir / "code",
+                       network=profile.network and phase is Phase.BOUNDED)
+        return self.c.runtime.run(spec)
+
+    def _quarantine(self, real: RunResult, reason: str, *,
+                    violations: tuple[str, ...] = ()) -> Submission:
+        evidence = self.c.paths.quarantine / self.sub.id
+        evidence.mkdir(parents=True, exist_ok=True)
+        (evidence / "stdout.log").write_bytes(real.stdout)
+        (evidence / "stderr.log").write_bytes(real.stderr)
+        (evidence / "container_changes.json").write_text(json.dumps(real.container_changes))
+        (evidence / "submission.json").write_text(self.sub.model_dump_json(indent=2))
+        (evidence / "code").write_text(self.sub.request.code)
+        staging = self.dir / "staging"
+        if staging.exists():
+            os.rename(staging, evidence / "workspace")
+        return self.finish(State.QUARANTINED, reason=reason, violations=violations,
+                           evidence_dir=str(evidence))
+
+    def finish(self, target: State, publication: Publication | None = None,
+               **changes: object) -> Submission:
+        self.sub = self.c.store.finish(self.sub, target, self.c.seal, publication, **changes)
+        self.c._announce(self.sub)
+        return self.sub
+
+    def fail(self, reason: str) -> Submission:
+        """End safely for where the submission stands (the lifecycle says where)."""
+        flagged = self.sub.bounded_run is not None and self.sub.bounded_run.seccomp_killed
+        target = safe_terminal(self.sub.state, flagged=flagged)
+        if target is self.sub.state:
+            return self.sub
+        return self.finish(target, reason=f"infrastructure failure: {reason}")
+
+    def cleanup(self) -> None:
+        if not self.c.keep_run_dirs and self.dir.exists():
+            shutil.rmtree(self.dir)
+
+    def _move(self, target: State, **changes: object) -> Submission:
+        self.sub = self.c.store.move(self.sub, target, **changes)
+        self.c._announce(self.sub)
+        return self.sub
+
+    def _write_code(self) -> None:
+        code_dir = self.dir / "code"
+        code_dir.mkdir(parents=True, mode=0o755)
+        code_dir.chmod(0o755)
+        path = code_dir / COMMANDS[self.sub.request.language][0]
+        path.write_text(self.sub.request.code)
+        path.chmod(0o644)
+
+    def _profile(self) -> Profile:
+        if self.profile is None:
+            raise InputError(f"profile {self.sub.request.profile!r} is no longer loaded")
+        return self.profile
+
+    def _hash_limit(self) -> int:
+        return self._profile().limits.workspace_bytes
+
+
+def _outputs(result: RunResult) -> dict[str, object]:
+    return {"stdout": result.stdout.decode(errors="replace"),
+            "stderr": result.stderr.decode(errors="replace")}
+
+
+def _failure(result: RunResult) -> str:
+    observation = result.observation
+    limits = ", ".join(limit.value for limit in observation.limits_hit)
+    detail = f"limit hit: {limits}" if limits else f"exit code {observation.exit_code}"
+    return f"bounded run failed ({detail})"
+

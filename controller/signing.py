@@ -1,0 +1,124 @@
+"""Ed25519 signing keys on disk and DSSE envelopes: the only signer of receipts.
+
+Keys live in ``<data>/keys`` as PKCS#8 PEM files named by key id, mode 0600; ``active`` names
+the one that signs. Rotation adds a key and moves ``active``; old keys stay so that old
+receipts keep verifying, and all public keys are exported.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from controller.errors import SigningError
+from controller.verify.dsse import key_id, pae
+from controller.verify.formats import PAYLOAD_TYPE
+
+ACTIVE = "active"
+
+
+@dataclass(frozen=True)
+class PublicKeyInfo:
+    key_id: str
+    pem: str
+    created: datetime
+    status: str  # "active" or "retired"
+
+
+class Ed25519Signer:
+    """A ``Signer`` holding one private key."""
+
+    def __init__(self, private_key: Ed25519PrivateKey) -> None:
+        self._key = private_key
+        self._key_id = key_id(private_key.public_key())
+
+    @property
+    def key_id(self) -> str:
+        return self._key_id
+
+    def sign(self, message: bytes) -> bytes:
+        return self._key.sign(message)
+
+
+class KeyRing:
+    """The signing keys of one data directory."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def signer(self) -> Ed25519Signer:
+        """The active key, generated on first use."""
+        active = self.directory / ACTIVE
+        if not active.exists():
+            return self.rotate()
+        try:
+            kid = active.read_text().strip()
+            return Ed25519Signer(self._load(kid))
+        except OSError as exc:
+            raise SigningError(f"cannot read the active signing key: {exc}") from exc
+
+    def rotate(self) -> Ed25519Signer:
+        """Generate a new key and make it active; older keys remain for verification."""
+        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        key = Ed25519PrivateKey.generate()
+        signer = Ed25519Signer(key)
+        pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+        path = self.directory / f"{signer.key_id}.pem"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(pem)
+        temporary = self.directory / f".{ACTIVE}.tmp"
+        temporary.write_text(signer.key_id + "\n")
+        os.replace(temporary, self.directory / ACTIVE)
+        return signer
+
+    def public_keys(self) -> list[PublicKeyInfo]:
+        active = (self.directory / ACTIVE).read_text().strip() \
+            if (self.directory / ACTIVE).exists() else ""
+        infos = []
+        for path in sorted(self.directory.glob("*.pem")):
+            public = self._load(path.stem).public_key()
+            pem = public.public_bytes(serialization.Encoding.PEM,
+                                      serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+            infos.append(PublicKeyInfo(
+                key_id=path.stem, pem=pem,
+                created=datetime.fromtimestamp(path.stat().st_mtime, UTC),
+                status="active" if path.stem == active else "retired"))
+        return infos
+
+    def _load(self, kid: str) -> Ed25519PrivateKey:
+        path = self.directory / f"{kid}.pem"
+        try:
+            mode = path.stat().st_mode & 0o777
+            if mode & 0o077:
+                raise SigningError(f"{path} has mode {mode:o}: a signing key must be 0600")
+            key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        except (OSError, ValueError) as exc:
+            raise SigningError(f"cannot load signing key {path}: {exc}") from exc
+        if not isinstance(key, Ed25519PrivateKey) or key_id(key.public_key()) != kid:
+            raise SigningError(f"{path} is not the Ed25519 key its name says")
+        return key
+
+
+def envelope(payload: bytes, signer: Ed25519Signer) -> dict[str, Any]:
+    """A DSSE envelope over ``payload`` (canonical in-toto Statement JSON)."""
+    signature = signer.sign(pae(PAYLOAD_TYPE, payload))
+    return {
+        "payloadType": PAYLOAD_TYPE,
+        "payload": base64.b64encode(payload).decode(),
+        "signatures": [{"keyid": signer.key_id, "sig": base64.b64encode(signature).decode()}],
+    }
+
+
+def envelope_json(payload: bytes, signer: Ed25519Signer) -> str:
+    """The envelope as stored and exported: one line of compact JSON."""
+    return json.dumps(envelope(payload, signer), separators=(",", ":"))

@@ -1,0 +1,285 @@
+"""The SQLite store: submissions, their transitions, workspaces and the receipt log.
+
+WAL with ``synchronous=FULL``: a move is on disk before the side effect it announces. The
+receipt log and the transition log are append-only (triggers refuse UPDATE and DELETE). A
+terminal state and its receipt are written in one transaction, together with the workspace
+compare-and-swap when the submission commits.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from controller.errors import CommitConflictError, StoreError
+from controller.lifecycle import TERMINAL, check_transition
+from controller.models import State, Submission, utcnow
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS submissions (
+    id TEXT PRIMARY KEY,
+    agent TEXT NOT NULL,
+    workspace TEXT NOT NULL,
+    state TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    record TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS submissions_state ON submissions(state);
+CREATE TABLE IF NOT EXISTS transitions (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    submission_id TEXT NOT NULL REFERENCES submissions(id),
+    from_state TEXT,
+    to_state TEXT NOT NULL,
+    at TEXT NOT NULL,
+    reason TEXT NOT NULL DEFAULT ''
+);
+CREATE TABLE IF NOT EXISTS receipts (
+    seq INTEGER PRIMARY KEY,
+    submission_id TEXT NOT NULL UNIQUE REFERENCES submissions(id),
+    state TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    envelope TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS workspaces (
+    name TEXT PRIMARY KEY,
+    version INTEGER NOT NULL,
+    tree_digest TEXT,
+    updated_at TEXT NOT NULL
+);
+CREATE TRIGGER IF NOT EXISTS receipts_no_update BEFORE UPDATE ON receipts
+BEGIN SELECT RAISE(ABORT, 'receipts are append-only'); END;
+CREATE TRIGGER IF NOT EXISTS receipts_no_delete BEFORE DELETE ON receipts
+BEGIN SELECT RAISE(ABORT, 'receipts are append-only'); END;
+CREATE TRIGGER IF NOT EXISTS transitions_no_update BEFORE UPDATE ON transitions
+BEGIN SELECT RAISE(ABORT, 'transitions are append-only'); END;
+CREATE TRIGGER IF NOT EXISTS transitions_no_delete BEFORE DELETE ON transitions
+BEGIN SELECT RAISE(ABORT, 'transitions are append-only'); END;
+"""
+
+
+@dataclass(frozen=True)
+class Sealed:
+    """A signed receipt ready to be appended."""
+
+    envelope: str
+    digest: str
+
+
+# Builds and signs the receipt of ``submission`` at ``sequence`` after ``previous_digest``.
+Sealer = Callable[[Submission, int, str | None], Sealed]
+
+
+@dataclass(frozen=True)
+class Publication:
+    """The workspace move that goes with a commit: do it inside the transaction, undo on failure."""
+
+    workspace: str
+    base_version: int
+    new_version: int
+    tree_digest: str
+    do: Callable[[], object]
+    undo: Callable[[], object]
+
+
+class Store:
+    """One SQLite database, shared by the controller's threads behind one lock."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False,
+                                   timeout=30)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        self._db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise StoreError(f"cannot start a write: {exc}") from exc
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            try:
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self._db.execute("ROLLBACK")
+                raise StoreError(f"cannot commit a write: {exc}") from exc
+
+    def insert(self, submission: Submission) -> None:
+        """Record a new submission in ``received``."""
+        try:
+            with self._transaction() as db:
+                db.execute(
+                    "INSERT INTO submissions VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (submission.id, submission.request.agent, submission.request.workspace,
+                     submission.state.value, submission.created_at.isoformat(),
+                     submission.updated_at.isoformat(), submission.model_dump_json()))
+                self._log(db, submission.id, None, submission.state, "")
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot record submission {submission.id}: {exc}") from exc
+
+    def move(self, submission: Submission, target: State, **changes: object) -> Submission:
+        """Persist a non-terminal move (checked by the lifecycle) and return the new record."""
+        if target in TERMINAL:
+            raise StoreError(f"{target} is terminal: use finish(), which writes the receipt")
+        moved = self._moved(submission, target, changes)
+        try:
+            with self._transaction() as db:
+                self._update(db, submission, moved)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot move {submission.id} to {target}: {exc}") from exc
+        return moved
+
+    def update(self, submission: Submission) -> Submission:
+        """Persist new facts (observations, decisions) without a state change."""
+        try:
+            with self._transaction() as db:
+                self._update(db, submission, submission, log=False)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot update {submission.id}: {exc}") from exc
+        return submission
+
+    def finish(self, submission: Submission, target: State, seal: Sealer,
+               publication: Publication | None = None, **changes: object) -> Submission:
+        """Move to a terminal state and append its one receipt, atomically.
+
+        With a ``publication`` the workspace compare-and-swap and the tree move happen in the
+        same transaction; ``CommitConflictError`` if another commit got there first.
+        """
+        if target not in TERMINAL:
+            raise StoreError(f"{target} is not terminal")
+        published = False
+        try:
+            with self._transaction() as db:
+                if publication is not None:
+                    self._swap_version(db, publication)
+                row = db.execute(
+                    "SELECT seq, digest FROM receipts ORDER BY seq DESC LIMIT 1").fetchone()
+                sequence, previous = (row[0] + 1, row[1]) if row else (1, None)
+                moved = self._moved(submission, target, {**changes, "receipt_seq": sequence})
+                sealed = seal(moved, sequence, previous)
+                db.execute("INSERT INTO receipts VALUES (?, ?, ?, ?, ?, ?)",
+                           (sequence, moved.id, target.value, sealed.digest, sealed.envelope,
+                            moved.updated_at.isoformat()))
+                self._update(db, submission, moved)
+                if publication is not None:
+                    publication.do()
+                    published = True
+        except sqlite3.Error as exc:
+            if published and publication is not None:
+                publication.undo()
+            raise StoreError(f"cannot finish {submission.id} as {target}: {exc}") from exc
+        except BaseException:
+            if published and publication is not None:
+                publication.undo()
+            raise
+        return moved
+
+    def _swap_version(self, db: sqlite3.Connection, publication: Publication) -> None:
+        db.execute("INSERT OR IGNORE INTO workspaces VALUES (?, 0, NULL, ?)",
+                   (publication.workspace, utcnow().isoformat()))
+        cursor = db.execute(
+            "UPDATE workspaces SET version = ?, tree_digest = ?, updated_at = ? "
+            "WHERE name = ? AND version = ?",
+            (publication.new_version, publication.tree_digest, utcnow().isoformat(),
+             publication.workspace, publication.base_version))
+        if cursor.rowcount != 1:
+            raise CommitConflictError(
+                f"workspace {publication.workspace!r} moved past version "
+                f"{publication.base_version} while this submission ran")
+
+    def _moved(self, submission: Submission, target: State, changes: dict[str, object]) -> Submission:
+        check_transition(submission.state, target)
+        return submission.model_copy(update={**changes, "state": target, "updated_at": utcnow()})
+
+    def _update(self, db: sqlite3.Connection, before: Submission, after: Submission,
+                *, log: bool = True) -> None:
+        cursor = db.execute(
+            "UPDATE submissions SET state = ?, updated_at = ?, record = ? "
+            "WHERE id = ? AND state = ?",
+            (after.state.value, after.updated_at.isoformat(), after.model_dump_json(),
+             after.id, before.state.value))
+        if cursor.rowcount != 1:
+            raise StoreError(f"submission {after.id} is no longer in {before.state}")
+        if log:
+            self._log(db, after.id, before.state, after.state, after.reason)
+
+    @staticmethod
+    def _log(db: sqlite3.Connection, sid: str, source: State | None, target: State,
+             reason: str) -> None:
+        db.execute("INSERT INTO transitions (submission_id, from_state, to_state, at, reason) "
+                   "VALUES (?, ?, ?, ?, ?)",
+                   (sid, source.value if source else None, target.value, utcnow().isoformat(),
+                    reason))
+
+    def get(self, submission_id: str) -> Submission | None:
+        with self._lock:
+            row = self._db.execute("SELECT record FROM submissions WHERE id = ?",
+                                   (submission_id,)).fetchone()
+        return Submission.model_validate_json(row[0]) if row else None
+
+    def unfinished(self) -> list[Submission]:
+        """Every submission not yet in a terminal state (for reconciliation after a crash)."""
+        terminal = tuple(state.value for state in TERMINAL)
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT record FROM submissions WHERE state NOT IN ({','.join('?' * len(terminal))})"  # noqa: S608
+                " ORDER BY created_at", terminal).fetchall()
+        return [Submission.model_validate_json(row[0]) for row in rows]
+
+    def workspace_version(self, name: str) -> int:
+        """The current version of a workspace (0 for a new one, which is recorded)."""
+        with self._transaction() as db:
+            db.execute("INSERT OR IGNORE INTO workspaces VALUES (?, 0, NULL, ?)",
+                       (name, utcnow().isoformat()))
+            row = db.execute("SELECT version FROM workspaces WHERE name = ?", (name,)).fetchone()
+        return int(row[0])
+
+    def workspaces(self) -> dict[str, int]:
+        with self._lock:
+            rows = self._db.execute("SELECT name, version FROM workspaces").fetchall()
+        return {str(name): int(version) for name, version in rows}
+
+    def receipts(self, since_seq: int = 0, limit: int | None = None) -> list[str]:
+        """Envelopes in sequence order, exactly as stored."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT envelope FROM receipts WHERE seq > ? ORDER BY seq LIMIT ?",
+                (since_seq, -1 if limit is None else limit)).fetchall()
+        return [str(row[0]) for row in rows]
+
+    def receipt_for(self, submission_id: str) -> str | None:
+        with self._lock:
+            row = self._db.execute("SELECT envelope FROM receipts WHERE submission_id = ?",
+                                   (submission_id,)).fetchone()
+        return str(row[0]) if row else None
+
+    def transitions(self, submission_id: str) -> list[tuple[str | None, str]]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT from_state, to_state FROM transitions WHERE submission_id = ? ORDER BY id",
+                (submission_id,)).fetchall()
+        return [(row[0], row[1]) for row in rows]
+
+    def receipt_count(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT COUNT(*) FROM receipts").fetchone()[0])
+

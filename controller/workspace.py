@@ -1,0 +1,230 @@
+"""Workspaces on disk: versioned trees, run copies, diffs, and atomic publication.
+
+Layout under ``<data>/workspaces/<name>/``: one directory per version (``v/<n>``). The
+database is the truth about which version is current; a version directory the database does
+not know (a crash between rename and commit) is an orphan, and ``publish`` replaces it.
+Nothing here follows a symlink: trees are walked with ``lstat`` and copied link by link.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import shutil
+import stat
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from controller.errors import InputError, WorkspaceError
+from controller.models import ChangeKind, Diff, EntryType, FileChange, SubmittedFile
+
+SANDBOX_UID = SANDBOX_GID = 10001
+_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One path of a tree, as ``lstat`` saw it."""
+
+    type: EntryType
+    mode: int
+    size: int
+    nlink: int
+    sha256: str | None = None
+    link_target: str | None = None
+
+    def same_as(self, other: Entry) -> bool:
+        return (self.type, self.mode, self.sha256, self.link_target, self.size) == (
+            other.type, other.mode, other.sha256, other.link_target, other.size)
+
+
+def scan(root: Path, *, hash_limit: int) -> dict[str, Entry]:
+    """Every path under ``root`` (relative, '/'-separated), without following symlinks.
+
+    Files larger than ``hash_limit`` (e.g. a sparse terabyte) are not read: their digest is
+    None and their size still counts against the workspace cap.
+    """
+    entries: dict[str, Entry] = {}
+    stack = [""]
+    while stack:
+        relative = stack.pop()
+        with os.scandir(root / relative if relative else root) as it:
+            for item in it:
+                path = f"{relative}/{item.name}" if relative else item.name
+                entry = _entry(Path(item.path), item.stat(follow_symlinks=False), hash_limit)
+                entries[path] = entry
+                if entry.type is EntryType.DIR:
+                    stack.append(path)
+    return entries
+
+
+def _entry(path: Path, st: os.stat_result, hash_limit: int) -> Entry:
+    mode = stat.S_IMODE(st.st_mode)
+    if stat.S_ISLNK(st.st_mode):
+        return Entry(EntryType.SYMLINK, mode, st.st_size, st.st_nlink,
+                     link_target=os.readlink(path))
+    if stat.S_ISDIR(st.st_mode):
+        return Entry(EntryType.DIR, mode, 0, st.st_nlink)
+    if stat.S_ISREG(st.st_mode):
+        digest = _sha256_file(path) if st.st_size <= hash_limit else None
+        return Entry(EntryType.FILE, mode, st.st_size, st.st_nlink, sha256=digest)
+    kind = EntryType.DEVICE if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode) else (
+        EntryType.OTHER)
+    return Entry(kind, mode, 0, st.st_nlink)
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    with os.fdopen(fd, "rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def escapes(path: str, target: str) -> bool:
+    """Whether a symlink at ``path`` (relative to the root) points outside the root."""
+    if target.startswith("/"):
+        return True
+    depth = len(path.split("/")) - 1
+    for part in target.split("/"):
+        if part == "..":
+            depth -= 1
+            if depth < 0:
+                return True
+        elif part not in ("", "."):
+            depth += 1
+    return False
+
+
+def diff_trees(before: dict[str, Entry], after: dict[str, Entry]) -> Diff:
+    """Changes from ``before`` to ``after`` and the hazards found in ``after``."""
+    changes: list[FileChange] = []
+    for path in sorted(before.keys() | after.keys()):
+        old, new = before.get(path), after.get(path)
+        if new is None and old is not None:
+            changes.append(_change(path, ChangeKind.DELETED, old))
+        elif old is None and new is not None:
+            changes.append(_change(path, ChangeKind.CREATED, new))
+        elif old is not None and new is not None and not old.same_as(new):
+            changes.append(_change(path, ChangeKind.MODIFIED, new))
+    return Diff(
+        changes=tuple(changes),
+        setuid_files=_paths(after, lambda e: e.type is EntryType.FILE
+                            and bool(e.mode & (stat.S_ISUID | stat.S_ISGID))),
+        device_nodes=_paths(after, lambda e: e.type is EntryType.DEVICE),
+        escaping_symlinks=tuple(p for p, e in sorted(after.items())
+                                if e.type is EntryType.SYMLINK and e.link_target is not None
+                                and escapes(p, e.link_target)),
+        hardlinks=_paths(after, lambda e: e.type is EntryType.FILE and e.nlink > 1),
+        special_files=_paths(after, lambda e: e.type is EntryType.OTHER),
+        size_after=sum(e.size for e in after.values() if e.type is EntryType.FILE),
+        files_after=sum(1 for e in after.values() if e.type is not EntryType.DIR),
+    )
+
+
+def _change(path: str, kind: ChangeKind, entry: Entry) -> FileChange:
+    return FileChange(path=path, kind=kind, type=entry.type, size=entry.size, mode=entry.mode,
+                      sha256=entry.sha256, link_target=entry.link_target)
+
+
+def _paths(entries: dict[str, Entry], predicate: Callable[[Entry], bool]) -> tuple[str, ...]:
+    return tuple(path for path, entry in sorted(entries.items()) if predicate(entry))
+
+
+def tree_digest(entries: dict[str, Entry]) -> str:
+    """A digest of a whole tree: paths, types, modes, contents and link targets."""
+    digest = hashlib.sha256()
+    for path, e in sorted(entries.items()):
+        digest.update(
+            f"{path}\0{e.type}\0{e.mode:o}\0{e.sha256 or e.size}\0{e.link_target or ''}\n".encode()
+        )
+    return f"sha256:{digest.hexdigest()}"
+
+
+def copy_tree(source: Path, destination: Path) -> None:
+    """Copy a tree link by link (symlinks stay symlinks; specials are not copied)."""
+    destination.mkdir(parents=True, exist_ok=False)
+    for path, entry in sorted(scan(source, hash_limit=-1).items()):
+        src, dst = source / path, destination / path
+        if entry.type is EntryType.DIR:
+            dst.mkdir(mode=0o755)
+        elif entry.type is EntryType.SYMLINK and entry.link_target is not None:
+            os.symlink(entry.link_target, dst)
+        elif entry.type is EntryType.FILE:
+            shutil.copyfile(src, dst, follow_symlinks=False)
+        if entry.type in (EntryType.DIR, EntryType.FILE):
+            os.chmod(dst, entry.mode)
+
+
+def add_files(root: Path, files: tuple[SubmittedFile, ...]) -> None:
+    """Write submitted files into a run copy, refusing any path through a symlink."""
+    for item in files:
+        data = base64.b64decode(item.content, validate=True) if item.encoding == "base64" \
+            else item.content.encode()
+        target = root / item.path
+        for parent in reversed(target.relative_to(root).parents[:-1]):
+            current = root / parent
+            if current.is_symlink() or (current.exists() and not current.is_dir()):
+                raise InputError(f"files: {item.path!r} passes through {parent.as_posix()!r}, "
+                                 "which is not a directory in the workspace")
+            current.mkdir(exist_ok=True)
+        if target.is_symlink() or target.is_dir():
+            raise InputError(f"files: {item.path!r} would replace a symlink or directory")
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, item.mode)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.chmod(target, item.mode)
+
+
+def hand_to_sandbox(root: Path) -> None:
+    """Let the sandbox's unprivileged user write the run copy (ownership, never modes)."""
+    if os.geteuid() != 0:
+        os.chmod(root, 0o777)
+        return
+    os.chown(root, SANDBOX_UID, SANDBOX_GID)
+    for path in scan(root, hash_limit=-1):
+        os.chown(root / path, SANDBOX_UID, SANDBOX_GID, follow_symlinks=False)
+
+
+class Workspaces:
+    """Version trees of every workspace under one directory."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def version_dir(self, name: str, version: int) -> Path:
+        return self.root / name / "v" / str(version)
+
+    def ensure(self, name: str) -> None:
+        """Create version 0 (empty) of a workspace the first time it is used."""
+        first = self.version_dir(name, 0)
+        if not first.exists():
+            first.mkdir(parents=True)
+
+    def checkout(self, name: str, version: int, destination: Path,
+                 files: tuple[SubmittedFile, ...]) -> None:
+        """A private copy of ``version`` plus the submitted files, writable by the sandbox."""
+        try:
+            copy_tree(self.version_dir(name, version), destination)
+            add_files(destination, files)
+            hand_to_sandbox(destination)
+        except OSError as exc:
+            raise WorkspaceError(f"cannot prepare a copy of {name} v{version}: {exc}") from exc
+
+    def publish(self, staging: Path, name: str, version: int) -> Path:
+        """Move a validated staging tree into place as ``version`` (one rename)."""
+        target = self.version_dir(name, version)
+        if target.exists():
+            # Only an orphan of a crash can be here: the caller holds the store's write lock
+            # and has checked that the database does not know this version.
+            shutil.rmtree(target)
+        os.rename(staging, target)
+        return target
+
+    def unpublish(self, name: str, version: int) -> None:
+        target = self.version_dir(name, version)
+        if target.exists():
+            shutil.rmtree(target)
