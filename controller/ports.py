@@ -74,7 +74,8 @@ class SandboxRuntime(Protocol):
 class PolicyEngine(Protocol):
     """Answers one gate question for one submission."""
 
-    def decide(self, gate: Gate, principal: str, resource: str, context: dict[str, Any]) -> Decision:
+    def decide(self, gate: Gate, principal: str, resource: str,
+               context: dict[str, Any]) -> Decision:
         """Never raises: engine trouble is a ``SILENCE`` decision carrying the error."""
         ...
 

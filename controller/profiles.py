@@ -116,14 +116,15 @@ def _rule_action(rule: dict[str, Any], source: Path, index: int) -> int:
         return int(pyseccomp.ERRNO(int(rule.get("errnoRet", 1))))
     if name not in _ACTIONS:
         raise ProfileError(f"{source}: syscalls[{index}]: unknown action {name!r}")
-    return _ACTIONS[name]
+    return int(_ACTIONS[name])
 
 
 def _rule_arg(arg: dict[str, Any], source: Path, index: int) -> Any:
     op = str(arg.get("op"))
     if op not in _OPS:
         raise ProfileError(f"{source}: syscalls[{index}]: unknown comparison {op!r}")
-    return pyseccomp.Arg(int(arg["index"]), _OPS[op], int(arg["value"]), int(arg.get("valueTwo", 0)))
+    return pyseccomp.Arg(int(arg["index"]), _OPS[op], int(arg["value"]),
+                         int(arg.get("valueTwo", 0)))
 
 
 def _effective_seccomp(path: Path, tripwires: tuple[str, ...], *, source: Path) -> dict[str, Any]:

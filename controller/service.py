@@ -35,8 +35,8 @@ from controller.models import (
     Submission,
     SubmissionRequest,
 )
-from controller.ports import RunResult, RunSpec, SandboxRuntime
 from controller.policy.cedar import CedarEngine
+from controller.ports import RunResult, RunSpec, SandboxRuntime
 from controller.signing import Ed25519Signer, envelope_json
 from controller.store import Publication, Sealed, Store
 from controller.validation import violations

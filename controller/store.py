@@ -8,7 +8,6 @@ compare-and-swap when the submission commits.
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
@@ -206,7 +205,8 @@ class Store:
                 f"workspace {publication.workspace!r} moved past version "
                 f"{publication.base_version} while this submission ran")
 
-    def _moved(self, submission: Submission, target: State, changes: dict[str, object]) -> Submission:
+    def _moved(self, submission: Submission, target: State,
+               changes: dict[str, object]) -> Submission:
         check_transition(submission.state, target)
         return submission.model_copy(update={**changes, "state": target, "updated_at": utcnow()})
 
@@ -239,9 +239,10 @@ class Store:
     def unfinished(self) -> list[Submission]:
         """Every submission not yet in a terminal state (for reconciliation after a crash)."""
         terminal = tuple(state.value for state in TERMINAL)
+        marks = ",".join("?" * len(terminal))
         with self._lock:
             rows = self._db.execute(
-                f"SELECT record FROM submissions WHERE state NOT IN ({','.join('?' * len(terminal))})"  # noqa: S608
+                f"SELECT record FROM submissions WHERE state NOT IN ({marks})"  # noqa: S608
                 " ORDER BY created_at", terminal).fetchall()
         return [Submission.model_validate_json(row[0]) for row in rows]
 

@@ -182,8 +182,8 @@ def add_files(root: Path, files: tuple[SubmittedFile, ...]) -> None:
 def hand_to_sandbox(root: Path) -> None:
     """Let the sandbox's unprivileged user write the run copy (ownership, never modes)."""
     if os.geteuid() != 0:
-        os.chmod(root, 0o777)
-        return
+        raise WorkspaceError("the controller must run as root to hand a run copy to the "
+                             f"sandbox user (uid {SANDBOX_UID}); widening modes is not an option")
     os.chown(root, SANDBOX_UID, SANDBOX_GID)
     for path in scan(root, hash_limit=-1):
         os.chown(root / path, SANDBOX_UID, SANDBOX_GID, follow_symlinks=False)

@@ -37,7 +37,8 @@ class CedarEngine:
             self._bundle, self._policy_set = bundle, policy_set
         return bundle
 
-    def decide(self, gate: Gate, principal: str, resource: str, context: dict[str, Any]) -> Decision:
+    def decide(self, gate: Gate, principal: str, resource: str,
+               context: dict[str, Any]) -> Decision:
         with self._lock:
             bundle, policy_set = self._bundle, self._policy_set
         if bundle is None or policy_set is None:

@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import docker
@@ -112,6 +113,39 @@ class DockerRuntime:
             return str(self.client.images.get(image).id)
         except _ENGINE_ERRORS as exc:
             raise RuntimeUnavailableError(f"image {image!r} is not available: {exc}") from exc
+
+    def has_image(self, image: str) -> bool:
+        try:
+            self.client.images.get(image)
+        except docker.errors.ImageNotFound:
+            return False
+        except _ENGINE_ERRORS as exc:
+            raise RuntimeUnavailableError(f"cannot inspect image {image!r}: {exc}") from exc
+        return True
+
+    def pull(self, image: str) -> bool:
+        """Try a registry; False (not an error) when none answers or the image is not there."""
+        try:
+            self.client.images.pull(image)
+        except _ENGINE_ERRORS:
+            return False
+        return True
+
+    def import_rootfs(self, tarball: Path, image: str) -> None:
+        repository, _, tag = image.partition(":")
+        try:
+            self.client.api.import_image_from_file(str(tarball), repository=repository,
+                                                   tag=tag or "latest")
+        except _ENGINE_ERRORS as exc:
+            raise RuntimeUnavailableError(f"cannot import {tarball} as {image}: {exc}") from exc
+
+    def build(self, context: Path, image: str, buildargs: dict[str, str]) -> str:
+        try:
+            built, _ = self.client.images.build(path=str(context), tag=image,
+                                                buildargs=buildargs, rm=True, pull=False)
+        except _ENGINE_ERRORS as exc:
+            raise RuntimeUnavailableError(f"cannot build {image} from {context}: {exc}") from exc
+        return str(built.id)
 
     def _create_args(self, spec: RunSpec) -> dict[str, Any]:
         limits = spec.profile.limits

@@ -1,0 +1,202 @@
+"""The ``sandgate`` command: thin; parse, call the service, render."""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from controller.errors import SandgateError
+from controller.models import Language, Submission, SubmissionRequest, SubmittedFile
+from controller.settings import Settings
+
+SUFFIXES = {".py": Language.PYTHON, ".sh": Language.SH}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.handler(args))
+    except SandgateError as exc:
+        print(f"sandgate: {exc.diagnostics()}", file=sys.stderr)
+        return 2
+    except ValidationError as exc:
+        print(f"sandgate: invalid submission: {exc}", file=sys.stderr)
+        return 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sandgate", description=(
+        "Sandboxed code execution: dry run, policy, bounded run, validation, signed receipt."))
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress")
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="run one file through the whole pipeline")
+    run.add_argument("file", type=Path, help="code to run (.py or .sh)")
+    run.add_argument("--workspace", default="default", help="workspace name (default: default)")
+    run.add_argument("--profile", default="standard", help="profile name (default: standard)")
+    run.add_argument("--lang", choices=[lang.value for lang in Language],
+                     help="language (default: from the file suffix)")
+    run.add_argument("--add", action="append", default=[], metavar="LOCAL[:DEST]",
+                     help="add a local file to the workspace before the run (repeatable)")
+    run.add_argument("--agent", default="local", help="principal recorded in the receipt")
+    run.add_argument("--json", action="store_true", help="print one JSON object")
+    run.set_defaults(handler=_run)
+
+    receipts = commands.add_parser("receipts", help="receipt log").add_subparsers(required=True)
+    export = receipts.add_parser("export", help="write every receipt, one envelope per line")
+    export.add_argument("--out", type=Path, required=True)
+    export.set_defaults(handler=_export_receipts)
+
+    keys = commands.add_parser("keys", help="signing keys").add_subparsers(required=True)
+    keys_export = keys.add_parser("export", help="write the public keys (PEM)")
+    keys_export.add_argument("--out", type=Path, required=True)
+    keys_export.set_defaults(handler=_export_keys)
+    keys.add_parser("rotate", help="generate a new signing key").set_defaults(handler=_rotate)
+
+    images = commands.add_parser("images", help="sandbox images").add_subparsers(required=True)
+    build = images.add_parser("build", help="build sandbox_images/* (registry or debootstrap)")
+    build.add_argument("--base", help="base image to build from (default: detect)")
+    build.add_argument("--local", action="store_true",
+                       help="do not try a registry: build from the debootstrapped base")
+    build.add_argument("--if-missing", action="store_true",
+                       help="do nothing when every sandbox image already exists")
+    build.set_defaults(handler=_build_images)
+
+    commands.add_parser("reconcile", help="end interrupted submissions, remove stray "
+                                          "containers").set_defaults(handler=_reconcile)
+    commands.add_parser("profiles", help="list loaded profiles").set_defaults(handler=_profiles)
+    return parser
+
+
+def _run(args: argparse.Namespace) -> int:
+    from controller.bootstrap import open_controller
+
+    language = Language(args.lang) if args.lang else SUFFIXES.get(args.file.suffix)
+    if language is None:
+        print(f"sandgate: cannot tell the language of {args.file}; pass --lang", file=sys.stderr)
+        return 2
+    request = SubmissionRequest(
+        language=language, code=args.file.read_text(), workspace=args.workspace,
+        profile=args.profile, agent=args.agent, files=tuple(_added(spec) for spec in args.add))
+    controller = open_controller(Settings())
+    submission = controller.submit(request)
+    if args.json:
+        print(json.dumps(result_json(submission)))
+    else:
+        _print_result(submission)
+    return 0 if submission.state.value == "committed" else 1
+
+
+def result_json(submission: Submission) -> dict[str, Any]:
+    """The CLI's --json object: the submission's outcome and why."""
+    return {
+        "id": submission.id,
+        "state": submission.state.value,
+        "reason": submission.reason,
+        "decisions": [d.model_dump(mode="json") for d in submission.decisions],
+        "limits_hit": sorted({limit.value for run in (submission.dry_run, submission.bounded_run)
+                              if run is not None for limit in run.limits_hit}),
+        "stdout": submission.stdout,
+        "stderr": submission.stderr,
+        "workspace": submission.request.workspace,
+        "version_before": submission.base_version,
+        "version_after": submission.new_version,
+        "receipt_seq": submission.receipt_seq,
+        "evidence_dir": submission.evidence_dir,
+    }
+
+
+def _print_result(submission: Submission) -> None:
+    print(f"{submission.id}  {submission.state.value}  (receipt #{submission.receipt_seq})")
+    print(f"  reason: {submission.reason}")
+    if submission.new_version is not None:
+        print(f"  workspace {submission.request.workspace}: "
+              f"v{submission.base_version} -> v{submission.new_version}")
+    if submission.stdout:
+        print("  stdout:\n" + "".join(f"    {line}\n" for line in submission.stdout.splitlines()))
+    if submission.stderr:
+        print("  stderr:\n" + "".join(f"    {line}\n" for line in submission.stderr.splitlines()))
+
+
+def _added(spec: str) -> SubmittedFile:
+    local, _, destination = spec.partition(":")
+    data = Path(local).read_bytes()
+    return SubmittedFile(path=destination or Path(local).name,
+                         content=base64.b64encode(data).decode(), encoding="base64")
+
+
+def _export_receipts(args: argparse.Namespace) -> int:
+    from controller.store import Store
+
+    envelopes = Store(Settings().db_path).receipts()
+    args.out.write_text("".join(line + "\n" for line in envelopes))
+    print(f"wrote {len(envelopes)} receipts to {args.out}")
+    return 0
+
+
+def _export_keys(args: argparse.Namespace) -> int:
+    from controller.signing import KeyRing
+
+    ring = KeyRing(Settings().keys_dir)
+    ring.signer()
+    keys = ring.public_keys()
+    args.out.write_text("".join(key.pem for key in keys))
+    print(f"wrote {len(keys)} public key(s) to {args.out}")
+    return 0
+
+
+def _rotate(args: argparse.Namespace) -> int:
+    from controller.signing import KeyRing
+
+    signer = KeyRing(Settings().keys_dir).rotate()
+    print(f"new active key {signer.key_id}")
+    return 0
+
+
+def _build_images(args: argparse.Namespace) -> int:
+    from controller.images import IMAGES_DIR, build_images
+    from controller.runtime.docker import DockerRuntime
+
+    runtime = DockerRuntime()
+    wanted = [f"sandgate/{path.parent.name}:latest" for path in IMAGES_DIR.glob("*/Dockerfile")]
+    if args.if_missing and all(runtime.has_image(image) for image in wanted):
+        print("sandbox images present: " + ", ".join(wanted))
+        return 0
+    for built in build_images(runtime, base=args.base, local_only=args.local):
+        print(f"built {built.image} ({built.image_id[:19]}) from {built.base}")
+    return 0
+
+
+def _reconcile(args: argparse.Namespace) -> int:
+    from controller.bootstrap import open_controller
+
+    ended = open_controller(Settings()).reconcile()
+    for submission in ended:
+        print(f"{submission.id}: {submission.state.value} ({submission.reason})")
+    print(f"reconciled {len(ended)} interrupted submission(s)")
+    return 0
+
+
+def _profiles(args: argparse.Namespace) -> int:
+    from controller.profiles import load_profiles
+
+    for name, profile in load_profiles(Settings().profiles_dir).items():
+        limits = profile.limits
+        print(f"{name:10} {profile.digest[:19]}  image={profile.image} "
+              f"mem={limits.memory_bytes >> 20}MiB pids={limits.pids} "
+              f"time={limits.wall_time_s}s network={profile.network}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

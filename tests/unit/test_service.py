@@ -1,0 +1,101 @@
+"""The service on a fake runtime: every path ends in one terminal state with one receipt."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from controller.models import Phase, State
+from controller.ports import RunSpec
+from controller.runtime.fake import FakeRuntime, Outcome
+from controller.verify.chain import verify_log
+from controller.verify.dsse import load_public_keys
+from tests.conftest import make_controller, python
+
+
+def controller_with(tmp_path: Path, behaviour: object) -> tuple[object, FakeRuntime]:
+    runtime = FakeRuntime(behaviour=behaviour)  # type: ignore[arg-type]
+    return make_controller(tmp_path, runtime), runtime
+
+
+def writes(name: str, text: str = "x") -> object:
+    def behaviour(spec: RunSpec) -> Outcome:
+        (spec.workspace_dir / name).write_text(text)
+        return Outcome(stdout=b"hi\n")
+    return behaviour
+
+
+def test_clean_run_commits_the_staging_tree(tmp_path: Path) -> None:
+    controller, runtime = controller_with(tmp_path, writes("out.txt", "data"))
+    result = controller.submit(python("code"))  # type: ignore[attr-defined]
+    assert result.state is State.COMMITTED and result.new_version == 1
+    assert [spec.phase for spec in runtime.runs] == [Phase.DRY_RUN, Phase.BOUNDED]
+    assert runtime.runs[0].workspace_dir != runtime.runs[1].workspace_dir
+    version = controller.workspaces.version_dir("default", 1)  # type: ignore[attr-defined]
+    assert (version / "out.txt").read_text() == "data"
+    assert not (tmp_path / "runs" / result.id).exists()
+
+
+def test_seccomp_kill_in_the_real_run_quarantines(tmp_path: Path) -> None:
+    def behaviour(spec: RunSpec) -> Outcome:
+        return Outcome(seccomp_killed=spec.phase is Phase.BOUNDED)
+
+    controller, _ = controller_with(tmp_path, behaviour)
+    result = controller.submit(python("bomb"))  # type: ignore[attr-defined]
+    assert result.state is State.QUARANTINED and result.evidence_dir
+    assert (Path(result.evidence_dir) / "submission.json").exists()
+    assert controller.store.workspace_version("default") == 0  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(("outcome", "state"), [
+    (Outcome(fail=True), State.DENIED),
+    (Outcome(seccomp_killed=True), State.DENIED),
+    (Outcome(timed_out=True, exit_code=137), State.DENIED),
+])
+def test_dry_run_failures_deny_and_never_run_for_real(tmp_path: Path, outcome: Outcome,
+                                                      state: State) -> None:
+    controller, runtime = controller_with(tmp_path, lambda spec: outcome)
+    result = controller.submit(python("x"))  # type: ignore[attr-defined]
+    assert result.state is state
+    assert [spec.phase for spec in runtime.runs] == [Phase.DRY_RUN]
+
+
+def test_engine_failure_in_the_real_run_rolls_back(tmp_path: Path) -> None:
+    controller, _ = controller_with(
+        tmp_path, lambda spec: Outcome(fail=spec.phase is Phase.BOUNDED))
+    result = controller.submit(python("x"))  # type: ignore[attr-defined]
+    assert result.state is State.ROLLED_BACK and "infrastructure failure" in result.reason
+
+
+def test_a_bounded_run_that_fails_rolls_back(tmp_path: Path) -> None:
+    controller, _ = controller_with(
+        tmp_path, lambda spec: Outcome(exit_code=1 if spec.phase is Phase.BOUNDED else 0))
+    result = controller.submit(python("x"))  # type: ignore[attr-defined]
+    assert result.state is State.ROLLED_BACK and "exit code 1" in result.reason
+
+
+def test_receipts_chain_across_submissions(tmp_path: Path) -> None:
+    controller, _ = controller_with(tmp_path, writes("f"))
+    for _ in range(3):
+        controller.submit(python("x"))  # type: ignore[attr-defined]
+    pem = "".join(k.pem for k in controller_keys(tmp_path)).encode()
+    report = verify_log(controller.store.receipts(), load_public_keys(pem))  # type: ignore[attr-defined]
+    assert report.ok and report.checked == 3
+
+
+def controller_keys(tmp_path: Path) -> list:  # type: ignore[type-arg]
+    from controller.signing import KeyRing
+
+    return KeyRing(tmp_path / "keys").public_keys()
+
+
+def test_reconcile_ends_interrupted_submissions_safely(tmp_path: Path) -> None:
+    controller, _ = controller_with(tmp_path, writes("f"))
+    early = controller.accept(python("a"))  # type: ignore[attr-defined]
+    late = controller.accept(python("b"))  # type: ignore[attr-defined]
+    store = controller.store  # type: ignore[attr-defined]
+    late = store.move(store.move(store.move(late, State.DRY_RUN), State.ASSESSING), State.RUNNING)
+    ended = {s.id: s.state for s in controller.reconcile()}  # type: ignore[attr-defined]
+    assert ended == {early.id: State.DENIED, late.id: State.ROLLED_BACK}
+    assert store.unfinished() == [] and store.receipt_count() == 2

@@ -1,0 +1,105 @@
+"""The store: append-only logs, one receipt per terminal state, compare-and-swap commits."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from controller.errors import CommitConflictError, IllegalTransitionError, StoreError
+from controller.models import State, Submission
+from controller.store import Publication, Sealed, Store
+from tests.conftest import python
+
+
+def sub(n: int = 1) -> Submission:
+    return Submission(id=f"s{n}", trace_id="t", request=python("print(1)"), code_sha256="0")
+
+
+def seal(submission: Submission, sequence: int, previous: str | None) -> Sealed:
+    return Sealed(envelope=f'{{"seq":{sequence},"prev":"{previous}"}}', digest=f"d{sequence}")
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    return Store(tmp_path / "db.sqlite")
+
+
+def test_finish_writes_state_and_receipt_together(store: Store) -> None:
+    first = sub(1)
+    store.insert(first)
+    moved = store.move(first, State.DRY_RUN)
+    ended = store.finish(moved, State.DENIED, seal, reason="no")
+    assert ended.receipt_seq == 1
+    assert store.get("s1") == ended
+    assert store.receipts() == ['{"seq":1,"prev":"None"}']
+    second = sub(2)
+    store.insert(second)
+    store.finish(second, State.DENIED, seal)
+    assert store.receipts(since_seq=1) == ['{"seq":2,"prev":"d1"}']
+    assert store.transitions("s1") == [(None, "received"), ("received", "dry_run"),
+                                       ("dry_run", "denied")]
+
+
+def test_illegal_and_terminal_moves_are_refused(store: Store) -> None:
+    first = sub()
+    store.insert(first)
+    with pytest.raises(IllegalTransitionError):
+        store.move(first, State.RUNNING)
+    with pytest.raises(StoreError, match="terminal"):
+        store.move(first, State.DENIED)
+    ended = store.finish(first, State.DENIED, seal)
+    with pytest.raises(IllegalTransitionError):
+        store.finish(ended, State.DENIED, seal)
+    assert store.receipt_count() == 1
+
+
+def test_a_failing_seal_leaves_no_terminal_state(store: Store) -> None:
+    first = sub()
+    store.insert(first)
+
+    def broken(submission: Submission, sequence: int, previous: str | None) -> Sealed:
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        store.finish(first, State.DENIED, broken)
+    assert store.get("s1") == first and store.receipt_count() == 0
+
+
+def test_receipts_and_transitions_are_append_only(store: Store, tmp_path: Path) -> None:
+    first = sub()
+    store.insert(first)
+    store.finish(first, State.DENIED, seal)
+    raw = sqlite3.connect(tmp_path / "db.sqlite")
+    for statement in ("UPDATE receipts SET envelope = 'x'", "DELETE FROM receipts",
+                      "UPDATE transitions SET reason = 'x'", "DELETE FROM transitions"):
+        with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+            raw.execute(statement)
+    raw.close()
+
+
+def test_commit_is_compare_and_swap(store: Store) -> None:
+    published: list[str] = []
+    undone: list[str] = []
+
+    def publication(base: int, tag: str) -> Publication:
+        return Publication("w", base, base + 1, "digest", do=lambda: published.append(tag),
+                           undo=lambda: undone.append(tag))
+
+    assert store.workspace_version("w") == 0
+    for n in (1, 2):
+        store.insert(sub(n))
+    winner = store.move(store.move(store.move(store.move(store.move(
+        sub(1), State.DRY_RUN), State.ASSESSING), State.RUNNING), State.VALIDATING),
+        State.COMMITTING)
+    store.finish(winner, State.COMMITTED, seal, publication(0, "a"))
+    loser = store.move(store.move(store.move(store.move(store.move(
+        sub(2), State.DRY_RUN), State.ASSESSING), State.RUNNING), State.VALIDATING),
+        State.COMMITTING)
+    with pytest.raises(CommitConflictError):
+        store.finish(loser, State.COMMITTED, seal, publication(0, "b"))
+    assert published == ["a"] and store.workspace_version("w") == 1
+    assert store.get("s2") is not None and store.get("s2").state is State.COMMITTING  # type: ignore[union-attr]
+    store.finish(loser, State.ROLLED_BACK, seal, reason="conflict")
+    assert store.receipt_count() == 2 and undone == []

@@ -1,0 +1,106 @@
+"""Workspace trees: scans never follow symlinks, diffs flag hazards, copies stay inside."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from controller.errors import InputError
+from controller.models import ChangeKind, SubmittedFile
+from controller.workspace import add_files, copy_tree, diff_trees, escapes, scan, tree_digest
+
+LIMIT = 1 << 20
+
+
+def write(root: Path, path: str, text: str = "x") -> Path:
+    target = root / path
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(text)
+    return target
+
+
+@pytest.mark.parametrize(("path", "target", "expected"), [
+    ("a", "/etc/passwd", True),
+    ("a", "../x", True),
+    ("d/a", "../x", False),
+    ("d/a", "../../x", True),
+    ("d/a", "./b/../../..", True),
+    ("a", "b/c", False),
+    ("d/e/a", "../../f", False),
+])
+def test_escapes(path: str, target: str, expected: bool) -> None:
+    assert escapes(path, target) is expected
+
+
+def test_diff_reports_changes_and_hazards(tmp_path: Path) -> None:
+    before_dir, after_dir = tmp_path / "before", tmp_path / "after"
+    for root in (before_dir, after_dir):
+        write(root, "keep.txt", "same")
+        write(root, "edit.txt", "old")
+        write(root, "gone.txt")
+    before = scan(before_dir, hash_limit=LIMIT)
+    write(after_dir, "edit.txt", "new")
+    (after_dir / "gone.txt").unlink()
+    write(after_dir, "new/file.txt")
+    suid = write(after_dir, "suid")
+    suid.chmod(0o4755)
+    os.symlink("/etc/shadow", after_dir / "out")
+    os.symlink("keep.txt", after_dir / "in")
+    os.link(after_dir / "keep.txt", after_dir / "hard")
+    os.mkfifo(after_dir / "fifo")
+    diff = diff_trees(before, scan(after_dir, hash_limit=LIMIT))
+    kinds = {change.path: change.kind for change in diff.changes}
+    assert kinds["edit.txt"] is ChangeKind.MODIFIED
+    assert kinds["gone.txt"] is ChangeKind.DELETED
+    assert kinds["new/file.txt"] is ChangeKind.CREATED
+    assert "keep.txt" not in kinds
+    assert diff.setuid_files == ("suid",)
+    assert diff.escaping_symlinks == ("out",)
+    assert set(diff.hardlinks) == {"hard", "keep.txt"}
+    assert diff.special_files == ("fifo",)
+    assert diff.summary()["deleted"] == 1
+
+
+def test_scan_does_not_read_files_beyond_the_limit(tmp_path: Path) -> None:
+    big = tmp_path / "sparse"
+    with big.open("wb") as handle:
+        handle.truncate(1 << 40)  # a sparse terabyte
+    entry = scan(tmp_path, hash_limit=LIMIT)["sparse"]
+    assert entry.sha256 is None and entry.size == 1 << 40
+
+
+def test_copy_keeps_symlinks_as_links_and_never_follows_them(tmp_path: Path) -> None:
+    outside = write(tmp_path, "outside/secret", "host secret")
+    source = tmp_path / "src"
+    write(source, "a.txt", "a")
+    os.symlink(outside, source / "link")
+    os.symlink(outside.parent, source / "dirlink")
+    copy_tree(source, tmp_path / "dst")
+    copied = tmp_path / "dst"
+    assert os.readlink(copied / "link") == str(outside)
+    assert stat.S_ISLNK(os.lstat(copied / "dirlink").st_mode)
+    assert tree_digest(scan(source, hash_limit=LIMIT)) == tree_digest(scan(copied,
+                                                                            hash_limit=LIMIT))
+
+
+def test_add_files_refuses_paths_through_symlinks(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    root = tmp_path / "ws"
+    root.mkdir()
+    os.symlink(outside, root / "escape")
+    with pytest.raises(InputError, match="escape"):
+        add_files(root, (SubmittedFile(path="escape/x", content="boom"),))
+    assert not (outside / "x").exists()
+    add_files(root, (SubmittedFile(path="d/e/f.txt", content="ok", mode=0o600),))
+    assert (root / "d/e/f.txt").read_text() == "ok"
+    assert stat.S_IMODE((root / "d/e/f.txt").stat().st_mode) == 0o600
+
+
+@pytest.mark.parametrize("path", ["../x", "/etc/x", "a/../../x", "a\x00b", "a//b", "./a"])
+def test_submitted_paths_must_stay_inside(path: str) -> None:
+    with pytest.raises(ValueError, match="relative"):
+        SubmittedFile(path=path, content="")
