@@ -47,9 +47,12 @@ def _docker_ready() -> str | None:
         from controller.runtime.docker import DockerRuntime
 
         runtime = DockerRuntime()
-        runtime.ping()
-        if not runtime.has_image("sandgate/python:latest"):
-            return "sandbox image sandgate/python:latest missing (sandgate images build)"
+        try:
+            runtime.ping()
+            if not runtime.has_image("sandgate/python:latest"):
+                return "sandbox image sandgate/python:latest missing (sandgate images build)"
+        finally:
+            runtime.client.close()
     except Exception as exc:
         return f"Docker engine unavailable: {exc}"
     return None
@@ -78,4 +81,5 @@ def docker_runtime() -> Iterator[SandboxRuntime]:
     yield runtime
     leftover = runtime.client.containers.list(
         all=True, filters={"label": f"{OWNER_LABEL}={TEST_OWNER}"})
+    runtime.client.close()
     assert not leftover, f"containers left behind: {[c.short_id for c in leftover]}"

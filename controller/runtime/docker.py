@@ -11,7 +11,6 @@ import hashlib
 import json
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ import docker.errors
 import requests
 from docker.models.containers import Container
 from docker.types import LogConfig, Mount, Ulimit
+from docker.utils.socket import STDERR, frames_iter
 
 from controller.errors import RuntimeUnavailableError
 from controller.models import Observation, StreamSummary
@@ -185,9 +185,9 @@ class DockerRuntime:
 
     def _supervise(self, container: Container, spec: RunSpec) -> RunResult:
         limits = spec.profile.limits
-        stream = self.client.api.attach(container.id, stdout=True, stderr=True, stream=True,
-                                        demux=True, logs=False)
-        reader = _Reader(stream, limits.output_bytes)
+        sock = self.client.api.attach_socket(container.id,
+                                             params={"stdout": 1, "stderr": 1, "stream": 1})
+        reader = _Reader(sock, limits.output_bytes)
         reader.start()
         stopped = threading.Event()
         started = time.monotonic()
@@ -200,6 +200,7 @@ class DockerRuntime:
         if reader.is_alive():
             _kill(container)
         reader.join(timeout=30)
+        reader.close()
         if reader.failure is not None or reader.is_alive():
             raise RuntimeUnavailableError(f"lost the sandbox's output stream: {reader.failure}")
         out, err = reader.out, reader.err
@@ -250,9 +251,9 @@ class _Reader(threading.Thread):
     reader that stopped reading, and a kill issued from here would wait on it.
     """
 
-    def __init__(self, stream: Iterator[tuple[bytes | None, bytes | None]], cap: int) -> None:
+    def __init__(self, sock: Any, cap: int) -> None:
         super().__init__(daemon=True)
-        self.stream = stream
+        self.sock = sock
         self.out, self.err = _Capture(cap), _Capture(cap)
         self.wake = threading.Event()
         self.over_cap = threading.Event()
@@ -260,16 +261,22 @@ class _Reader(threading.Thread):
 
     def run(self) -> None:
         try:
-            for stdout, stderr in self.stream:
-                fits = (self.out.add(stdout) if stdout else True) and (
-                    self.err.add(stderr) if stderr else True)
-                if not fits and not self.over_cap.is_set():
+            for stream, chunk in frames_iter(self.sock, tty=False):
+                capture = self.err if stream == STDERR else self.out
+                if not capture.add(chunk) and not self.over_cap.is_set():
                     self.over_cap.set()
                     self.wake.set()
         except _ENGINE_ERRORS as exc:
             self.failure = exc
         finally:
             self.wake.set()
+
+    def close(self) -> None:
+        """Close the attach connection (the socket file object and the socket under it)."""
+        raw = getattr(self.sock, "_sock", None)
+        self.sock.close()
+        if raw is not None:
+            raw.close()
 
 
 def _kill(container: Container) -> None:

@@ -1,0 +1,54 @@
+"""Integration fixtures: a controller on the real Docker engine, with a spy on its runs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import yaml
+
+from controller.models import Phase
+from controller.ports import RunResult, RunSpec, SandboxRuntime
+from controller.service import Controller
+from tests.conftest import ROOT, make_controller
+
+
+@dataclass
+class Spy:
+    """Records every container run the controller asks for, then does it for real."""
+
+    inner: SandboxRuntime
+    phases: list[Phase] = field(default_factory=list)
+
+    def run(self, spec: RunSpec) -> RunResult:
+        self.phases.append(spec.phase)
+        return self.inner.run(spec)
+
+    def remove_owned(self, keep: frozenset[str] = frozenset()) -> list[str]:
+        return self.inner.remove_owned(keep)
+
+    def ping(self) -> None:
+        self.inner.ping()
+
+
+@pytest.fixture(scope="session")
+def quick_profiles(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The shipped profiles with a 3 s wall-time limit, so time-outs test quickly."""
+    directory = tmp_path_factory.mktemp("profiles")
+    for source in (ROOT / "profiles").glob("*.yaml"):
+        raw = yaml.safe_load(source.read_text())
+        raw["seccomp"] = str((source.parent / raw["seccomp"]).resolve())
+        raw["limits"]["wall_time_s"] = 3
+        (directory / source.name).write_text(yaml.safe_dump(raw))
+    return directory
+
+
+@pytest.fixture
+def spy(docker_runtime: SandboxRuntime) -> Spy:
+    return Spy(docker_runtime)
+
+
+@pytest.fixture
+def controller(tmp_path: Path, spy: Spy, quick_profiles: Path) -> Controller:
+    return make_controller(tmp_path / "data", spy, profiles_dir=quick_profiles)

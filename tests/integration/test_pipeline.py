@@ -1,0 +1,127 @@
+"""The whole lifecycle on the real Docker engine: what commits, what rolls back, what is
+denied before it runs for real, what is quarantined."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from controller.models import Phase, State, Submission, SubmissionRequest
+from controller.service import Controller
+from tests.conftest import python
+from tests.integration.conftest import Spy
+
+pytestmark = pytest.mark.docker
+
+
+def files_of(controller: Controller, version: int, workspace: str = "default") -> set[str]:
+    root = controller.workspaces.version_dir(workspace, version)
+    return {p.relative_to(root).as_posix() for p in root.rglob("*")}
+
+
+def test_hello_in_python_and_sh_commits_with_a_version_bump(controller: Controller) -> None:
+    first = controller.submit(python('print("hi")'))
+    assert (first.state, first.stdout, first.base_version, first.new_version) == (
+        State.COMMITTED, "hi\n", 0, 1)
+    second = controller.submit(SubmissionRequest(language="sh", code="echo hi"))
+    assert (second.state, second.stdout, second.new_version) == (State.COMMITTED, "hi\n", 2)
+    assert controller.store.workspace_version("default") == 2
+    assert second.dry_run is not None and second.bounded_run is not None
+    assert second.dry_run.exit_code == 0 and second.bounded_run.image_id.startswith("sha256:")
+
+
+def test_a_written_file_is_in_the_next_version(controller: Controller) -> None:
+    result = controller.submit(python(
+        "from pathlib import Path\nPath('out/report.txt').parent.mkdir()\n"
+        "Path('out/report.txt').write_text('42')",
+        files=[{"path": "input.txt", "content": "given"}]))
+    assert result.state is State.COMMITTED
+    version = controller.workspaces.version_dir("default", 1)
+    assert (version / "out/report.txt").read_text() == "42"
+    assert (version / "input.txt").read_text() == "given"
+
+
+def test_deleting_50_files_rolls_back_and_leaves_the_workspace(controller: Controller) -> None:
+    made = controller.submit(python(
+        "for i in range(50):\n    open(f'f{i:02}.txt', 'w').write(str(i))"))
+    assert made.state is State.COMMITTED
+    before = files_of(controller, 1)
+    result = controller.submit(python("import glob, os\nfor p in glob.glob('f*.txt'): "
+                                      "os.remove(p)"))
+    assert result.state is State.ROLLED_BACK
+    assert "commit.rollback-mass-delete" in result.reason
+    assert controller.store.workspace_version("default") == 1
+    assert files_of(controller, 1) == before and len(before) == 50
+    assert not controller.workspaces.version_dir("default", 2).exists()
+
+
+@pytest.mark.parametrize(("code", "rule"), [
+    ("import os\nopen('tool', 'w').write('x')\nos.chmod('tool', 0o4755)", "run.deny-setuid"),
+    ("import os\nos.symlink('/etc/passwd', 'passwd')", "run.deny-escaping-symlink"),
+    ("import ctypes\nctypes.CDLL(None).ptrace(0, 0, 0, 0)", "run.deny-tripwire"),
+])
+def test_hazards_in_the_dry_run_deny_before_any_real_run(controller: Controller, spy: Spy,
+                                                         code: str, rule: str) -> None:
+    result = controller.submit(python(code))
+    assert result.state is State.DENIED and rule in result.reason
+    assert spy.phases == [Phase.DRY_RUN]  # no bounded-run container was ever created
+    assert controller.store.workspace_version("default") == 0
+
+
+def test_a_time_bomb_that_hides_from_the_dry_run_is_quarantined(controller: Controller,
+                                                                spy: Spy) -> None:
+    instant = time.time() + 4
+    code = (f"import ctypes, time\nif time.time() > {instant}:\n"
+            "    ctypes.CDLL(None).ptrace(0, 0, 0, 0)\nopen('planted', 'w').write('x')\n"
+            "print('innocent')")
+
+    def wait_past_the_instant(submission: Submission) -> None:
+        # Between the dry run and the bounded run: let the wall clock pass the bomb's instant.
+        if submission.state is State.ASSESSING:
+            time.sleep(max(instant - time.time() + 0.2, 0))
+
+    controller.listeners.append(wait_past_the_instant)
+    result = controller.submit(python(code))
+    assert result.dry_run is not None and result.dry_run.exit_code == 0
+    assert result.state is State.QUARANTINED, result.reason
+    assert spy.phases == [Phase.DRY_RUN, Phase.BOUNDED]
+    assert result.bounded_run is not None and result.bounded_run.seccomp_killed
+    evidence = Path(result.evidence_dir or "")
+    assert {"submission.json", "stdout.log", "stderr.log", "container_changes.json",
+            "code"} <= {p.name for p in evidence.iterdir()}
+    assert controller.store.workspace_version("default") == 0
+    assert files_of(controller, 0) == set()
+
+
+@pytest.mark.parametrize(("name", "code", "limit"), [
+    ("fork bomb", "import os\nwhile True:\n    os.fork()", "pids"),
+    ("memory bomb", "x = []\nwhile True:\n    x.append(bytearray(10**7))", "memory"),
+    ("infinite loop", "while True:\n    pass", "wall_time"),
+    ("100 MB print", "import sys\nsys.stdout.write('x' * 100_000_000)", "output"),
+])
+def test_resource_bombs_end_with_the_limit_named(controller: Controller, name: str, code: str,
+                                                 limit: str) -> None:
+    rss_before = psutil.Process(os.getpid()).memory_info().rss
+    result = controller.submit(python(code))
+    assert result.state is State.DENIED, name
+    assert limit in result.reason, result.reason
+    assert result.dry_run is not None
+    assert limit in [hit.value for hit in result.dry_run.limits_hit]
+    assert len(result.stdout) <= 1 << 20  # captured output stays capped
+    grown = psutil.Process(os.getpid()).memory_info().rss - rss_before
+    assert grown < 64 << 20, f"controller grew by {grown >> 20} MiB"
+    assert controller.submit(python("print('still fine')")).state is State.COMMITTED
+
+
+def test_runs_see_the_same_world_in_both_phases(controller: Controller) -> None:
+    probe = ("import os, socket\nprint(os.getuid(), os.getcwd(), socket.gethostname(), "
+             "sorted(os.environ.items()), open('/proc/self/status').read().count('Seccomp:'))")
+    result = controller.submit(python(probe))
+    assert result.state is State.COMMITTED
+    assert result.dry_run is not None and result.bounded_run is not None
+    assert result.dry_run.stdout.sha256 == result.bounded_run.stdout.sha256
+    assert result.stdout.startswith("10001 /workspace sandbox")
