@@ -1,5 +1,5 @@
 # The two commands: `make run` (the controller's main job) and `make test` (the whole suite).
-.PHONY: run test setup lint docker-down
+.PHONY: run test setup lint docker-down bench
 
 run:
 	scripts/run.sh

@@ -99,3 +99,26 @@ def test_reconcile_ends_interrupted_submissions_safely(tmp_path: Path) -> None:
     ended = {s.id: s.state for s in controller.reconcile()}  # type: ignore[attr-defined]
     assert ended == {early.id: State.DENIED, late.id: State.ROLLED_BACK}
     assert store.unfinished() == [] and store.receipt_count() == 2
+
+
+def test_a_concurrent_commit_makes_the_loser_roll_back_with_conflict(tmp_path: Path) -> None:
+    controller: object = None
+    inner: list[object] = []
+    started: list[str] = []
+
+    def behaviour(spec: RunSpec) -> Outcome:
+        (spec.workspace_dir / spec.submission_id).write_text("mine")
+        if spec.phase is Phase.BOUNDED and not started:
+            # While the first submission's real run is in flight, another one commits.
+            started.append(spec.submission_id)
+            inner.append(controller.submit(python("other")))  # type: ignore[attr-defined]
+        return Outcome()
+
+    controller, _ = controller_with(tmp_path, behaviour)
+    loser = controller.submit(python("first"))  # type: ignore[attr-defined]
+    winner = inner[0]
+    assert winner.state is State.COMMITTED and winner.new_version == 1  # type: ignore[attr-defined]
+    assert loser.state is State.ROLLED_BACK and loser.reason.startswith("conflict")
+    version = controller.workspaces.version_dir("default", 1)  # type: ignore[attr-defined]
+    assert {p.name for p in version.iterdir()} == {winner.id}  # type: ignore[attr-defined]
+    assert not controller.workspaces.version_dir("default", 2).exists()  # type: ignore[attr-defined]
