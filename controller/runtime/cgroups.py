@@ -45,7 +45,12 @@ class CgroupReader:
         self._unified = unified  # v2: the one directory
 
     @classmethod
-    def for_pid(cls, pid: int, root: Path = CGROUP_ROOT) -> CgroupReader:
+    def for_pid(cls, pid: int, owner: str, root: Path = CGROUP_ROOT) -> CgroupReader:
+        """The cgroups of ``pid``, kept only where the path names ``owner`` (a container id).
+
+        The process may be gone and its pid reused by the time this reads /proc, and reading
+        a stranger's cgroup (the host's root, say) would be worse than reading nothing.
+        """
         paths: dict[str, Path] = {}
         unified: Path | None = None
         try:
@@ -54,6 +59,8 @@ class CgroupReader:
             lines = []
         for line in lines:
             _, controllers, relative = line.split(":", 2)
+            if owner not in relative:
+                continue
             if controllers == "":
                 candidate = root / relative.lstrip("/")
                 if (candidate / "cgroup.controllers").exists():
@@ -91,6 +98,8 @@ class CgroupReader:
 
     def _tree_size(self) -> int | None:
         """Where no pids controller is readable: count the process tree instead."""
+        if not self._paths and self._unified is None:
+            return None  # not proven to be the container's process
         try:
             return 1 + len(psutil.Process(self.pid).children(recursive=True))
         except psutil.Error:

@@ -305,7 +305,7 @@ class _Sampler(threading.Thread):
         pid = int(self.container.attrs.get("State", {}).get("Pid") or 0)
         if pid <= 0:
             return
-        reader = CgroupReader.for_pid(pid)
+        reader = CgroupReader.for_pid(pid, owner=self.container.id)
         while True:
             self.result = self.result.merge(reader.sample())
             if self.stopped.wait(SAMPLE_INTERVAL_S):

@@ -114,7 +114,8 @@ def test_resource_bombs_end_with_the_limit_named(controller: Controller, name: s
     assert len(result.stdout) <= 1 << 20  # captured output stays capped
     grown = psutil.Process(os.getpid()).memory_info().rss - rss_before
     assert grown < 64 << 20, f"controller grew by {grown >> 20} MiB"
-    assert controller.submit(python("print('still fine')")).state is State.COMMITTED
+    after = controller.submit(python("print('still fine')"))
+    assert after.state is State.COMMITTED, after.reason
 
 
 def test_runs_see_the_same_world_in_both_phases(controller: Controller) -> None:
