@@ -138,7 +138,7 @@ def _added(spec: str) -> SubmittedFile:
 def _export_receipts(args: argparse.Namespace) -> int:
     from controller.store import Store
 
-    envelopes = Store(Settings().db_path).receipts()
+    envelopes = [envelope for _, envelope in Store(Settings().db_path).receipts()]
     args.out.write_text("".join(line + "\n" for line in envelopes))
     print(f"wrote {len(envelopes)} receipts to {args.out}")
     return 0

@@ -7,6 +7,14 @@
     │   ├── ProfileError
     │   └── PolicyBundleError
     ├── InputError                a submission that cannot be accepted as given
+    │   └── IdempotencyConflictError  same Idempotency-Key, different body
+    ├── NotFoundError             no such record, or not yours (never says which)
+    ├── AuthError                 no or bad credentials
+    ├── ForbiddenError            credentials fine, role not allowed
+    ├── RetryableError            refused for now, with a Retry-After
+    │   ├── RateLimitedError      too many requests from one principal
+    │   ├── OverloadedError       the run queue is full
+    │   └── UnavailableError      draining or not ready
     ├── IllegalTransitionError    the lifecycle refused a move (a bug, never user input)
     ├── RuntimeUnavailableError   the container engine cannot be reached or failed
     ├── WorkspaceError
@@ -47,6 +55,49 @@ class PolicyBundleError(ConfigError):
 class InputError(SandgateError):
     code = "invalid_input"
     hint = "Change the submission as the message says; nothing was accepted."
+
+
+class IdempotencyConflictError(InputError):
+    code = "idempotency_conflict"
+    hint = "Use a new Idempotency-Key for a different submission."
+
+
+class NotFoundError(SandgateError):
+    code = "not_found"
+    hint = "Check the id or name; records of other principals are not visible."
+
+
+class AuthError(SandgateError):
+    code = "unauthenticated"
+    hint = "Send 'Authorization: Bearer <key>' with a key from `sandgate principals add`."
+
+
+class ForbiddenError(SandgateError):
+    code = "forbidden"
+    hint = "This route needs another role; ask an admin."
+
+
+class RetryableError(SandgateError):
+    """Refused for now; ``retry_after`` seconds is a fair wait before trying again."""
+
+    def __init__(self, message: str, retry_after: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class RateLimitedError(RetryableError):
+    code = "rate_limited"
+    hint = "Slow down: wait Retry-After seconds."
+
+
+class OverloadedError(RetryableError):
+    code = "overloaded"
+    hint = "The run queue is full: wait Retry-After seconds and submit again."
+
+
+class UnavailableError(RetryableError):
+    code = "unavailable"
+    hint = "The controller is starting, draining or not ready; see /readyz."
 
 
 class IllegalTransitionError(SandgateError):

@@ -72,13 +72,41 @@ class Limit(StrEnum):
 
 WORKSPACE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 MAX_FILE_PATH = 255
+MAX_CODE_CHARS = 1 << 20
+MAX_FILES = 1000
+MAX_FILE_CHARS = 1 << 20
+MAX_LABELS = 32
+
+
+class Role(StrEnum):
+    AGENT = "agent"
+    APPROVER = "approver"
+    ADMIN = "admin"
+    AUDITOR = "auditor"
+
+
+class Principal(BaseModel):
+    """An identity that holds an API key."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    role: Role
+    created_at: datetime
+    revoked: bool = False
+
+    @property
+    def sees_everything(self) -> bool:
+        """Admins and auditors read every tenant's records; agents only their own."""
+        return self.role in (Role.ADMIN, Role.AUDITOR)
 
 
 class SubmittedFile(Frozen):
     """A file placed in the workspace before the code runs."""
 
     path: Annotated[str, Field(min_length=1, max_length=MAX_FILE_PATH)]
-    content: str = Field(description="File content; text, or base64 when encoding is base64")
+    content: str = Field(max_length=MAX_FILE_CHARS,
+                         description="File content; text, or base64 when encoding is base64")
     encoding: Annotated[str, Field(pattern="^(utf-8|base64)$")] = "utf-8"
     mode: Annotated[int, Field(ge=0, le=0o777)] = 0o644
 
@@ -101,12 +129,13 @@ class SubmissionRequest(Frozen):
     """What an agent asks for."""
 
     language: Language
-    code: str
-    files: tuple[SubmittedFile, ...] = ()
+    code: str = Field(max_length=MAX_CODE_CHARS, description="The code to run")
+    files: tuple[SubmittedFile, ...] = Field(default=(), max_length=MAX_FILES)
     workspace: Annotated[str, Field(pattern=WORKSPACE_NAME.pattern)] = "default"
     profile: Annotated[str, Field(pattern=WORKSPACE_NAME.pattern)] = "standard"
     agent: str = "local"
-    labels: dict[str, str] = Field(default_factory=dict)
+    labels: dict[str, Annotated[str, Field(max_length=256)]] = Field(
+        default_factory=dict, max_length=MAX_LABELS)
 
 
 class StreamSummary(Frozen):

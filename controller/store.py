@@ -15,7 +15,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from controller.errors import CommitConflictError, StoreError
+from controller.errors import (
+    CommitConflictError,
+    IdempotencyConflictError,
+    NotFoundError,
+    StoreError,
+)
 from controller.lifecycle import TERMINAL, check_transition
 from controller.models import State, Submission, utcnow
 
@@ -50,8 +55,17 @@ CREATE TABLE IF NOT EXISTS workspaces (
     name TEXT PRIMARY KEY,
     version INTEGER NOT NULL,
     tree_digest TEXT,
-    updated_at TEXT NOT NULL
+    updated_at TEXT NOT NULL,
+    owner TEXT
 );
+CREATE TABLE IF NOT EXISTS idempotency (
+    principal TEXT NOT NULL,
+    key TEXT NOT NULL,
+    body_digest TEXT NOT NULL,
+    submission_id TEXT NOT NULL REFERENCES submissions(id),
+    PRIMARY KEY (principal, key)
+);
+CREATE INDEX IF NOT EXISTS submissions_agent ON submissions(agent, created_at);
 CREATE TRIGGER IF NOT EXISTS receipts_no_update BEFORE UPDATE ON receipts
 BEGIN SELECT RAISE(ABORT, 'receipts are append-only'); END;
 CREATE TRIGGER IF NOT EXISTS receipts_no_delete BEFORE DELETE ON receipts
@@ -122,19 +136,55 @@ class Store:
                 self._db.execute("ROLLBACK")
                 raise StoreError(f"cannot commit a write: {exc}") from exc
 
-    def insert(self, submission: Submission) -> None:
-        """Record a new submission in ``received``."""
+    def insert(self, submission: Submission, idempotency: tuple[str, str] | None = None) -> Submission:
+        """Record a new submission in ``received``; return it, or the one already recorded.
+
+        ``idempotency`` = (key, body digest): the same key and body return the submission
+        recorded first; the same key with another body raises ``IdempotencyConflictError``.
+        """
         try:
             with self._transaction() as db:
+                if idempotency is not None:
+                    earlier = self._idempotent(db, submission, *idempotency)
+                    if earlier is not None:
+                        return earlier
+                self._claim_workspace(db, submission.request.workspace, submission.request.agent)
                 db.execute(
                     "INSERT INTO submissions VALUES (?, ?, ?, ?, ?, ?, ?)",
                     (submission.id, submission.request.agent, submission.request.workspace,
                      submission.state.value, submission.created_at.isoformat(),
                      submission.updated_at.isoformat(), submission.model_dump_json()))
                 self._log(db, submission.id, None, submission.state, "")
+                if idempotency is not None:
+                    db.execute("INSERT INTO idempotency VALUES (?, ?, ?, ?)",
+                               (submission.request.agent, idempotency[0], idempotency[1],
+                                submission.id))
         except sqlite3.Error as exc:
             raise StoreError(f"cannot record submission {submission.id}: {exc}") from exc
+        return submission
 
+    def _idempotent(self, db: sqlite3.Connection, submission: Submission, key: str,
+                    digest: str) -> Submission | None:
+        row = db.execute("SELECT body_digest, submission_id FROM idempotency "
+                         "WHERE principal = ? AND key = ?",
+                         (submission.request.agent, key)).fetchone()
+        if row is None:
+            return None
+        if row[0] != digest:
+            raise IdempotencyConflictError(
+                f"Idempotency-Key {key!r} was used for a different submission body")
+        record = db.execute("SELECT record FROM submissions WHERE id = ?", (row[1],)).fetchone()
+        return Submission.model_validate_json(record[0])
+
+    def _claim_workspace(self, db: sqlite3.Connection, name: str, agent: str) -> None:
+        """A workspace belongs to the agent that used it first; others cannot see it."""
+        db.execute("INSERT OR IGNORE INTO workspaces VALUES (?, 0, NULL, ?, ?)",
+                   (name, utcnow().isoformat(), agent))
+        row = db.execute("SELECT owner FROM workspaces WHERE name = ?", (name,)).fetchone()
+        if row[0] is None:
+            db.execute("UPDATE workspaces SET owner = ? WHERE name = ?", (agent, name))
+        elif row[0] != agent:
+            raise NotFoundError(f"workspace {name!r} not found")
     def move(self, submission: Submission, target: State, **changes: object) -> Submission:
         """Persist a non-terminal move (checked by the lifecycle) and return the new record."""
         if target in TERMINAL:
@@ -193,8 +243,6 @@ class Store:
         return moved
 
     def _swap_version(self, db: sqlite3.Connection, publication: Publication) -> None:
-        db.execute("INSERT OR IGNORE INTO workspaces VALUES (?, 0, NULL, ?)",
-                   (publication.workspace, utcnow().isoformat()))
         cursor = db.execute(
             "UPDATE workspaces SET version = ?, tree_digest = ?, updated_at = ? "
             "WHERE name = ? AND version = ?",
@@ -249,7 +297,7 @@ class Store:
     def workspace_version(self, name: str) -> int:
         """The current version of a workspace (0 for a new one, which is recorded)."""
         with self._transaction() as db:
-            db.execute("INSERT OR IGNORE INTO workspaces VALUES (?, 0, NULL, ?)",
+            db.execute("INSERT OR IGNORE INTO workspaces VALUES (?, 0, NULL, ?, NULL)",
                        (name, utcnow().isoformat()))
             row = db.execute("SELECT version FROM workspaces WHERE name = ?", (name,)).fetchone()
         return int(row[0])
@@ -259,13 +307,53 @@ class Store:
             rows = self._db.execute("SELECT name, version FROM workspaces").fetchall()
         return {str(name): int(version) for name, version in rows}
 
-    def receipts(self, since_seq: int = 0, limit: int | None = None) -> list[str]:
-        """Envelopes in sequence order, exactly as stored."""
+    def receipts(self, since_seq: int = 0, limit: int | None = None,
+                 agent: str | None = None) -> list[tuple[int, str]]:
+        """(sequence, envelope) in sequence order, exactly as stored; ``agent`` filters."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT envelope FROM receipts WHERE seq > ? ORDER BY seq LIMIT ?",
-                (since_seq, -1 if limit is None else limit)).fetchall()
-        return [str(row[0]) for row in rows]
+                "SELECT r.seq, r.envelope FROM receipts r JOIN submissions s "
+                "ON s.id = r.submission_id WHERE r.seq > ? AND (? IS NULL OR s.agent = ?) "
+                "ORDER BY r.seq LIMIT ?",
+                (since_seq, agent, agent, -1 if limit is None else limit)).fetchall()
+        return [(int(row[0]), str(row[1])) for row in rows]
+
+    def submissions(self, *, agent: str | None, state: str | None = None,
+                    since: str | None = None, after_id: str | None = None,
+                    limit: int = 50) -> list[Submission]:
+        """Newest first; ``after_id`` continues a page (keyset on created_at, id)."""
+        query = "SELECT record FROM submissions WHERE (? IS NULL OR agent = ?) " \
+                "AND (? IS NULL OR state = ?) AND (? IS NULL OR created_at >= ?)"
+        params: list[object] = [agent, agent, state, state, since, since]
+        if after_id is not None:
+            query += " AND (created_at, id) < (SELECT created_at, id FROM submissions WHERE id = ?)"
+            params.append(after_id)
+        query += " ORDER BY created_at DESC, id DESC LIMIT ?"
+        params.append(limit)
+        with self._lock:
+            rows = self._db.execute(query, params).fetchall()
+        return [Submission.model_validate_json(row[0]) for row in rows]
+
+    def events(self, submission_id: str, after: int = 0) -> list[tuple[int, str | None, str, str]]:
+        """Transitions as (event id, from, to, at), after the given event id."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, from_state, to_state, at FROM transitions "
+                "WHERE submission_id = ? AND id > ? ORDER BY id",
+                (submission_id, after)).fetchall()
+        return [(int(r[0]), r[1], str(r[2]), str(r[3])) for r in rows]
+
+    def workspace(self, name: str) -> tuple[int, str | None] | None:
+        """(current version, owner) of a workspace, or None."""
+        with self._lock:
+            row = self._db.execute("SELECT version, owner FROM workspaces WHERE name = ?",
+                                   (name,)).fetchone()
+        return (int(row[0]), row[1]) if row else None
+
+    def check_writable(self) -> None:
+        """Raise ``StoreError`` unless a write transaction can start and finish."""
+        with self._transaction() as db:
+            db.execute("SELECT 1")
 
     def receipt_for(self, submission_id: str) -> str | None:
         with self._lock:

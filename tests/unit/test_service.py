@@ -80,7 +80,8 @@ def test_receipts_chain_across_submissions(tmp_path: Path) -> None:
     for _ in range(3):
         controller.submit(python("x"))  # type: ignore[attr-defined]
     pem = "".join(k.pem for k in controller_keys(tmp_path)).encode()
-    report = verify_log(controller.store.receipts(), load_public_keys(pem))  # type: ignore[attr-defined]
+    lines = [e for _, e in controller.store.receipts()]  # type: ignore[attr-defined]
+    report = verify_log(lines, load_public_keys(pem))
     assert report.ok and report.checked == 3
 
 

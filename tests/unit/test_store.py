@@ -33,11 +33,11 @@ def test_finish_writes_state_and_receipt_together(store: Store) -> None:
     ended = store.finish(moved, State.DENIED, seal, reason="no")
     assert ended.receipt_seq == 1
     assert store.get("s1") == ended
-    assert store.receipts() == ['{"seq":1,"prev":"None"}']
+    assert store.receipts() == [(1, '{"seq":1,"prev":"None"}')]
     second = sub(2)
     store.insert(second)
     store.finish(second, State.DENIED, seal)
-    assert store.receipts(since_seq=1) == ['{"seq":2,"prev":"d1"}']
+    assert store.receipts(since_seq=1) == [(2, '{"seq":2,"prev":"d1"}')]
     assert store.transitions("s1") == [(None, "received"), ("received", "dry_run"),
                                        ("dry_run", "denied")]
 
