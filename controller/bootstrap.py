@@ -22,7 +22,7 @@ def open_controller(settings: Settings | None = None) -> Controller:
     profiles = load_profiles(settings.profiles_dir)
     engine = CedarEngine.from_path(settings.policy_dir)
     signer = KeyRing(settings.keys_dir).signer()
-    runtime = DockerRuntime()
+    runtime = DockerRuntime(owner=settings.owner)
     runtime.ping()
     store = Store(settings.db_path)
     return Controller(

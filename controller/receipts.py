@@ -46,8 +46,9 @@ def statement(
             "decisions": [d.model_dump(mode="json") for d in submission.decisions],
             "profile": {"name": profile_name, "digest": submission.profile_digest},
             "image_id": submission.image_id,
-            "dry_run": _observation(submission.dry_run, submission.dry_run_diff),
-            "bounded_run": _observation(submission.bounded_run, submission.bounded_run_diff),
+            "dry_run": observation_summary(submission.dry_run, submission.dry_run_diff),
+            "bounded_run": observation_summary(submission.bounded_run,
+                                               submission.bounded_run_diff),
             "violations": list(submission.violations),
             "workspace": {
                 "name": request.workspace,
@@ -71,7 +72,9 @@ def canonical(document: dict[str, Any]) -> bytes:
     return bytes(rfc8785.dumps(document))
 
 
-def _observation(observation: Observation | None, diff: Diff | None) -> dict[str, Any] | None:
+def observation_summary(observation: Observation | None,
+                        diff: Diff | None) -> dict[str, Any] | None:
+    """An observation with its limits hit and diff counts, as receipts and the API show it."""
     if observation is None:
         return None
     summary = observation.model_dump(mode="json")

@@ -81,6 +81,14 @@ class Controller:
 
     def accept(self, request: SubmissionRequest) -> Submission:
         """Check what can be checked up front and record the submission as ``received``."""
+        return self.accept_once(request)[0]
+
+    def accept_once(self, request: SubmissionRequest,
+                    idempotency: tuple[str, str] | None = None) -> tuple[Submission, bool]:
+        """Like ``accept``; with (key, body digest), a repeat returns the first submission.
+
+        Returns the submission and whether this call created it.
+        """
         if request.profile not in self.profiles:
             raise InputError(f"profile: unknown profile {request.profile!r}; "
                              f"known: {', '.join(sorted(self.profiles))}")
@@ -90,9 +98,11 @@ class Controller:
             request=request,
             code_sha256=hashlib.sha256(request.code.encode()).hexdigest(),
         )
-        self.store.insert(submission)
+        recorded = self.store.insert(submission, idempotency)
+        if recorded.id != submission.id:
+            return recorded, False
         self._announce(submission)
-        return submission
+        return submission, True
 
     def process(self, submission: Submission) -> Submission:
         job = _Job(self, submission)

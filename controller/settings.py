@@ -27,6 +27,16 @@ class Settings(BaseSettings):
     max_deleted_files: int = Field(
         default=20, ge=0, description="A run deleting more workspace files than this rolls back"
     )
+    owner: str = Field(
+        default="sandgate", pattern=r"^[A-Za-z0-9._-]{1,64}$",
+        description="Label value marking this controller's containers (reconcile removes "
+                    "only these); give each controller on one engine its own")
+    workers: int = Field(default=4, ge=1, le=64, description="Sandboxes running at once")
+    queue_size: int = Field(default=64, ge=0, description="Submissions waiting beyond workers")
+    max_body_bytes: int = Field(default=16 << 20, ge=1024, description="HTTP body cap (413)")
+    rate_per_s: float = Field(default=20.0, gt=0, description="Requests/s per principal")
+    rate_burst: int = Field(default=40, ge=1, description="Burst per principal")
+    drain_timeout_s: float = Field(default=60.0, ge=0, description="SIGTERM: wait for runs")
     keep_run_dirs: bool = Field(
         default=False, description="Keep per-run scratch directories (debugging only)"
     )

@@ -136,7 +136,8 @@ class Store:
                 self._db.execute("ROLLBACK")
                 raise StoreError(f"cannot commit a write: {exc}") from exc
 
-    def insert(self, submission: Submission, idempotency: tuple[str, str] | None = None) -> Submission:
+    def insert(self, submission: Submission,
+               idempotency: tuple[str, str] | None = None) -> Submission:
         """Record a new submission in ``received``; return it, or the one already recorded.
 
         ``idempotency`` = (key, body digest): the same key and body return the submission

@@ -17,8 +17,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from controller.errors import InputError, WorkspaceError
-from controller.models import ChangeKind, Diff, EntryType, FileChange, SubmittedFile
+from controller.errors import InputError, NotFoundError, WorkspaceError
+from controller.models import (
+    WORKSPACE_NAME,
+    ChangeKind,
+    Diff,
+    EntryType,
+    FileChange,
+    SubmittedFile,
+)
+
+WORKSPACE_NAME_PATTERN = WORKSPACE_NAME
+MAX_READ_BYTES = 16 << 20
 
 SANDBOX_UID = SANDBOX_GID = 10001
 _CHUNK = 1 << 20
@@ -228,3 +238,27 @@ class Workspaces:
         target = self.version_dir(name, version)
         if target.exists():
             shutil.rmtree(target)
+
+
+def read_file(root: Path, path: str) -> bytes:
+    """A regular file of a version tree, reached without following any symlink."""
+    parts = path.split("/")
+    if any(part in ("", ".", "..") for part in parts) or "\x00" in path:
+        raise NotFoundError(f"no file {path!r}: paths are relative, without '.' or '..'")
+    current = root
+    for part in parts:
+        current = current / part
+        try:
+            mode = os.lstat(current).st_mode
+        except OSError as exc:
+            raise NotFoundError(f"no file {path!r} in this version") from exc
+        if stat.S_ISLNK(mode):
+            raise NotFoundError(f"{path!r} passes through a symlink, which is not served")
+    if not stat.S_ISREG(mode):
+        raise NotFoundError(f"{path!r} is not a regular file")
+    fd = os.open(current, os.O_RDONLY | os.O_NOFOLLOW)
+    with os.fdopen(fd, "rb") as handle:
+        data = handle.read(MAX_READ_BYTES + 1)
+    if len(data) > MAX_READ_BYTES:
+        raise InputError(f"{path!r} is over {MAX_READ_BYTES} bytes; it is not served whole")
+    return data

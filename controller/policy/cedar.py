@@ -20,6 +20,7 @@ class CedarEngine:
         self._lock = threading.Lock()
         self._bundle = bundle
         self._policy_set = cedarpy.PolicySet.from_str(bundle.text) if bundle else None
+        self._schema = cedarpy.Schema.from_str(bundle.schema) if bundle else None
 
     @classmethod
     def from_path(cls, root: Path) -> CedarEngine:
@@ -33,14 +34,15 @@ class CedarEngine:
         """Swap in a new bundle atomically; a broken one raises and the old one stays."""
         bundle = load_bundle(root)
         policy_set = cedarpy.PolicySet.from_str(bundle.text)
+        schema = cedarpy.Schema.from_str(bundle.schema)
         with self._lock:
-            self._bundle, self._policy_set = bundle, policy_set
+            self._bundle, self._policy_set, self._schema = bundle, policy_set, schema
         return bundle
 
     def decide(self, gate: Gate, principal: str, resource: str,
                context: dict[str, Any]) -> Decision:
         with self._lock:
-            bundle, policy_set = self._bundle, self._policy_set
+            bundle, policy_set, schema = self._bundle, self._policy_set, self._schema
         if bundle is None or policy_set is None:
             return silence(gate, "no policy bundle is loaded")
         request = {
@@ -50,7 +52,8 @@ class CedarEngine:
             "context": context,
         }
         try:
-            result = cedarpy.is_authorized(request, policy_set, [], schema=bundle.schema)
+            # The parsed schema makes cedar check the context's shape on every request.
+            result = cedarpy.is_authorized(request, policy_set, [], schema=schema)
         except (ValueError, RuntimeError, TypeError) as exc:
             return _pinned(silence(gate, f"policy engine error: {exc}"), bundle)
         errors = tuple(str(err) for err in result.diagnostics.errors)

@@ -1,0 +1,1 @@
+"""The REST API (FastAPI): thin; parse, call the service, render."""

@@ -1,0 +1,230 @@
+"""The routes: parse, call the service, render. No decisions are taken here."""
+
+import asyncio
+import hashlib
+import json
+from collections.abc import AsyncIterator, Callable
+from typing import Annotated, Any
+
+import rfc8785
+from fastapi import APIRouter, Depends, Header, Query
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from controller import __version__
+from controller.api.deps import ApiContext, authenticate, context
+from controller.api.schemas import (
+    KeyView,
+    PolicyView,
+    ProfileView,
+    Readiness,
+    ReceiptPage,
+    SubmissionPage,
+    SubmissionView,
+    SubmitBody,
+    WorkspaceView,
+    submission_view,
+)
+from controller.errors import ForbiddenError, NotFoundError, SandgateError
+from controller.lifecycle import TERMINAL, is_terminal
+from controller.models import Principal, Role, SubmissionRequest
+from controller.store import Store
+from controller.workspace import WORKSPACE_NAME_PATTERN, read_file
+
+SUBMITTERS = frozenset({Role.AGENT, Role.ADMIN})
+TERMINAL_NAMES = frozenset(state.value for state in TERMINAL)
+bearer = HTTPBearer(auto_error=False, description="An API key from `sandgate principals add`")
+Ctx = Annotated[ApiContext, Depends(context)]
+
+
+def caller(ctx: Ctx,
+           credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+           ) -> Principal:
+    return authenticate(ctx, credentials.credentials if credentials else None)
+
+
+Caller = Annotated[Principal, Depends(caller)]
+router = APIRouter()
+
+
+@router.post("/v1/submissions", status_code=202, response_model=SubmissionView,
+             tags=["submissions"])
+async def submit(body: SubmitBody, ctx: Ctx, who: Caller,
+                 wait: Annotated[float, Query(ge=0, le=60)] = 0,
+                 idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+                 ) -> JSONResponse:
+    """Accept code for the pipeline; with ``wait``, block until it ends or the wait runs out."""
+    if who.role not in SUBMITTERS:
+        raise ForbiddenError(f"role {who.role} cannot submit code")
+    fields = body.model_dump(mode="json")
+    request = SubmissionRequest.model_validate({**fields, "agent": who.name})
+    key = None
+    if idempotency_key is not None:
+        key = (idempotency_key, hashlib.sha256(rfc8785.dumps(fields)).hexdigest())
+    sub = await run_in_threadpool(ctx.dispatcher.submit, request, key)
+    store = ctx.controller.store
+    if wait > 0:
+        await ctx.waiters.wait(sub.id, wait, lambda: _ended(store, sub.id))
+    current = store.get(sub.id) or sub
+    return JSONResponse(submission_view(current).model_dump(mode="json"), status_code=202,
+                        headers={"Location": f"/v1/submissions/{sub.id}"})
+
+
+@router.get("/v1/submissions/{submission_id}", response_model=SubmissionView,
+            tags=["submissions"])
+def get_submission(submission_id: str, ctx: Ctx, who: Caller) -> SubmissionView:
+    return submission_view(ctx.own(submission_id, who))
+
+
+@router.get("/v1/submissions", response_model=SubmissionPage, tags=["submissions"])
+def list_submissions(ctx: Ctx, who: Caller, state: str | None = None, since: str | None = None,
+                     limit: Annotated[int, Query(ge=1, le=200)] = 50,
+                     cursor: str | None = None) -> SubmissionPage:
+    """Newest first; pass ``next_cursor`` back as ``cursor`` for the next page."""
+    if cursor is not None:
+        ctx.own(cursor, who)
+    found = ctx.controller.store.submissions(
+        agent=None if who.sees_everything else who.name, state=state, since=since,
+        after_id=cursor, limit=limit)
+    return SubmissionPage(submissions=[submission_view(s) for s in found],
+                          next_cursor=found[-1].id if len(found) == limit else None)
+
+
+@router.get("/v1/submissions/{submission_id}/events", tags=["submissions"],
+            response_class=StreamingResponse,
+            responses={200: {"content": {"text/event-stream": {}}}})
+def events(submission_id: str, ctx: Ctx, who: Caller,
+           last_event_id: Annotated[str | None, Header()] = None) -> StreamingResponse:
+    """Server-sent events, one per transition; ``Last-Event-ID`` resumes after that one."""
+    ctx.own(submission_id, who)
+    after = int(last_event_id) if last_event_id and last_event_id.isdigit() else 0
+    return StreamingResponse(_event_stream(ctx.controller.store, submission_id, after),
+                             media_type="text/event-stream")
+
+
+@router.get("/v1/receipts/{submission_id}", tags=["receipts"],
+            responses={200: {"description": "The DSSE envelope exactly as stored",
+                             "content": {"application/json": {}}}})
+def get_receipt(submission_id: str, ctx: Ctx, who: Caller) -> Response:
+    ctx.own(submission_id, who)
+    envelope = ctx.controller.store.receipt_for(submission_id)
+    if envelope is None:
+        raise NotFoundError(f"submission {submission_id!r} has no receipt yet")
+    return Response(envelope, media_type="application/json")
+
+
+@router.get("/v1/receipts", response_model=ReceiptPage, tags=["receipts"])
+def list_receipts(ctx: Ctx, who: Caller, since_seq: Annotated[int, Query(ge=0)] = 0,
+                  limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> ReceiptPage:
+    """Envelopes in sequence order: all of them for auditors and admins, own for agents."""
+    rows = ctx.controller.store.receipts(
+        since_seq=since_seq, limit=limit, agent=None if who.sees_everything else who.name)
+    return ReceiptPage(receipts=[json.loads(envelope) for _, envelope in rows],
+                       next_since_seq=rows[-1][0] if len(rows) == limit else None)
+
+
+@router.get("/v1/keys", response_model=list[KeyView], tags=["receipts"])
+def keys(ctx: Ctx, who: Caller) -> list[KeyView]:
+    return [KeyView(key_id=k.key_id, pem=k.pem, created=k.created, status=k.status)
+            for k in ctx.keyring.public_keys()]
+
+
+def _workspace(ctx: ApiContext, name: str, who: Principal) -> int:
+    found = ctx.controller.store.workspace(name) if WORKSPACE_NAME_PATTERN.match(name) else None
+    if found is None or not (who.sees_everything or found[1] == who.name):
+        raise NotFoundError(f"workspace {name!r} not found")
+    return found[0]
+
+
+@router.get("/v1/workspaces/{name}", response_model=WorkspaceView, tags=["workspaces"])
+def get_workspace(name: str, ctx: Ctx, who: Caller) -> WorkspaceView:
+    version = _workspace(ctx, name, who)
+    versions = [v for v in range(version + 1)
+                if ctx.controller.workspaces.version_dir(name, v).is_dir()]
+    return WorkspaceView(name=name, version=version, versions=versions)
+
+
+@router.get("/v1/workspaces/{name}/files/{path:path}", tags=["workspaces"],
+            responses={200: {"content": {"application/octet-stream": {}}}})
+def get_file(name: str, path: str, ctx: Ctx, who: Caller,
+             version: Annotated[int | None, Query(ge=0)] = None) -> Response:
+    """A file at the current (or a given) version; workspaces change only by submissions."""
+    current = _workspace(ctx, name, who)
+    chosen = current if version is None else version
+    if chosen > current:
+        raise NotFoundError(f"workspace {name!r} has no version {chosen}")
+    data = read_file(ctx.controller.workspaces.version_dir(name, chosen), path)
+    return Response(data, media_type="application/octet-stream")
+
+
+@router.get("/v1/profiles", response_model=list[ProfileView], tags=["configuration"])
+def profiles(ctx: Ctx, who: Caller) -> list[ProfileView]:
+    return [ProfileView(name=p.name, description=p.description, image=p.image, digest=p.digest,
+                        network=p.network, limits=p.limits.model_dump(),
+                        tripwires=list(p.tripwires))
+            for p in ctx.controller.profiles.values()]
+
+
+@router.get("/v1/policies", response_model=PolicyView, tags=["configuration"])
+def policies(ctx: Ctx, who: Caller) -> PolicyView:
+    bundle = ctx.controller.engine.bundle
+    if bundle is None:
+        raise NotFoundError("no policy bundle is loaded: every decision is SILENCE")
+    return PolicyView(name=bundle.name, version=bundle.version, digest=bundle.digest,
+                      description=bundle.description)
+
+
+@router.get("/healthz", tags=["operations"])
+def healthz() -> dict[str, str]:
+    return {"status": "ok", "version": __version__}
+
+
+@router.get("/readyz", response_model=Readiness, tags=["operations"],
+            responses={503: {"model": Readiness}})
+def readyz(ctx: Ctx) -> JSONResponse:
+    checks = _readiness(ctx)
+    ready = all(value == "ok" for value in checks.values())
+    return JSONResponse(Readiness(ready=ready, checks=checks).model_dump(),
+                        status_code=200 if ready else 503)
+
+
+def _ended(store: Store, submission_id: str) -> bool:
+    found = store.get(submission_id)
+    return found is not None and is_terminal(found.state)
+
+
+def _readiness(ctx: ApiContext) -> dict[str, str]:
+    probes: dict[str, Callable[[], Any]] = {
+        "docker": ctx.controller.runtime.ping,
+        "store": ctx.controller.store.check_writable,
+        "signing_key": ctx.keyring.signer,
+        "policy_bundle": lambda: _require(ctx.controller.engine.bundle is not None,
+                                          "no policy bundle loaded"),
+        "accepting": lambda: _require(not ctx.dispatcher.draining, "draining"),
+    }
+    checks: dict[str, str] = {}
+    for name, probe in probes.items():
+        try:
+            probe()
+            checks[name] = "ok"
+        except (SandgateError, OSError) as exc:
+            checks[name] = str(exc)
+    return checks
+
+
+def _require(condition: bool, problem: str) -> None:
+    if not condition:
+        raise NotFoundError(problem)
+
+
+async def _event_stream(store: Store, submission_id: str, after: int) -> AsyncIterator[str]:
+    """Each transition as an SSE event (id = transition id, so Last-Event-ID resumes)."""
+    while True:
+        for event_id, source, target, at in store.events(submission_id, after):
+            after = event_id
+            data = json.dumps({"from": source, "to": target, "at": at})
+            yield f"id: {event_id}\nevent: transition\ndata: {data}\n\n"
+            if target in TERMINAL_NAMES:
+                return
+        await asyncio.sleep(0.1)
