@@ -1,8 +1,11 @@
 # The two commands: `make run` (the controller's main job) and `make test` (the whole suite).
-.PHONY: run test setup lint docker-down bench
+.PHONY: run demo test setup lint docker-down bench
 
 run:
 	scripts/run.sh
+
+demo:
+	scripts/demo.sh
 
 test:
 	scripts/test.sh

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+from fastapi import FastAPI
+
+from controller.api.app import create_app
+from controller.api.deps import ApiContext
+from controller.api.limits import RateLimiter
+from controller.dispatcher import Dispatcher
 from controller.policy.cedar import CedarEngine
+from controller.principals import Principals
 from controller.profiles import load_profiles
 from controller.runtime.docker import DockerRuntime
 from controller.service import Controller, Paths
@@ -36,3 +43,19 @@ def open_controller(settings: Settings | None = None) -> Controller:
         max_deleted_files=settings.max_deleted_files,
         keep_run_dirs=settings.keep_run_dirs,
     )
+
+
+def open_api(settings: Settings | None = None) -> FastAPI:
+    """The REST service on a freshly opened controller (reconciles when it starts)."""
+    settings = settings or Settings()
+    controller = open_controller(settings)
+    ctx = ApiContext(
+        controller=controller,
+        dispatcher=Dispatcher(controller, workers=settings.workers,
+                              queue_size=settings.queue_size),
+        principals=Principals(settings.db_path),
+        keyring=KeyRing(settings.keys_dir),
+        settings=settings,
+        limiter=RateLimiter(settings.rate_per_s, settings.rate_burst),
+    )
+    return create_app(ctx)

@@ -6,6 +6,7 @@ import argparse
 import base64
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from controller.errors import SandgateError
-from controller.models import Language, Submission, SubmissionRequest, SubmittedFile
+from controller.models import Language, Role, Submission, SubmissionRequest, SubmittedFile
 from controller.settings import Settings
 
 SUFFIXES = {".py": Language.PYTHON, ".sh": Language.SH}
@@ -72,18 +73,51 @@ def _parser() -> argparse.ArgumentParser:
                        help="do nothing when every sandbox image already exists")
     build.set_defaults(handler=_build_images)
 
+    serve = commands.add_parser("serve", help="run the REST service (uvicorn)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8080)
+    serve.set_defaults(handler=_serve)
+
+    principals = commands.add_parser("principals", help="API identities").add_subparsers(
+        required=True)
+    add = principals.add_parser("add", help="create a principal; prints its API key once")
+    add.add_argument("name")
+    add.add_argument("--role", choices=[role.value for role in Role], default="agent")
+    add.set_defaults(handler=_principal_add)
+    principals.add_parser("list", help="list principals").set_defaults(handler=_principal_list)
+    revoke = principals.add_parser("revoke", help="revoke a principal's key")
+    revoke.add_argument("name")
+    revoke.set_defaults(handler=_principal_revoke)
+
+    submit = commands.add_parser("submit", help="submit a file to a running service")
+    submit.add_argument("file", type=Path)
+    submit.add_argument("--url", default="http://127.0.0.1:8080")
+    submit.add_argument("--key", default=os.environ.get("SANDGATE_API_KEY"),
+                        help="API key (default: $SANDGATE_API_KEY)")
+    submit.add_argument("--lang", choices=[lang.value for lang in Language])
+    submit.add_argument("--workspace", default="default")
+    submit.add_argument("--profile", default="standard")
+    submit.add_argument("--wait", type=float, default=60, help="seconds to wait (max 60)")
+    submit.set_defaults(handler=_submit)
+
     commands.add_parser("reconcile", help="end interrupted submissions, remove stray "
                                           "containers").set_defaults(handler=_reconcile)
     commands.add_parser("profiles", help="list loaded profiles").set_defaults(handler=_profiles)
     return parser
 
 
-def _run(args: argparse.Namespace) -> int:
-    from controller.bootstrap import open_controller
-
+def _language(args: argparse.Namespace) -> Language | None:
     language = Language(args.lang) if args.lang else SUFFIXES.get(args.file.suffix)
     if language is None:
         print(f"sandgate: cannot tell the language of {args.file}; pass --lang", file=sys.stderr)
+    return language
+
+
+def _run(args: argparse.Namespace) -> int:
+    from controller.bootstrap import open_controller
+
+    language = _language(args)
+    if language is None:
         return 2
     request = SubmissionRequest(
         language=language, code=args.file.read_text(), workspace=args.workspace,
@@ -196,6 +230,74 @@ def _profiles(args: argparse.Namespace) -> int:
               f"mem={limits.memory_bytes >> 20}MiB pids={limits.pids} "
               f"time={limits.wall_time_s}s network={profile.network}")
     return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from controller.bootstrap import open_api
+
+    settings = Settings()
+    app = open_api(settings)
+    base = f"http://{args.host}:{args.port}"
+    print(f"sandgate: serving on {base} (data: {settings.data_dir}); API docs at {base}/docs\n"
+          "first call:\n"
+          "  KEY=$(sandgate principals add my-agent --role agent)\n"
+          f"  curl -s -H \"Authorization: Bearer $KEY\" -H 'Content-Type: application/json' "
+          f"-d '{{\"language\": \"python\", \"code\": \"print(1)\"}}' "
+          f"'{base}/v1/submissions?wait=30'", flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info",
+                timeout_graceful_shutdown=int(settings.drain_timeout_s))
+    return 0
+
+
+def _principal_add(args: argparse.Namespace) -> int:
+    from controller.principals import Principals
+
+    key = Principals(Settings().db_path).add(args.name, Role(args.role))
+    print(key)
+    print(f"created {args.role} {args.name!r}; the key above is shown only once",
+          file=sys.stderr)
+    return 0
+
+
+def _principal_list(args: argparse.Namespace) -> int:
+    from controller.principals import Principals
+
+    for principal in Principals(Settings().db_path).list():
+        status = "revoked" if principal.revoked else "active"
+        print(f"{principal.name:24} {principal.role.value:9} {status:8} "
+              f"{principal.created_at.isoformat()}")
+    return 0
+
+
+def _principal_revoke(args: argparse.Namespace) -> int:
+    from controller.principals import Principals
+
+    Principals(Settings().db_path).revoke(args.name)
+    print(f"revoked {args.name!r}")
+    return 0
+
+
+def _submit(args: argparse.Namespace) -> int:
+    from controller.client import ClientError, SandgateClient
+
+    language = _language(args)
+    if language is None:
+        return 2
+    if not args.key:
+        print("sandgate: pass --key or set SANDGATE_API_KEY", file=sys.stderr)
+        return 2
+    with SandgateClient(args.url, args.key) as client:
+        try:
+            result = client.submit(args.file.read_text(), language=language.value,
+                                   workspace=args.workspace, profile=args.profile,
+                                   wait=min(args.wait, 60))
+        except ClientError as exc:
+            print(f"sandgate: {exc}", file=sys.stderr)
+            return 2
+    print(json.dumps(result))
+    return 0 if result["state"] == "committed" else 1
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ class SandgateError(Exception):
 
     def diagnostics(self) -> str:
         """A message a person can act on: what happened and what to do next."""
-        return f"{self} ({self.code}). {self.hint}"
+        return f"{str(self).rstrip('.')} ({self.code}). {self.hint}"
 
 
 class ConfigError(SandgateError):

@@ -69,11 +69,16 @@ def after_assessment(decision: Decision) -> State:
     return State.DENIED
 
 
-def after_bounded_run(observation: Observation | None) -> State:
-    """A tripwire quarantines; any failure or limit rolls back; success validates."""
+def after_bounded_run(observation: Observation | None, hazards: Iterable[str] = ()) -> State:
+    """A tripwire or a hazard quarantines; any failure or limit rolls back; success validates.
+
+    ``hazards`` (``validation.hazards`` of the run's diff) are weighed before the failure: a
+    run that plants a setuid file or an escaping symlink and then fails on purpose must not
+    slip away as an ordinary rollback with its evidence discarded.
+    """
     if observation is None:
         return State.ROLLED_BACK
-    if observation.seccomp_killed:
+    if observation.seccomp_killed or any(True for _ in hazards):
         return State.QUARANTINED
     if not observation.succeeded:
         return State.ROLLED_BACK

@@ -5,12 +5,14 @@ Every model is an immutable pydantic model; a submission moves on by ``model_cop
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 def utcnow() -> datetime:
@@ -123,6 +125,15 @@ class SubmittedFile(Frozen):
                 f"file path {value!r} must be relative, without '.', '..', empty parts or NUL"
             )
         return value
+
+    @model_validator(mode="after")
+    def _decodable(self) -> SubmittedFile:
+        if self.encoding == "base64":
+            try:
+                base64.b64decode(self.content.encode("ascii"), validate=True)
+            except (UnicodeEncodeError, binascii.Error) as exc:
+                raise ValueError(f"file {self.path!r}: content is not valid base64") from exc
+        return self
 
 
 class SubmissionRequest(Frozen):

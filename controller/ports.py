@@ -40,6 +40,7 @@ class RunSpec:
     command: tuple[str, ...]
     workspace_dir: Path
     code_dir: Path
+    image: str  # an image id from ``image_id``, resolved once: both runs use the same one
     network: bool = False
     env: Mapping[str, str] = field(default_factory=lambda: dict(SANDBOX_ENV))
 
@@ -64,6 +65,13 @@ class SandboxRuntime(Protocol):
 
     def remove_owned(self, keep: frozenset[str] = frozenset()) -> list[str]:
         """Remove every container this controller labelled, except for ``keep`` submissions."""
+        ...
+
+    def image_id(self, image: str) -> str:
+        """The id (``sha256:…``) ``image`` names now; a tag may move, an id does not.
+
+        Raises ``RuntimeUnavailableError`` when the engine cannot resolve it.
+        """
         ...
 
     def ping(self) -> None:

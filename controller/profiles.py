@@ -144,11 +144,25 @@ def _effective_seccomp(path: Path, tripwires: tuple[str, ...], *, source: Path) 
     if tripwires:
         seccomp = dict(seccomp)
         seccomp["syscalls"] = [
-            *seccomp.get("syscalls", []),
+            *_without(seccomp.get("syscalls", []), frozenset(tripwires)),
             {"names": sorted(tripwires), "action": TRIPWIRE_ACTION,
              "comment": "tripwires: a call kills the process and flags the sandbox"},
         ]
     return seccomp
+
+
+def _without(rules: list[dict[str, Any]], names: frozenset[str]) -> list[dict[str, Any]]:
+    """The rules with ``names`` taken out (and rules left with no name dropped).
+
+    A tripwire must be only a tripwire: where a syscall has two rules, libseccomp keeps the
+    first, so an ERRNO rule for it in the JSON would silently disarm the tripwire.
+    """
+    kept = []
+    for rule in rules:
+        remaining = [name for name in rule.get("names", []) if name not in names]
+        if remaining:
+            kept.append({**rule, "names": remaining})
+    return kept
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:

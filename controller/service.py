@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from controller import receipts
-from controller.errors import CommitConflictError, InputError
+from controller.errors import CommitConflictError, InputError, RuntimeUnavailableError
 from controller.gate import assessment_context, matched, validation_context
 from controller.lifecycle import (
     after_assessment,
@@ -39,9 +39,17 @@ from controller.policy.cedar import CedarEngine
 from controller.ports import RunResult, RunSpec, SandboxRuntime
 from controller.signing import Ed25519Signer, envelope_json
 from controller.store import Publication, Sealed, Store
-from controller.validation import violations
+from controller.validation import hazards, violations
 from controller.verify.dsse import payload_digest
-from controller.workspace import Entry, Workspaces, diff_trees, scan, tree_digest
+from controller.workspace import (
+    Entry,
+    Workspaces,
+    as_published,
+    diff_trees,
+    hand_to_root,
+    scan,
+    tree_digest,
+)
 
 log = logging.getLogger("sandgate")
 
@@ -150,6 +158,10 @@ class _Job:
         self.c = controller
         self.sub = submission
         self.dir = controller.paths.runs / submission.id
+        # One host path behind /workspace for both runs: mountinfo shows it, so a per-phase
+        # path would tell the code which run it is in. The bounded run's copy is the staging.
+        self.work = self.dir / "work"
+        self.evidence = controller.paths.quarantine / submission.id
         self.profile = controller.profiles.get(submission.request.profile)
         self.before: dict[str, Entry] = {}
 
@@ -161,14 +173,16 @@ class _Job:
         self.c.workspaces.ensure(request.workspace)
         self.before = scan(self.c.workspaces.version_dir(request.workspace, base),
                            hash_limit=profile.limits.workspace_bytes)
-        self._write_code()
+        # Pinned once, before the dry run: both runs start from this id even if the tag moves
+        # in between. An engine that cannot resolve it raises, and ``fail`` denies.
+        image = self.c.runtime.image_id(profile.image)
         self._move(State.DRY_RUN, base_version=base, base_tree_digest=tree_digest(self.before),
-                   profile_digest=profile.digest)
-        dry = self._run(Phase.DRY_RUN, self.dir / "dry")
-        dry_diff = diff_trees(self.before, scan(self.dir / "dry", hash_limit=self._hash_limit()))
-        shutil.rmtree(self.dir / "dry")
+                   profile_digest=profile.digest, image_id=image)
+        dry = self._run(Phase.DRY_RUN)
+        dry_diff = diff_trees(self.before, scan(self.work, hash_limit=self._hash_limit()))
+        self._discard_work()
         self._move(after_dry_run(dry.observation), dry_run=dry.observation, dry_run_diff=dry_diff,
-                   image_id=dry.observation.image_id, **_outputs(dry))
+                   **_outputs(dry))
         context = assessment_context(request, profile, dry.observation, dry_diff,
                                      max_deleted_files=self.c.max_deleted_files)
         decision = self.c.engine.decide(Gate.ASSESSMENT, request.agent, request.workspace,
@@ -183,16 +197,15 @@ class _Job:
 
     def _bounded_run(self, context: dict[str, object]) -> Submission:
         self._move(State.RUNNING)
-        staging = self.dir / "staging"
-        real = self._run(Phase.BOUNDED, staging)
-        after = scan(staging, hash_limit=self._hash_limit())
+        real = self._run(Phase.BOUNDED)
+        after = scan(self.work, hash_limit=self._hash_limit())
         diff = diff_trees(self.before, after)
         self.sub = self.c.store.update(self.sub.model_copy(update={
             "bounded_run": real.observation, "bounded_run_diff": diff, **_outputs(real)}))
-        target = after_bounded_run(real.observation)
+        planted = hazards(diff)  # weighed before the failure branch, see after_bounded_run
+        target = after_bounded_run(real.observation, planted)
         if target is State.QUARANTINED:
-            return self._quarantine(real, "tripwire: the bounded run was killed by seccomp "
-                                          "(SIGSYS) after a clean dry run")
+            return self._quarantine(real, _flag_reason(real, planted), violations=planted)
         if target is State.ROLLED_BACK:
             return self.finish(State.ROLLED_BACK, reason=_failure(real))
         self._move(State.VALIDATING)
@@ -205,7 +218,8 @@ class _Job:
         self.sub = self.sub.model_copy(update={"decisions": (*self.sub.decisions, decision)})
         if after_validation(broken, decision) is State.ROLLED_BACK:
             return self.finish(State.ROLLED_BACK, reason=f"validation: {matched(decision)}")
-        return self._commit(staging, tree_digest(after))
+        # The digest of the tree as published: ``publish`` hands it to root, bits stripped.
+        return self._commit(self.work, tree_digest(as_published(after)))
 
     def _commit(self, staging: Path, digest: str) -> Submission:
         self._move(State.COMMITTING)
@@ -223,28 +237,39 @@ class _Job:
 
     # -- steps ---------------------------------------------------------------------------
 
-    def _run(self, phase: Phase, workdir: Path) -> RunResult:
+    def _run(self, phase: Phase) -> RunResult:
         request, profile = self.sub.request, self._profile()
         base = self.sub.base_version or 0
-        self.c.workspaces.checkout(request.workspace, base, workdir, request.files)
+        if self.sub.image_id is None:
+            raise RuntimeUnavailableError("no image was pinned before the dry run")
+        self.c.workspaces.checkout(request.workspace, base, self.work, request.files)
+        self._write_code()
         spec = RunSpec(submission_id=self.sub.id, phase=phase, profile=profile,
-                       command=COMMANDS[request.language][1], workspace_dir=workdir,
-                       code_dir=self.dir / "code",
+                       command=COMMANDS[request.language][1], workspace_dir=self.work,
+                       code_dir=self.dir / "code", image=self.sub.image_id,
                        network=profile.network and phase is Phase.BOUNDED)
         return self.c.runtime.run(spec)
 
+    def _discard_work(self) -> None:
+        """Free the run path at once (one rename), then remove what the dry run left."""
+        discarded = self.dir / "dry-discarded"
+        os.rename(self.work, discarded)
+        shutil.rmtree(discarded)
+
     def _quarantine(self, real: RunResult, reason: str, *,
                     violations: tuple[str, ...] = ()) -> Submission:
-        evidence = self.c.paths.quarantine / self.sub.id
-        evidence.mkdir(parents=True, exist_ok=True)
+        evidence = self.evidence
+        evidence.parent.mkdir(parents=True, exist_ok=True)
+        evidence.mkdir(mode=0o700, exist_ok=True)
+        evidence.chmod(0o700)  # for the security team only; never the sandbox user's
         (evidence / "stdout.log").write_bytes(real.stdout)
         (evidence / "stderr.log").write_bytes(real.stderr)
         (evidence / "container_changes.json").write_text(json.dumps(real.container_changes))
         (evidence / "submission.json").write_text(self.sub.model_dump_json(indent=2))
         (evidence / "code").write_text(self.sub.request.code)
-        staging = self.dir / "staging"
-        if staging.exists():
-            os.rename(staging, evidence / "workspace")
+        if self.work.exists():
+            os.rename(self.work, evidence / "workspace")
+            hand_to_root(evidence / "workspace")  # no setuid bit survives into the evidence
         return self.finish(State.QUARANTINED, reason=reason, violations=violations,
                            evidence_dir=str(evidence))
 
@@ -256,11 +281,18 @@ class _Job:
 
     def fail(self, reason: str) -> Submission:
         """End safely for where the submission stands (the lifecycle says where)."""
-        flagged = self.sub.bounded_run is not None and self.sub.bounded_run.seccomp_killed
+        bounded, diff = self.sub.bounded_run, self.sub.bounded_run_diff
+        # Evidence on disk means a quarantine was under way (a crash between keeping the
+        # evidence and the terminal state): finish it, never downgrade it to a rollback.
+        flagged = (bounded is not None and bounded.seccomp_killed) or (
+            diff is not None and bool(hazards(diff))) or self.evidence.exists()
         target = safe_terminal(self.sub.state, flagged=flagged)
         if target is self.sub.state:
             return self.sub
-        return self.finish(target, reason=f"infrastructure failure: {reason}")
+        evidence = str(self.evidence) if target is State.QUARANTINED and (
+            self.evidence.exists()) else self.sub.evidence_dir
+        return self.finish(target, reason=f"infrastructure failure: {reason}",
+                           evidence_dir=evidence)
 
     def cleanup(self) -> None:
         if not self.c.keep_run_dirs and self.dir.exists():
@@ -272,7 +304,10 @@ class _Job:
         return self.sub
 
     def _write_code(self) -> None:
+        """Write the code afresh before each run, so its times do not age between the runs."""
         code_dir = self.dir / "code"
+        if code_dir.exists():
+            shutil.rmtree(code_dir)
         code_dir.mkdir(parents=True, mode=0o755)
         code_dir.chmod(0o755)
         path = code_dir / COMMANDS[self.sub.request.language][0]
@@ -291,6 +326,18 @@ class _Job:
 def _outputs(result: RunResult) -> dict[str, object]:
     return {"stdout": result.stdout.decode(errors="replace"),
             "stderr": result.stderr.decode(errors="replace")}
+
+
+def _flag_reason(result: RunResult, planted: tuple[str, ...]) -> str:
+    parts = []
+    if result.observation.seccomp_killed:
+        parts.append("tripwire: the bounded run was killed by seccomp (SIGSYS) after a clean "
+                     "dry run")
+    if planted:
+        parts.append("validation: " + "; ".join(planted))
+    if not result.observation.succeeded:
+        parts.append(_failure(result))
+    return "; ".join(parts)
 
 
 def _failure(result: RunResult) -> str:

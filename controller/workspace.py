@@ -13,8 +13,8 @@ import hashlib
 import os
 import shutil
 import stat
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from controller.errors import InputError, NotFoundError, WorkspaceError
@@ -31,6 +31,8 @@ WORKSPACE_NAME_PATTERN = WORKSPACE_NAME
 MAX_READ_BYTES = 16 << 20
 
 SANDBOX_UID = SANDBOX_GID = 10001
+MAX_LINK_HOPS = 40  # the kernel's own limit (MAXSYMLINKS)
+_PRIVILEGE_BITS = stat.S_ISUID | stat.S_ISGID
 _CHUNK = 1 << 20
 
 
@@ -109,6 +111,48 @@ def escapes(path: str, target: str) -> bool:
     return False
 
 
+def resolves_outside(path: str, entries: Mapping[str, Entry]) -> bool:
+    """Whether the symlink at ``path`` ends outside the root once resolved against ``entries``.
+
+    ``escapes`` reads only the link's own text, so ``s -> .`` with ``t -> s/s/s/../../..``
+    passes it while the kernel resolves ``t`` three levels up. Here every component that is a
+    symlink in the tree is expanded in turn, as the kernel would; an absolute target, a ``..``
+    above the root or more than ``MAX_LINK_HOPS`` expansions count as leaving (fail closed).
+    Components the tree does not hold are taken literally.
+    """
+    resolved = path.split("/")[:-1]  # the link's own directory: scanned, so never a symlink
+    pending = _link_parts(entries.get(path))
+    if pending is None:
+        return True
+    hops = 1
+    while pending:
+        part = pending.pop(0)
+        if part in ("", "."):
+            continue
+        if part == "..":
+            if not resolved:
+                return True
+            resolved.pop()
+            continue
+        entry = entries.get("/".join((*resolved, part)))
+        if entry is not None and entry.type is EntryType.SYMLINK:
+            hops += 1
+            expansion = _link_parts(entry)
+            if hops > MAX_LINK_HOPS or expansion is None:
+                return True
+            pending = expansion + pending
+            continue
+        resolved.append(part)
+    return False
+
+
+def _link_parts(entry: Entry | None) -> list[str] | None:
+    """A symlink's target as components, or None when it is absolute or unknown."""
+    if entry is None or entry.link_target is None or entry.link_target.startswith("/"):
+        return None
+    return entry.link_target.split("/")
+
+
 def diff_trees(before: dict[str, Entry], after: dict[str, Entry]) -> Diff:
     """Changes from ``before`` to ``after`` and the hazards found in ``after``."""
     changes: list[FileChange] = []
@@ -125,9 +169,11 @@ def diff_trees(before: dict[str, Entry], after: dict[str, Entry]) -> Diff:
         setuid_files=_paths(after, lambda e: e.type is EntryType.FILE
                             and bool(e.mode & (stat.S_ISUID | stat.S_ISGID))),
         device_nodes=_paths(after, lambda e: e.type is EntryType.DEVICE),
-        escaping_symlinks=tuple(p for p, e in sorted(after.items())
-                                if e.type is EntryType.SYMLINK and e.link_target is not None
-                                and escapes(p, e.link_target)),
+        # Both checks: the link's text alone, and its resolution through the tree's links.
+        escaping_symlinks=tuple(
+            p for p, e in sorted(after.items()) if e.type is EntryType.SYMLINK
+            and (e.link_target is None or escapes(p, e.link_target)
+                 or resolves_outside(p, after))),
         hardlinks=_paths(after, lambda e: e.type is EntryType.FILE and e.nlink > 1),
         special_files=_paths(after, lambda e: e.type is EntryType.OTHER),
         size_after=sum(e.size for e in after.values() if e.type is EntryType.FILE),
@@ -199,6 +245,33 @@ def hand_to_sandbox(root: Path) -> None:
         os.chown(root / path, SANDBOX_UID, SANDBOX_GID, follow_symlinks=False)
 
 
+def hand_to_root(root: Path) -> None:
+    """Take a tree back from the sandbox user: owned by root, no setuid/setgid bit anywhere.
+
+    Published versions and quarantine evidence outlive the run; left owned by uid 10001 they
+    would stay writable by whatever that uid runs next, and a privilege bit would survive.
+    """
+    if os.geteuid() != 0:
+        raise WorkspaceError("the controller must run as root to take a tree back from the "
+                             f"sandbox user (uid {SANDBOX_UID})")
+    entries = scan(root, hash_limit=-1)
+    for path, entry in entries.items():
+        target = root / path
+        os.chown(target, 0, 0, follow_symlinks=False)
+        # chown may already drop the bits; chmod states it. Never on a symlink (it would
+        # follow), and the parents are directories scan saw, with nothing running in them.
+        if entry.type is not EntryType.SYMLINK and entry.mode & _PRIVILEGE_BITS:
+            os.chmod(target, entry.mode & ~_PRIVILEGE_BITS)
+    os.chown(root, 0, 0)
+    os.chmod(root, stat.S_IMODE(os.lstat(root).st_mode) & ~_PRIVILEGE_BITS)
+
+
+def as_published(entries: Mapping[str, Entry]) -> dict[str, Entry]:
+    """The tree as ``hand_to_root`` leaves it, so a digest taken before publishing holds after."""
+    return {path: replace(entry, mode=entry.mode & ~_PRIVILEGE_BITS)
+            for path, entry in entries.items()}
+
+
 class Workspaces:
     """Version trees of every workspace under one directory."""
 
@@ -225,7 +298,11 @@ class Workspaces:
             raise WorkspaceError(f"cannot prepare a copy of {name} v{version}: {exc}") from exc
 
     def publish(self, staging: Path, name: str, version: int) -> Path:
-        """Move a validated staging tree into place as ``version`` (one rename)."""
+        """Move a validated staging tree into place as ``version`` (one rename), root-owned."""
+        try:
+            hand_to_root(staging)
+        except OSError as exc:
+            raise WorkspaceError(f"cannot take {staging} back from the sandbox: {exc}") from exc
         target = self.version_dir(name, version)
         if target.exists():
             # Only an orphan of a crash can be here: the caller holds the store's write lock

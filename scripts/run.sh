@@ -1,15 +1,9 @@
 #!/usr/bin/env bash
-# Sandgate's main job on its embedded defaults (SQLite and a generated key in
-# ~/.local/share/sandgate, the local Docker engine): run the example through the pipeline,
-# then verify the receipt log with the independent verifier.
+# Sandgate's main job: the REST service on its embedded defaults (SQLite and a generated
+# signing key in ~/.local/share/sandgate, the local Docker engine), on 127.0.0.1:8080.
+# It prints how to make a first call. Ctrl-C (SIGTERM) drains in-flight runs, then exits.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${SANDGATE_VENV:-.venv}
 scripts/setup.sh
-"$VENV/bin/sandgate" reconcile
-"$VENV/bin/sandgate" run "${1:-examples/hello.py}"
-out=$(mktemp -d)
-"$VENV/bin/sandgate" receipts export --out "$out/receipts.jsonl"
-"$VENV/bin/sandgate" keys export --out "$out/keys.pem"
-"$VENV/bin/sandgate-verify" "$out/receipts.jsonl" --key "$out/keys.pem"
-rm -r "$out"
+exec "$VENV/bin/sandgate" serve --host "${SANDGATE_HOST:-127.0.0.1}" --port "${SANDGATE_PORT:-8080}"

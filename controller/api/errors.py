@@ -64,7 +64,7 @@ def install(app: FastAPI) -> None:
         retry = exc.retry_after if isinstance(exc, RetryableError) else None
         if status == 503 and retry is None:
             retry = 5.0
-        return error_response(exc.code, f"{exc} {exc.hint}", status, retry)
+        return error_response(exc.code, f"{str(exc).rstrip('.')}. {exc.hint}", status, retry)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:

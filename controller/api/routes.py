@@ -33,6 +33,7 @@ from controller.store import Store
 from controller.workspace import WORKSPACE_NAME_PATTERN, read_file
 
 SUBMITTERS = frozenset({Role.AGENT, Role.ADMIN})
+MAX_INT = 2**62  # SQLite integers are 64-bit; larger query values are refused, not crashed on
 TERMINAL_NAMES = frozenset(state.value for state in TERMINAL)
 bearer = HTTPBearer(auto_error=False, description="An API key from `sandgate principals add`")
 Ctx = Annotated[ApiContext, Depends(context)]
@@ -115,7 +116,7 @@ def get_receipt(submission_id: str, ctx: Ctx, who: Caller) -> Response:
 
 
 @router.get("/v1/receipts", response_model=ReceiptPage, tags=["receipts"])
-def list_receipts(ctx: Ctx, who: Caller, since_seq: Annotated[int, Query(ge=0)] = 0,
+def list_receipts(ctx: Ctx, who: Caller, since_seq: Annotated[int, Query(ge=0, le=MAX_INT)] = 0,
                   limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> ReceiptPage:
     """Envelopes in sequence order: all of them for auditors and admins, own for agents."""
     rows = ctx.controller.store.receipts(
@@ -148,7 +149,7 @@ def get_workspace(name: str, ctx: Ctx, who: Caller) -> WorkspaceView:
 @router.get("/v1/workspaces/{name}/files/{path:path}", tags=["workspaces"],
             responses={200: {"content": {"application/octet-stream": {}}}})
 def get_file(name: str, path: str, ctx: Ctx, who: Caller,
-             version: Annotated[int | None, Query(ge=0)] = None) -> Response:
+             version: Annotated[int | None, Query(ge=0, le=MAX_INT)] = None) -> Response:
     """A file at the current (or a given) version; workspaces change only by submissions."""
     current = _workspace(ctx, name, who)
     chosen = current if version is None else version

@@ -96,6 +96,17 @@ class CgroupReader:
             oom_kills=_read_key(path, "memory.events", "oom_kill"),
         )
 
+    def processes(self) -> frozenset[int]:
+        """Host pids in the container's cgroup now (``cgroup.procs``; every v1 hierarchy has
+        the same members, so the first readable one will do)."""
+        directory = self._unified or self._paths.get("pids") or self._paths.get("memory")
+        if directory is None:
+            return frozenset()
+        try:
+            return frozenset(int(line) for line in (directory / "cgroup.procs").read_text().split())
+        except (OSError, ValueError):
+            return frozenset()
+
     def _tree_size(self) -> int | None:
         """Where no pids controller is readable: count the process tree instead."""
         if not self._paths and self._unified is None:

@@ -7,8 +7,10 @@ inspected after it stops, and force-removed whatever happened.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -35,8 +37,10 @@ from controller.ports import (
     RunSpec,
 )
 from controller.runtime.cgroups import CgroupReader, Sample
+from controller.runtime.kmsg import KmsgWatch, attribute
 
 SIGKILL, SIGSYS = 9, 31
+SANDBOX_UID = int(SANDBOX_USER.split(":")[0])
 SAMPLE_INTERVAL_S = 0.02
 _ENGINE_ERRORS = (docker.errors.DockerException, requests.exceptions.RequestException)
 
@@ -85,7 +89,8 @@ class DockerRuntime:
             container = self.client.containers.create(**self._create_args(spec))
         except docker.errors.ImageNotFound as exc:
             raise RuntimeUnavailableError(
-                f"image {spec.profile.image!r} not found: run `sandgate images build`") from exc
+                f"image {spec.image!r} ({spec.profile.image}) not found: run `sandgate images "
+                "build`") from exc
         except _ENGINE_ERRORS as exc:
             raise RuntimeUnavailableError(f"cannot create the sandbox container: {exc}") from exc
         try:
@@ -150,7 +155,7 @@ class DockerRuntime:
     def _create_args(self, spec: RunSpec) -> dict[str, Any]:
         limits = spec.profile.limits
         return {
-            "image": spec.profile.image,
+            "image": spec.image,
             "command": list(spec.command),
             "user": SANDBOX_USER,
             "working_dir": WORKSPACE_MOUNT,
@@ -188,51 +193,44 @@ class DockerRuntime:
         sock = self.client.api.attach_socket(container.id,
                                              params={"stdout": 1, "stderr": 1, "stream": 1})
         reader = _Reader(sock, limits.output_bytes)
-        reader.start()
         stopped = threading.Event()
-        started = time.monotonic()
-        container.start()
         sampler = _Sampler(container, stopped)
-        sampler.start()
-        # Deadlines use the monotonic clock: a wall-clock jump neither shortens nor extends.
-        reader.wake.wait(timeout=limits.wall_time_s)
-        timed_out = reader.is_alive() and not reader.over_cap.is_set()
-        if reader.is_alive():
-            _kill(container)
-        reader.join(timeout=30)
-        reader.close()
-        if reader.failure is not None or reader.is_alive():
-            raise RuntimeUnavailableError(f"lost the sandbox's output stream: {reader.failure}")
-        out, err = reader.out, reader.err
-        status = container.wait(timeout=30)
-        wall_ms = (time.monotonic() - started) * 1000
-        stopped.set()
-        sampler.join(timeout=5)
-        container.reload()
-        state = container.attrs.get("State", {})
-        changes = tuple((str(c.get("Kind")), str(c.get("Path"))) for c in container.diff() or [])
-        exit_code = int(status.get("StatusCode", state.get("ExitCode", -1)))
-        signal = exit_code - 128 if 128 < exit_code <= 128 + 64 else None
-        sample = sampler.result
-        observation = Observation(
-            phase=spec.phase,
-            exit_code=exit_code,
-            signal=signal,
-            oom_killed=bool(state.get("OOMKilled")) or bool(sample.oom_kills),
-            timed_out=timed_out,
-            seccomp_killed=signal == SIGSYS,
-            pids_limit_hit=bool(sample.pids_limit_events) or (
-                sample.pids is not None and sample.pids >= limits.pids),
-            peak_memory_bytes=sample.memory_peak,
-            cpu_time_ns=sample.cpu_ns,
-            peak_pids=sample.pids,
-            wall_time_ms=round(wall_ms, 1),
-            stdout=out.summary(),
-            stderr=err.summary(),
-            image_id=str(container.attrs.get("Image", "")),
-            container_changes=len(changes),
-        )
-        return RunResult(observation, bytes(out.data), bytes(err.data), changes)
+        kernel_log = KmsgWatch.open()  # before the start: only this run's window is read
+        try:
+            reader.start()
+            started = time.monotonic()
+            container.start()
+            sampler.start()
+            # Deadlines use the monotonic clock: a wall-clock jump neither shortens nor extends.
+            reader.wake.wait(timeout=limits.wall_time_s)
+            timed_out = reader.is_alive() and not reader.over_cap.is_set()
+            if reader.is_alive():
+                _kill(container)
+            reader.join(timeout=30)
+            if reader.failure is not None or reader.is_alive():
+                raise RuntimeUnavailableError(
+                    f"lost the sandbox's output stream: {reader.failure}")
+            status = container.wait(timeout=30)
+            wall_ms = (time.monotonic() - started) * 1000
+            stopped.set()
+            sampler.join(timeout=5)
+            container.reload()
+            changes = tuple((str(c.get("Kind")), str(c.get("Path")))
+                            for c in container.diff() or [])
+            observation = _observe(spec, container.attrs, status, sampler.result, reader,
+                                   wall_ms=wall_ms, timed_out=timed_out, changes=len(changes),
+                                   tripped=_tripwire_hit(kernel_log, sampler))
+            return RunResult(observation, bytes(reader.out.data), bytes(reader.err.data), changes)
+        finally:
+            # Whatever failed above, nothing outlives the run: not the sampler, not the stream.
+            stopped.set()
+            reader.hang_up()
+            for thread in (reader, sampler):
+                if thread.ident is not None:
+                    thread.join(timeout=5)
+            reader.close()
+            if kernel_log is not None:
+                kernel_log.close()
 
     def _remove(self, container: Container) -> None:
         try:
@@ -266,10 +264,20 @@ class _Reader(threading.Thread):
                 if not capture.add(chunk) and not self.over_cap.is_set():
                     self.over_cap.set()
                     self.wake.set()
-        except _ENGINE_ERRORS as exc:
+        except (OSError, *_ENGINE_ERRORS) as exc:  # OSError: the stream was hung up on
             self.failure = exc
         finally:
             self.wake.set()
+
+    def hang_up(self) -> None:
+        """End the stream for this thread: a ``recv`` blocked on it returns at once.
+
+        A plain close would not wake it, and a container still running (the supervisor
+        failed before the kill) would keep it blocked for good.
+        """
+        raw = getattr(self.sock, "_sock", self.sock)
+        with contextlib.suppress(OSError, AttributeError):  # closed already, or no socket
+            raw.shutdown(socket.SHUT_RDWR)
 
     def close(self) -> None:
         """Close the attach connection (the socket file object and the socket under it)."""
@@ -277,6 +285,44 @@ class _Reader(threading.Thread):
         self.sock.close()
         if raw is not None:
             raw.close()
+
+
+def _observe(spec: RunSpec, attrs: dict[str, Any], status: dict[str, Any], sample: Sample,
+             reader: _Reader, *, wall_ms: float, timed_out: bool, changes: int,
+             tripped: bool) -> Observation:
+    limits, state = spec.profile.limits, attrs.get("State", {})
+    exit_code = int(status.get("StatusCode", state.get("ExitCode", -1)))
+    signal = exit_code - 128 if 128 < exit_code <= 128 + 64 else None
+    return Observation(
+        phase=spec.phase,
+        exit_code=exit_code,
+        signal=signal,
+        oom_killed=bool(state.get("OOMKilled")) or bool(sample.oom_kills),
+        timed_out=timed_out,
+        seccomp_killed=signal == SIGSYS or tripped,
+        pids_limit_hit=bool(sample.pids_limit_events) or (
+            sample.pids is not None and sample.pids >= limits.pids),
+        peak_memory_bytes=sample.memory_peak,
+        cpu_time_ns=sample.cpu_ns,
+        peak_pids=sample.pids,
+        wall_time_ms=round(wall_ms, 1),
+        stdout=reader.out.summary(),
+        stderr=reader.err.summary(),
+        image_id=str(attrs.get("Image", "")),
+        container_changes=changes,
+    )
+
+
+def _tripwire_hit(kernel_log: KmsgWatch | None, sampler: _Sampler) -> bool:
+    """Whether the kernel logged a seccomp kill in this run (any process, not only the main).
+
+    Fails closed: records lost to a wrapped log count as a kill. Without the log (not root,
+    or closed to us) the exit code is the only witness.
+    """
+    if kernel_log is None:
+        return False
+    kills = attribute(kernel_log.kills(), pids=frozenset(sampler.pids), uid=SANDBOX_UID)
+    return bool(kills) or kernel_log.lost
 
 
 def _kill(container: Container) -> None:
@@ -296,6 +342,7 @@ class _Sampler(threading.Thread):
         self.container = container
         self.stopped = stopped
         self.result = Sample()
+        self.pids: set[int] = set()  # host pids seen in the cgroup, to attribute kernel records
 
     def run(self) -> None:
         try:
@@ -305,8 +352,10 @@ class _Sampler(threading.Thread):
         pid = int(self.container.attrs.get("State", {}).get("Pid") or 0)
         if pid <= 0:
             return
+        self.pids.add(pid)
         reader = CgroupReader.for_pid(pid, owner=self.container.id)
         while True:
             self.result = self.result.merge(reader.sample())
+            self.pids |= reader.processes()
             if self.stopped.wait(SAMPLE_INTERVAL_S):
                 return

@@ -31,11 +31,19 @@ class Outcome:
 Behaviour = Callable[[RunSpec], Outcome]
 
 
+def _content_id(image: str) -> str:
+    return "sha256:" + hashlib.sha256(image.encode()).hexdigest()
+
+
 @dataclass
 class FakeRuntime:
+    """``images`` resolves a name to an id (raising ``RuntimeUnavailableError`` = unknown)."""
+
     behaviour: Behaviour = field(default=lambda spec: Outcome())
     runs: list[RunSpec] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
+    images: Callable[[str], str] = _content_id
+    resolved: list[str] = field(default_factory=list)
 
     def run(self, spec: RunSpec) -> RunResult:
         self.runs.append(spec)
@@ -55,12 +63,16 @@ class FakeRuntime:
             wall_time_ms=1.0,
             stdout=summary,
             stderr=StreamSummary(size=0, sha256=hashlib.sha256(b"").hexdigest()),
-            image_id="sha256:fake",
+            image_id=spec.image,
         )
         return RunResult(observation, outcome.stdout, b"")
 
     def remove_owned(self, keep: frozenset[str] = frozenset()) -> list[str]:
         return []
+
+    def image_id(self, image: str) -> str:
+        self.resolved.append(image)
+        return self.images(image)
 
     def ping(self) -> None:
         return None

@@ -1,4 +1,5 @@
-"""``sandgate-verify RECEIPTS.jsonl --key PUBKEY.pem``: exit 0 only if every receipt holds."""
+"""``sandgate-verify RECEIPTS.jsonl --key PUBKEY.pem [--from-seq N]``: exit 0 only if every
+receipt holds."""
 
 from __future__ import annotations
 
@@ -18,7 +19,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("receipts", type=Path, help="JSON lines, one DSSE envelope per line")
     parser.add_argument("--key", type=Path, action="append", required=True,
                         help="PEM public key file (repeat for rotated keys)")
+    parser.add_argument("--from-seq", type=int, default=1, metavar="N",
+                        help="the log is a tail starting at sequence N (default 1: the whole "
+                             "log, from its first receipt)")
     args = parser.parse_args(argv)
+    if args.from_seq < 1:
+        parser.error("--from-seq must be 1 or more")
     try:
         keys = {}
         for path in args.key:
@@ -27,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError, VerificationError) as exc:
         print(f"sandgate-verify: {exc}", file=sys.stderr)
         return 2
-    report = verify_log(lines, keys)
+    report = verify_log(lines, keys, first_seq=args.from_seq)
     for problem in report.problems:
         print(f"BAD {problem}")
     verdict = "OK" if report.ok else "FAILED"

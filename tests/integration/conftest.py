@@ -28,6 +28,9 @@ class Spy:
     def remove_owned(self, keep: frozenset[str] = frozenset()) -> list[str]:
         return self.inner.remove_owned(keep)
 
+    def image_id(self, image: str) -> str:
+        return self.inner.image_id(image)
+
     def ping(self) -> None:
         self.inner.ping()
 

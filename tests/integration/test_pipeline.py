@@ -119,10 +119,41 @@ def test_resource_bombs_end_with_the_limit_named(controller: Controller, name: s
 
 
 def test_runs_see_the_same_world_in_both_phases(controller: Controller) -> None:
-    probe = ("import os, socket\nprint(os.getuid(), os.getcwd(), socket.gethostname(), "
-             "sorted(os.environ.items()), open('/proc/self/status').read().count('Seccomp:'))")
+    # The mounts behind /workspace and /sandbox, minus the first two fields (mount ids, which
+    # the kernel allocates afresh for every container, whichever phase it runs), and whether
+    # the code file is fresh: the runs are 2 s apart, so a file written once would have aged.
+    probe = ("import os, socket, time\n"
+             "mounts = [' '.join(line.split()[2:]) for line in open('/proc/self/mountinfo')\n"
+             "          if line.split()[4] in ('/workspace', '/sandbox')]\n"
+             "fresh = time.time() - os.stat('/sandbox/main.py').st_mtime < 1.5\n"
+             "print(os.getuid(), os.getcwd(), socket.gethostname(), sorted(os.environ.items()), "
+             "open('/proc/self/status').read().count('Seccomp:'), mounts, fresh)")
+
+    def pause_between_the_runs(submission: Submission) -> None:
+        if submission.state is State.ASSESSING:
+            time.sleep(2)
+
+    controller.listeners.append(pause_between_the_runs)
     result = controller.submit(python(probe))
     assert result.state is State.COMMITTED
     assert result.dry_run is not None and result.bounded_run is not None
-    assert result.dry_run.stdout.sha256 == result.bounded_run.stdout.sha256
+    assert result.dry_run.stdout.sha256 == result.bounded_run.stdout.sha256, result.stdout
     assert result.stdout.startswith("10001 /workspace sandbox")
+    assert f"/runs/{result.id}/work /workspace " in result.stdout
+    assert f"/runs/{result.id}/code /sandbox " in result.stdout
+    assert result.stdout.rstrip().endswith("True")
+
+
+def test_a_tripwire_hit_by_a_child_process_denies(controller: Controller, spy: Spy) -> None:
+    # The child dies of SIGSYS; the parent shrugs and exits 0. Only the kernel's audit record
+    # tells, and it must be enough to deny.
+    code = ("import subprocess, sys\n"
+            "child = subprocess.run([sys.executable, '-c', "
+            "'import ctypes; ctypes.CDLL(None).ptrace(0, 0, 0, 0)'])\n"
+            "print('child ended with', child.returncode)")
+    result = controller.submit(python(code))
+    assert result.dry_run is not None and result.dry_run.exit_code == 0
+    assert result.stdout == "child ended with -31\n"
+    assert result.dry_run.seccomp_killed
+    assert result.state is State.DENIED and "run.deny-tripwire" in result.reason
+    assert spy.phases == [Phase.DRY_RUN]

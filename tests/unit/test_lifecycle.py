@@ -111,6 +111,15 @@ def test_stage_outcomes() -> None:
     assert after_validation(["setuid"], decision(Outcome.PERMIT)) is S.QUARANTINED
 
 
+def test_hazards_of_a_failed_bounded_run_quarantine_before_the_rollback() -> None:
+    planted = ["setuid/setgid file: tool"]
+    assert after_bounded_run(observation(exit_code=1), planted) is S.QUARANTINED
+    assert after_bounded_run(observation(exit_code=137, timed_out=True), planted) is (
+        S.QUARANTINED)
+    assert after_bounded_run(observation(), planted) is S.QUARANTINED
+    assert after_bounded_run(observation(exit_code=1), []) is S.ROLLED_BACK
+
+
 def test_limits_are_named() -> None:
     hit = observation(exit_code=137, oom_killed=True, timed_out=True,
                       stdout=StreamSummary(size=9, sha256="x", truncated=True))

@@ -76,3 +76,25 @@ def test_digest_changes_with_the_seccomp_policy(tmp_path: Path) -> None:
     edited = load_profile(_variant(tmp_path / "other", seccomp_edit=lambda s: s["syscalls"][0]
                                    ["names"].remove("inotify_init")))
     assert edited.digest != same.digest
+
+
+def _rules_naming(seccomp: dict[str, object], name: str) -> list[str]:
+    return [str(rule["action"]) for rule in seccomp["syscalls"]  # type: ignore[attr-defined]
+            if name in rule["names"]]
+
+
+def test_tripwires_are_taken_out_of_every_other_rule() -> None:
+    # strict.json denies chroot and personality with ERRNO; strict.yaml makes them tripwires.
+    # libseccomp keeps a syscall's first rule, so the ERRNO rule would disarm the tripwire.
+    strict = load_profiles(PROFILES)["strict"]
+    for name in ("chroot", "personality", "ptrace"):
+        assert _rules_naming(strict.seccomp, name) == ["SCMP_ACT_KILL_PROCESS"], name
+
+
+def test_a_rule_left_with_no_names_is_dropped(tmp_path: Path) -> None:
+    def add_errno_rule(seccomp: dict[str, list[dict[str, object]]]) -> None:
+        seccomp["syscalls"].insert(0, {"names": ["ptrace"], "action": "SCMP_ACT_ERRNO"})
+
+    profile = load_profile(_variant(tmp_path, seccomp_edit=add_errno_rule))
+    assert _rules_naming(profile.seccomp, "ptrace") == ["SCMP_ACT_KILL_PROCESS"]
+    assert all(rule["names"] for rule in profile.seccomp["syscalls"])  # type: ignore[attr-defined]

@@ -142,3 +142,31 @@ def test_rotation_keeps_old_receipts_verifiable(ring: KeyRing) -> None:
     assert verify_log(old, keys).ok
     statuses = {k.key_id: k.status for k in ring.public_keys()}
     assert statuses[new_signer.key_id] == "active"
+
+
+def test_a_log_missing_its_first_receipt_is_reported(ring: KeyRing) -> None:
+    lines = _log(ring, 4)
+    report = verify_log(lines[1:], _keys(ring))
+    assert not report.ok
+    assert [(p.sequence, "missing" in p.reason) for p in report.problems] == [(2, True)]
+    assert verify_log(lines[1:], _keys(ring), first_seq=2).ok  # a declared tail verifies
+
+
+def test_a_genesis_receipt_citing_a_predecessor_is_reported(ring: KeyRing) -> None:
+    signer = ring.signer()
+    payload = canonical(statement(_submission(1), sequence=1, previous_digest="sha256:" + "0" * 64,
+                                  profile_name="standard"))
+    report = verify_log([envelope_json(payload, signer)], _keys(ring))
+    assert [(p.sequence, "no previous" in p.reason) for p in report.problems] == [(1, True)]
+
+
+def test_verify_cli_takes_a_starting_sequence(ring: KeyRing, tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    from controller.verify.cli import main
+
+    log, key = tmp_path / "tail.jsonl", tmp_path / "key.pem"
+    log.write_text("\n".join(_log(ring, 3)[1:]) + "\n")
+    key.write_text("".join(k.pem for k in ring.public_keys()))
+    assert main([str(log), "--key", str(key)]) == 1
+    assert "seq 2" in capsys.readouterr().out
+    assert main([str(log), "--key", str(key), "--from-seq", "2"]) == 0

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 
 import pytest
 
+from controller.errors import RuntimeUnavailableError
 from controller.models import Phase, State
 from controller.ports import RunSpec
 from controller.runtime.fake import FakeRuntime, Outcome
 from controller.verify.chain import verify_log
 from controller.verify.dsse import load_public_keys
+from controller.workspace import scan, tree_digest
 from tests.conftest import make_controller, python
 
 
@@ -31,7 +35,7 @@ def test_clean_run_commits_the_staging_tree(tmp_path: Path) -> None:
     result = controller.submit(python("code"))  # type: ignore[attr-defined]
     assert result.state is State.COMMITTED and result.new_version == 1
     assert [spec.phase for spec in runtime.runs] == [Phase.DRY_RUN, Phase.BOUNDED]
-    assert runtime.runs[0].workspace_dir != runtime.runs[1].workspace_dir
+    assert runtime.runs[0].workspace_dir == runtime.runs[1].workspace_dir  # same mountinfo
     version = controller.workspaces.version_dir("default", 1)  # type: ignore[attr-defined]
     assert (version / "out.txt").read_text() == "data"
     assert not (tmp_path / "runs" / result.id).exists()
@@ -123,3 +127,113 @@ def test_a_concurrent_commit_makes_the_loser_roll_back_with_conflict(tmp_path: P
     version = controller.workspaces.version_dir("default", 1)  # type: ignore[attr-defined]
     assert {p.name for p in version.iterdir()} == {winner.id}  # type: ignore[attr-defined]
     assert not controller.workspaces.version_dir("default", 2).exists()  # type: ignore[attr-defined]
+
+
+def test_both_runs_see_one_host_path_and_freshly_written_code(tmp_path: Path) -> None:
+    seen: list[tuple[bool, float]] = []
+
+    def behaviour(spec: RunSpec) -> Outcome:
+        code = spec.code_dir / "main.py"
+        seen.append(((spec.workspace_dir / "from-dry-run").exists(), code.stat().st_mtime))
+        if spec.phase is Phase.DRY_RUN:
+            (spec.workspace_dir / "from-dry-run").write_text("x")
+            os.utime(code, (0, 0))  # as if the file had aged since the dry run
+        return Outcome()
+
+    controller, runtime = controller_with(tmp_path, behaviour)
+    result = controller.submit(python("code"))  # type: ignore[attr-defined]
+    assert result.state is State.COMMITTED
+    dry, bounded = runtime.runs
+    assert dry.workspace_dir == bounded.workspace_dir and dry.code_dir == bounded.code_dir
+    assert seen[1][0] is False  # the dry run's tree was gone before the bounded run
+    assert seen[1][1] > 0  # rewritten before the bounded run, not left to age
+
+
+def test_the_image_is_pinned_once_for_both_runs(tmp_path: Path) -> None:
+    controller, runtime = controller_with(tmp_path, writes("f"))
+    ids = iter(["sha256:first", "sha256:moved-tag"])
+    runtime.images = lambda image: next(ids)
+    result = controller.submit(python("x"))  # type: ignore[attr-defined]
+    assert result.state is State.COMMITTED and result.image_id == "sha256:first"
+    assert [spec.image for spec in runtime.runs] == ["sha256:first", "sha256:first"]
+    assert runtime.resolved == ["sandgate/python:latest"]
+
+
+def test_an_image_the_engine_cannot_resolve_denies_before_any_run(tmp_path: Path) -> None:
+    controller, runtime = controller_with(tmp_path, writes("f"))
+
+    def missing(image: str) -> str:
+        raise RuntimeUnavailableError(f"image {image!r} is not available")
+
+    runtime.images = missing
+    result = controller.submit(python("x"))  # type: ignore[attr-defined]
+    assert result.state is State.DENIED and "not available" in result.reason
+    assert runtime.runs == []
+
+
+def plants(hazard: str) -> object:
+    def behaviour(spec: RunSpec) -> Outcome:
+        if spec.phase is Phase.DRY_RUN:
+            return Outcome()
+        if hazard == "setuid":
+            tool = spec.workspace_dir / "tool"
+            tool.write_text("x")
+            tool.chmod(0o4755)
+        else:
+            os.symlink("/etc/shadow", spec.workspace_dir / "shadow")
+        return Outcome(exit_code=1)  # then fail on purpose, hoping for a quiet rollback
+    return behaviour
+
+
+@pytest.mark.parametrize("hazard", ["setuid", "symlink"])
+def test_a_failed_bounded_run_that_planted_a_hazard_is_quarantined(tmp_path: Path,
+                                                                   hazard: str) -> None:
+    controller, _ = controller_with(tmp_path, plants(hazard))
+    result = controller.submit(python("x"))  # type: ignore[attr-defined]
+    assert result.state is State.QUARANTINED, result.reason
+    assert result.violations and "exit code 1" in result.reason
+    evidence = Path(result.evidence_dir)
+    assert (evidence / "workspace").is_dir() and (evidence / "submission.json").exists()
+    assert controller.store.workspace_version("default") == 0  # type: ignore[attr-defined]
+
+
+def test_quarantine_evidence_is_private_and_carries_no_setuid_bit(tmp_path: Path) -> None:
+    controller, _ = controller_with(tmp_path, plants("setuid"))
+    result = controller.submit(python("x"))  # type: ignore[attr-defined]
+    evidence = Path(result.evidence_dir)
+    assert stat.S_IMODE(evidence.stat().st_mode) == 0o700
+    tool = (evidence / "workspace" / "tool").stat()
+    assert not tool.st_mode & (stat.S_ISUID | stat.S_ISGID)
+    assert (tool.st_uid, tool.st_gid) == (0, 0)
+
+
+def test_published_versions_are_root_owned_without_privilege_bits(tmp_path: Path) -> None:
+    def behaviour(spec: RunSpec) -> Outcome:
+        shared = spec.workspace_dir / "shared"
+        shared.mkdir()
+        shared.chmod(0o2775)  # a setgid directory is no hazard, but is not published as one
+        (shared / "f").write_text("x")
+        os.chown(shared / "f", 10001, 10001)
+        return Outcome()
+
+    controller, _ = controller_with(tmp_path, behaviour)
+    result = controller.submit(python("x"))  # type: ignore[attr-defined]
+    assert result.state is State.COMMITTED, result.reason
+    version = controller.workspaces.version_dir("default", 1)  # type: ignore[attr-defined]
+    for path in (version, version / "shared", version / "shared" / "f"):
+        info = path.lstat()
+        assert (info.st_uid, info.st_gid) == (0, 0), path
+        assert not info.st_mode & (stat.S_ISUID | stat.S_ISGID), path
+    assert tree_digest(scan(version, hash_limit=1 << 20)) == result.new_tree_digest
+
+
+def test_reconcile_finishes_an_interrupted_quarantine(tmp_path: Path) -> None:
+    controller, _ = controller_with(tmp_path, writes("f"))
+    store = controller.store  # type: ignore[attr-defined]
+    sub = controller.accept(python("a"))  # type: ignore[attr-defined]
+    sub = store.move(store.move(store.move(sub, State.DRY_RUN), State.ASSESSING), State.RUNNING)
+    evidence = tmp_path / "quarantine" / sub.id  # kept just before the controller died
+    evidence.mkdir(parents=True)
+    (ended,) = controller.reconcile()  # type: ignore[attr-defined]
+    assert ended.state is State.QUARANTINED and ended.evidence_dir == str(evidence)
+    assert store.unfinished() == [] and store.receipt_count() == 1

@@ -10,7 +10,16 @@ import pytest
 
 from controller.errors import InputError
 from controller.models import ChangeKind, SubmittedFile
-from controller.workspace import add_files, copy_tree, diff_trees, escapes, scan, tree_digest
+from controller.workspace import (
+    MAX_LINK_HOPS,
+    add_files,
+    copy_tree,
+    diff_trees,
+    escapes,
+    resolves_outside,
+    scan,
+    tree_digest,
+)
 
 LIMIT = 1 << 20
 
@@ -62,6 +71,37 @@ def test_diff_reports_changes_and_hazards(tmp_path: Path) -> None:
     assert set(diff.hardlinks) == {"hard", "keep.txt"}
     assert diff.special_files == ("fifo",)
     assert diff.summary()["deleted"] == 1
+
+
+def test_a_symlink_escaping_through_another_symlink_is_flagged(tmp_path: Path) -> None:
+    # Each link's text stays inside; resolved by the kernel, t lands three levels up.
+    os.symlink(".", tmp_path / "s")
+    os.symlink("s/s/s/../../..", tmp_path / "t")
+    assert not escapes("t", "s/s/s/../../..")
+    assert os.path.realpath(tmp_path / "t") == str(tmp_path.parent.parent.parent)
+    after = scan(tmp_path, hash_limit=LIMIT)
+    assert resolves_outside("t", after) and not resolves_outside("s", after)
+    assert diff_trees({}, after).escaping_symlinks == ("t",)
+
+
+def test_symlinks_resolving_inside_the_tree_are_not_flagged(tmp_path: Path) -> None:
+    write(tmp_path, "d/e/file")
+    os.symlink("d/e", tmp_path / "de")
+    os.symlink("../de/file", tmp_path / "d" / "f")  # d/f -> de/file, through another link
+    os.symlink("de/..", tmp_path / "up")  # de/.. is d: still inside
+    os.symlink("missing/x", tmp_path / "dangling")
+    assert diff_trees({}, scan(tmp_path, hash_limit=LIMIT)).escaping_symlinks == ()
+
+
+def test_symlink_loops_and_deep_chains_count_as_escaping(tmp_path: Path) -> None:
+    os.symlink("b", tmp_path / "a")
+    os.symlink("a", tmp_path / "b")
+    for n in range(MAX_LINK_HOPS + 1):
+        os.symlink(f"c{n + 1}", tmp_path / f"c{n}")
+    write(tmp_path, f"c{MAX_LINK_HOPS + 1}")
+    after = scan(tmp_path, hash_limit=LIMIT)
+    assert resolves_outside("a", after) and resolves_outside("c0", after)
+    assert not resolves_outside(f"c{MAX_LINK_HOPS - 1}", after)
 
 
 def test_scan_does_not_read_files_beyond_the_limit(tmp_path: Path) -> None:

@@ -1,0 +1,117 @@
+"""Seccomp kills as the kernel reports them: audit records (type 1326) on ``/dev/kmsg``.
+
+A container's exit code tells only whether its *main* process died of SIGSYS. A child that
+calls a tripwire is killed just the same, but its parent may carry on and exit 0; the kernel's
+audit record is then the only witness. Without an audit daemon the kernel prints those
+records to its log, as ``audit: type=1326 audit(…): … uid=10001 … pid=25387 … sig=31 …
+syscall=101 … code=0x80000000``.
+
+Reading ``/dev/kmsg`` needs root; where it cannot be opened, the runtime relies on the exit
+code alone. Known gaps, each noted where it matters: with ``auditd`` running the records go to
+its log instead, and the kernel rate-limits these prints (``printk_ratelimit``: a burst of 10
+every 5 s, shared with its other users), so a kill that follows many others may go unlogged.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+KMSG = Path("/dev/kmsg")
+AUDIT_SECCOMP = 1326
+SIGSYS = 31
+# SECCOMP_RET_KILL_PROCESS (our tripwires), and SECCOMP_RET_KILL_THREAD (SCMP_ACT_KILL, which a
+# profile may use as its default action): both are kills.
+KILL_CODES = frozenset({0x80000000, 0x00000000})
+MAX_RECORDS = 10_000  # per read-out: a log flooded during the run cannot hold us forever
+_RECORD_BYTES = 8192  # larger than any one record (the kernel's limit is 1024 + prefix)
+_FIELD = re.compile(r'(\w+)=("[^"]*"|\S+)')
+
+
+@dataclass(frozen=True)
+class SeccompKill:
+    """One process (or thread) the kernel killed for a syscall its seccomp filter forbids."""
+
+    pid: int
+    uid: int
+    syscall: int
+    comm: str
+
+
+def parse_kill(record: str) -> SeccompKill | None:
+    """The seccomp kill in one ``/dev/kmsg`` record (``prio,seq,usec,flags;text``), if any."""
+    _, separator, text = record.partition(";")
+    if not separator or not text.startswith(f"audit: type={AUDIT_SECCOMP} "):
+        return None
+    fields = {key: value.strip('"') for key, value in _FIELD.findall(text)}
+    try:
+        kill = SeccompKill(pid=int(fields["pid"]), uid=int(fields["uid"]),
+                           syscall=int(fields["syscall"]), comm=fields.get("comm", ""))
+        signal, code = int(fields["sig"]), int(fields["code"], 16)
+    except (KeyError, ValueError):
+        return None
+    return kill if signal == SIGSYS and code in KILL_CODES else None
+
+
+def attribute(kills: Iterable[SeccompKill], *, pids: frozenset[int],
+              uid: int) -> tuple[SeccompKill, ...]:
+    """The kills that count against this run: a pid seen in its cgroup, or the sandbox uid.
+
+    Sampling the cgroup misses children that live less than one interval, so a pid alone
+    would let a short-lived child's tripwire through. Every sandbox runs as the same uid,
+    though: a kill in another sandbox running at the same time is attributed here too. That
+    cross-attribution only ever errs toward deny or quarantine, which is the side to err on.
+    """
+    return tuple(kill for kill in kills if kill.pid in pids or kill.uid == uid)
+
+
+class KmsgWatch:
+    """The kernel log from the moment of ``open`` on: what was logged before is skipped."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd: int | None = fd
+        self.lost = False  # records were overwritten unread: a kill may be among them
+
+    @classmethod
+    def open(cls, path: Path = KMSG) -> KmsgWatch | None:
+        """Start watching (call before the container starts); None when the log is closed to us."""
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError:
+            return None
+        try:
+            os.lseek(fd, 0, os.SEEK_END)
+        except OSError:
+            os.close(fd)
+            return None
+        return cls(fd)
+
+    def records(self) -> list[str]:
+        """Every record logged since ``open`` (or the last call), without continuation lines."""
+        found: list[str] = []
+        while self._fd is not None and len(found) < MAX_RECORDS:
+            try:
+                chunk = os.read(self._fd, _RECORD_BYTES)
+            except BlockingIOError:
+                break
+            except BrokenPipeError:
+                # The ring wrapped before we read it; the next read resumes at the oldest
+                # record left, and the caller fails closed on what may be gone.
+                self.lost = True
+                continue
+            if not chunk:
+                break
+            text = chunk.decode(errors="replace")
+            found += [line for line in text.splitlines() if line and not line.startswith(" ")]
+        return found
+
+    def kills(self) -> list[SeccompKill]:
+        return [kill for record in self.records() if (kill := parse_kill(record)) is not None]
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None

@@ -1,0 +1,66 @@
+"""The Docker runtime's supervision, on a scripted engine: nothing outlives a failed run."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import docker.errors
+import pytest
+
+from controller.errors import RuntimeUnavailableError
+from controller.models import Phase
+from controller.ports import RunSpec
+from controller.profiles import load_profiles
+from controller.runtime.docker import DockerRuntime, _Reader, _Sampler
+from controller.settings import SHIPPED_ROOT
+
+
+class ScriptedContainer:
+    """Starts, then fails when told to kill: the engine errs mid-run, the stream stays open."""
+
+    id = short_id = "scripted"
+
+    def __init__(self) -> None:
+        self.attrs: dict[str, Any] = {"State": {"Pid": os.getpid()}}
+        self.removed = False
+
+    def start(self) -> None:
+        return None
+
+    def reload(self) -> None:
+        return None
+
+    def kill(self, signal: str) -> None:
+        raise docker.errors.APIError("the engine went away")
+
+    def remove(self, force: bool, v: bool) -> None:
+        self.removed = True
+
+
+def test_a_failure_mid_run_leaves_no_thread_and_no_socket(tmp_path: Path) -> None:
+    ours, theirs = socket.socketpair()  # the daemon's end never writes and never closes
+    container = ScriptedContainer()
+    client = SimpleNamespace(
+        containers=SimpleNamespace(create=lambda **kwargs: container),
+        api=SimpleNamespace(attach_socket=lambda *args, **kwargs: ours))
+    profile = load_profiles(SHIPPED_ROOT / "profiles")["standard"]
+    quick = profile.model_copy(update={"limits": profile.limits.model_copy(
+        update={"wall_time_s": 0.2})})
+    spec = RunSpec(submission_id="s", phase=Phase.DRY_RUN, profile=quick, command=("true",),
+                   workspace_dir=tmp_path, code_dir=tmp_path, image="sha256:x")
+    runtime = DockerRuntime(client=client, owner="test")  # type: ignore[arg-type]
+    with pytest.raises(RuntimeUnavailableError, match="went away"):
+        runtime.run(spec)
+    try:
+        left = [t for t in threading.enumerate() if isinstance(t, _Reader | _Sampler)]
+        assert left == [], "the supervisor's threads outlived the run"
+        assert ours.fileno() == -1, "the attach socket was left open"
+        assert container.removed
+    finally:
+        ours.close()
+        theirs.close()

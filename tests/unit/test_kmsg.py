@@ -1,0 +1,46 @@
+"""Kernel audit records of seccomp kills: parsed, attributed, read from where the watch began."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from controller.runtime.kmsg import KmsgWatch, SeccompKill, attribute, parse_kill
+
+CHILD_KILL = ('5,1047,1477084760,-;audit: type=1326 audit(1795314107.332:14): auid=4294967295 '
+              'uid=10001 gid=10001 ses=4294967295 pid=25387 comm="python3" '
+              'exe="/usr/bin/python3.11" sig=31 arch=c000003e syscall=101 compat=0 '
+              'ip=0x7f8f394a634a code=0x80000000')
+
+
+def test_a_seccomp_kill_record_is_parsed() -> None:
+    assert parse_kill(CHILD_KILL) == SeccompKill(pid=25387, uid=10001, syscall=101,
+                                                 comm="python3")
+
+
+def test_other_records_are_not_kills() -> None:
+    logged_only = CHILD_KILL.replace("sig=31", "sig=0").replace("code=0x80000000",
+                                                                  "code=0x7ffc0000")
+    errno = CHILD_KILL.replace("code=0x80000000", "code=0x50000")
+    assert parse_kill(logged_only) is None and parse_kill(errno) is None
+    assert parse_kill("6,1034,1473482910,-;docker0: port 1 entered blocking state") is None
+    assert parse_kill("5,1,1,-;audit: type=1326 pid=oops sig=31") is None
+
+
+def test_kills_are_attributed_by_pid_or_by_the_sandbox_uid() -> None:
+    ours = SeccompKill(pid=7, uid=0, syscall=101, comm="x")  # pid seen in the cgroup
+    child = SeccompKill(pid=8, uid=10001, syscall=101, comm="x")  # too short-lived to sample
+    host = SeccompKill(pid=9, uid=0, syscall=101, comm="x")
+    assert attribute([ours, child, host], pids=frozenset({7}), uid=10001) == (ours, child)
+
+
+def test_the_watch_reads_only_what_was_logged_after_it_opened(tmp_path: Path) -> None:
+    log = tmp_path / "kmsg"
+    log.write_text(CHILD_KILL + "\n")  # before the run: not ours
+    watch = KmsgWatch.open(log)
+    assert watch is not None
+    with log.open("a") as handle:
+        handle.write("6,1048,1,-;unrelated\n SUBSYSTEM=continuation\n" + CHILD_KILL + "\n")
+    assert [kill.pid for kill in watch.kills()] == [25387]
+    assert watch.kills() == []
+    watch.close()
+    assert KmsgWatch.open(tmp_path / "missing") is None
