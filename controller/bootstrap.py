@@ -8,7 +8,9 @@ from controller.api.app import create_app
 from controller.api.deps import ApiContext
 from controller.api.limits import RateLimiter
 from controller.dispatcher import Dispatcher
+from controller.policy.bundle import archive_bundle
 from controller.policy.cedar import CedarEngine
+from controller.policy.shadow import ShadowedEngine
 from controller.principals import Principals
 from controller.profiles import load_profiles
 from controller.runtime.docker import DockerRuntime
@@ -27,7 +29,7 @@ def open_controller(settings: Settings | None = None) -> Controller:
     settings = settings or Settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     profiles = load_profiles(settings.profiles_dir)
-    engine = CedarEngine.from_path(settings.policy_dir)
+    engine = open_policies(settings)
     signer = KeyRing(settings.keys_dir).signer()
     runtime = DockerRuntime(owner=settings.owner)
     runtime.ping()
@@ -52,10 +54,21 @@ def open_api(settings: Settings | None = None) -> FastAPI:
     ctx = ApiContext(
         controller=controller,
         dispatcher=Dispatcher(controller, workers=settings.workers,
-                              queue_size=settings.queue_size),
+                              queue_size=settings.queue_size,
+                              approval_ttl_s=settings.approval_ttl_s),
         principals=Principals(settings.db_path),
         keyring=KeyRing(settings.keys_dir),
         settings=settings,
         limiter=RateLimiter(settings.rate_per_s, settings.rate_burst),
     )
     return create_app(ctx)
+
+
+def open_policies(settings: Settings) -> ShadowedEngine:
+    """The active bundle (and the shadow one, if set), both archived by digest."""
+    active = CedarEngine.from_path(settings.policy_dir)
+    shadow = CedarEngine.from_path(settings.shadow_policy) if settings.shadow_policy else None
+    for engine in (active, shadow):
+        if engine is not None and engine.bundle is not None:
+            archive_bundle(engine.bundle, settings.bundles_dir)
+    return ShadowedEngine(active, shadow)

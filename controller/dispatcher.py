@@ -22,10 +22,11 @@ class Dispatcher:
     """Accepts submissions within capacity and drives them on worker threads."""
 
     def __init__(self, controller: Controller, *, workers: int = 4, queue_size: int = 64,
-                 retry_after: float = 2.0) -> None:
+                 retry_after: float = 2.0, approval_ttl_s: float = 3600.0) -> None:
         self.controller = controller
         self.workers = workers
         self.retry_after = retry_after
+        self.approval_ttl_s = approval_ttl_s
         self._slots = threading.BoundedSemaphore(workers + queue_size)
         self._queue: queue.Queue[Submission | None] = queue.Queue()
         self._threads: list[threading.Thread] = []
@@ -41,6 +42,34 @@ class Dispatcher:
                                       daemon=True)
             thread.start()
             self._threads.append(thread)
+        self._sweeper = threading.Thread(target=self._sweep, name="sandgate-approvals",
+                                         daemon=True)
+        self._sweeper.start()
+
+    def approve(self, submission_id: str, approver: str, approve: bool,
+                reason: str) -> Submission:
+        """Record an approval answer; an approved submission's real run is queued at once."""
+        if not self._slots.acquire(blocking=False):
+            raise OverloadedError("the run queue is full", retry_after=self.retry_after)
+        try:
+            answered = self.controller.approve(submission_id, approver, approve, reason)
+        except BaseException:
+            self._slots.release()
+            raise
+        if answered.state.value != "running":
+            self._slots.release()
+            return answered
+        self._queue.put(answered)
+        return answered
+
+    def _sweep(self) -> None:
+        """Expire unanswered approval requests (checked a few times per time-to-live)."""
+        interval = min(5.0, self.approval_ttl_s / 4)
+        while not self._draining.wait(interval):
+            try:
+                self.controller.expire_approvals(self.approval_ttl_s)
+            except Exception:
+                log.exception("could not expire approval requests; will retry")
 
     def submit(self, request: SubmissionRequest,
                idempotency: tuple[str, str] | None = None) -> Submission:

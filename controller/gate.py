@@ -46,15 +46,9 @@ def run_summary(observation: Observation) -> dict[str, Any]:
     }
 
 
-def assessment_context(
-    request: SubmissionRequest,
-    profile: Profile,
-    dry_run: Observation,
-    dry_run_diff: Diff,
-    *,
-    max_deleted_files: int,
-) -> dict[str, Any]:
-    """Context of the ``run`` decision, taken after the dry run."""
+def admission_context(request: SubmissionRequest, profile: Profile, *,
+                      max_deleted_files: int) -> dict[str, Any]:
+    """Context of the ``submit`` decision, taken before anything runs."""
     return {
         "request": {
             "language": request.language.value,
@@ -70,9 +64,35 @@ def assessment_context(
             "workspace_bytes": profile.limits.workspace_bytes,
         },
         "config": {"max_deleted_files": max_deleted_files},
-        "dry_run": run_summary(dry_run),
-        "dry_run_diff": dry_run_diff.summary(),
     }
+
+
+def assessment_context(
+    request: SubmissionRequest,
+    profile: Profile,
+    dry_run: Observation,
+    dry_run_diff: Diff,
+    *,
+    max_deleted_files: int,
+) -> dict[str, Any]:
+    """Context of the ``run`` and ``run_unattended`` decisions, taken after the dry run."""
+    return {**admission_context(request, profile, max_deleted_files=max_deleted_files),
+            "dry_run": run_summary(dry_run), "dry_run_diff": dry_run_diff.summary()}
+
+
+def unattended(decision: Decision) -> Decision:
+    """``run_unattended`` refused means a human must approve: REQUIRE_APPROVAL, not DENY.
+
+    SILENCE stays SILENCE (fail closed: an engine error never parks, it denies).
+    """
+    if decision.outcome is Outcome.DENY:
+        return decision.model_copy(update={"outcome": Outcome.REQUIRE_APPROVAL})
+    return decision
+
+
+def assessment(run: Decision, unattended_decision: Decision) -> Decision:
+    """The decision the lifecycle follows after the dry run, from the two answers."""
+    return run if run.outcome is not Outcome.PERMIT else unattended_decision
 
 
 def validation_context(

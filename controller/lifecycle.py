@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from controller.errors import IllegalTransitionError
-from controller.models import Decision, Observation, Outcome, State
+from controller.models import QUARANTINE_EFFECT, Approval, Decision, Observation, Outcome, State
 
 TRANSITIONS: dict[State, frozenset[State]] = {
     State.RECEIVED: frozenset({State.DRY_RUN, State.DENIED}),
@@ -86,10 +86,22 @@ def after_bounded_run(observation: Observation | None, hazards: Iterable[str] = 
 
 
 def after_validation(violations: Iterable[str], decision: Decision) -> State:
-    """Invariant violations quarantine (the run diverged from what was assessed)."""
+    """Invariant violations quarantine (the run diverged from what was assessed), and so does
+    a policy forbid carrying ``@effect("quarantine")``; any other refusal rolls back."""
     if any(True for _ in violations):
         return State.QUARANTINED
     if decision.outcome is Outcome.PERMIT:
         return State.COMMITTING
+    if decision.outcome is Outcome.DENY and decision.effect == QUARANTINE_EFFECT:
+        return State.QUARANTINED
     return State.ROLLED_BACK
+
+
+def after_admission(decision: Decision) -> State:
+    """Only an explicit PERMIT lets a submission reach its dry run."""
+    return State.DRY_RUN if decision.outcome is Outcome.PERMIT else State.DENIED
+
+
+def after_approval(approval: Approval) -> State:
+    return State.RUNNING if approval.approve else State.DENIED
 

@@ -53,8 +53,13 @@ class Outcome(StrEnum):
 class Gate(StrEnum):
     """Where a decision is taken; the value is the policy action asked."""
 
+    ADMISSION = "submit"
     ASSESSMENT = "run"
+    UNATTENDED = "run_unattended"
     VALIDATION = "commit"
+
+
+QUARANTINE_EFFECT = "quarantine"
 
 
 class Phase(StrEnum):
@@ -258,7 +263,26 @@ class Decision(Frozen):
     bundle_name: str | None = None
     bundle_version: str | None = None
     bundle_digest: str | None = None
+    effect: str | None = Field(None, description="@effect of the determining forbid, if any")
+    shadow: ShadowVerdict | None = None
     decided_at: datetime = Field(default_factory=utcnow)
+
+
+class ShadowVerdict(Frozen):
+    """What the shadow bundle would have decided: recorded, never enforced."""
+
+    outcome: Outcome
+    rules: tuple[RuleMatch, ...] = ()
+    bundle_version: str | None = None
+    bundle_digest: str | None = None
+    disagrees: bool
+
+
+class Approval(Frozen):
+    approver: str
+    approve: bool
+    reason: str
+    at: datetime = Field(default_factory=utcnow)
 
 
 class Submission(Frozen):
@@ -287,6 +311,7 @@ class Submission(Frozen):
     stdout: str = ""
     stderr: str = ""
     evidence_dir: str | None = None
+    approval: Approval | None = None
     receipt_seq: int | None = None
 
 
@@ -316,3 +341,6 @@ class Profile(Frozen):
     tripwires: tuple[str, ...]
     seccomp: dict[str, object] = Field(description="Effective seccomp JSON, tripwires merged")
     digest: str = Field(description="sha256 over the profile and its effective seccomp policy")
+
+
+Decision.model_rebuild()

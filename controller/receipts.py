@@ -50,6 +50,8 @@ def statement(
             "bounded_run": observation_summary(submission.bounded_run,
                                                submission.bounded_run_diff),
             "violations": list(submission.violations),
+            "approval": submission.approval.model_dump(mode="json")
+            if submission.approval else None,
             "workspace": {
                 "name": request.workspace,
                 "version_before": submission.base_version,

@@ -24,6 +24,12 @@ class Settings(BaseSettings):
     policy_dir: Path = Field(
         default=SHIPPED_ROOT / "policies" / "default", description="The active policy bundle"
     )
+    shadow_policy: Path | None = Field(
+        default=None, description="A bundle evaluated beside the active one, never enforced")
+    policy_watch_s: float = Field(
+        default=2.0, ge=0, description="Poll the bundles for changes this often (0: never)")
+    approval_ttl_s: float = Field(
+        default=3600.0, gt=0, description="Unanswered approval requests expire to denied")
     max_deleted_files: int = Field(
         default=20, ge=0, description="A run deleting more workspace files than this rolls back"
     )
@@ -56,6 +62,10 @@ class Settings(BaseSettings):
     @property
     def runs_dir(self) -> Path:
         return self.data_dir / "runs"
+
+    @property
+    def bundles_dir(self) -> Path:
+        return self.data_dir / "bundles"
 
     @property
     def quarantine_dir(self) -> Path:

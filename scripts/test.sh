@@ -12,4 +12,5 @@ if [ "$started_docker" = 1 ] && [ -f .sandgate/dockerd.pid ]; then
 fi
 "$VENV/bin/ruff" check controller tests benchmarks
 "$VENV/bin/mypy" controller
+"$VENV/bin/sandgate" policy test policies/*/
 "$VENV/bin/pytest" tests "$@"

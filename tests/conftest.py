@@ -11,6 +11,7 @@ import pytest
 
 from controller.models import SubmissionRequest
 from controller.policy.cedar import CedarEngine
+from controller.policy.shadow import ShadowedEngine
 from controller.ports import OWNER_LABEL, SandboxRuntime
 from controller.profiles import load_profiles
 from controller.service import Controller, Paths
@@ -24,12 +25,15 @@ TEST_OWNER = "sandgate"
 
 
 def make_controller(data: Path, runtime: SandboxRuntime, *, profiles_dir: Path | None = None,
-                    policy_dir: Path | None = None, max_deleted_files: int = 20) -> Controller:
+                    policy_dir: Path | None = None, shadow_dir: Path | None = None,
+                    max_deleted_files: int = 20) -> Controller:
     """A controller on ``data`` with the shipped profiles and default bundle."""
+    active = CedarEngine.from_path(policy_dir or ROOT / "policies" / "default")
+    shadow = CedarEngine.from_path(shadow_dir) if shadow_dir else None
     return Controller(
         store=Store(data / "sandgate.db"),
         runtime=runtime,
-        engine=CedarEngine.from_path(policy_dir or ROOT / "policies" / "default"),
+        engine=ShadowedEngine(active, shadow),
         signer=KeyRing(data / "keys").signer(),
         profiles=load_profiles(profiles_dir or ROOT / "profiles"),
         workspaces=Workspaces(data / "workspaces"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -25,7 +26,14 @@ def create_app(ctx: ApiContext) -> FastAPI:
         ctx.controller.listeners.append(ctx.waiters.listener)
         await run_in_threadpool(ctx.controller.reconcile)
         ctx.dispatcher.start()
+        stop = threading.Event()
+        if ctx.settings.policy_watch_s > 0:
+            threading.Thread(target=ctx.controller.engine.watch, daemon=True,
+                             name="sandgate-policy-watch",
+                             args=(ctx.settings.bundles_dir, ctx.settings.policy_watch_s,
+                                   stop)).start()
         yield
+        stop.set()
         await run_in_threadpool(ctx.dispatcher.drain, ctx.settings.drain_timeout_s)
 
     app = FastAPI(title="Sandgate", version=__version__, lifespan=lifespan,

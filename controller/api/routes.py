@@ -15,6 +15,8 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from controller import __version__
 from controller.api.deps import ApiContext, authenticate, context
 from controller.api.schemas import (
+    ApprovalBody,
+    ApprovalRequest,
     KeyView,
     PolicyView,
     ProfileView,
@@ -24,6 +26,8 @@ from controller.api.schemas import (
     SubmissionView,
     SubmitBody,
     WorkspaceView,
+    approval_request,
+    bundle_view,
     submission_view,
 )
 from controller.errors import ForbiddenError, NotFoundError, SandgateError
@@ -33,6 +37,7 @@ from controller.store import Store
 from controller.workspace import WORKSPACE_NAME_PATTERN, read_file
 
 SUBMITTERS = frozenset({Role.AGENT, Role.ADMIN})
+APPROVERS = frozenset({Role.APPROVER, Role.ADMIN})
 MAX_INT = 2**62  # SQLite integers are 64-bit; larger query values are refused, not crashed on
 TERMINAL_NAMES = frozenset(state.value for state in TERMINAL)
 bearer = HTTPBearer(auto_error=False, description="An API key from `sandgate principals add`")
@@ -167,13 +172,48 @@ def profiles(ctx: Ctx, who: Caller) -> list[ProfileView]:
             for p in ctx.controller.profiles.values()]
 
 
-@router.get("/v1/policies", response_model=PolicyView, tags=["configuration"])
+@router.get("/v1/policies", response_model=PolicyView, tags=["policies"])
 def policies(ctx: Ctx, who: Caller) -> PolicyView:
-    bundle = ctx.controller.engine.bundle
-    if bundle is None:
+    """The active bundle, and the shadow one with how often it disagreed."""
+    engine = ctx.controller.engine
+    if engine.bundle is None:
         raise NotFoundError("no policy bundle is loaded: every decision is SILENCE")
-    return PolicyView(name=bundle.name, version=bundle.version, digest=bundle.digest,
-                      description=bundle.description)
+    shadow = engine.shadow.bundle if engine.shadow is not None else None
+    return PolicyView(**bundle_view(engine.bundle).model_dump(),
+                      shadow=bundle_view(shadow) if shadow is not None else None,
+                      shadow_decisions=engine.shadow_decisions,
+                      shadow_disagreements=engine.disagreements)
+
+
+@router.post("/v1/policies/reload", response_model=PolicyView, tags=["policies"])
+def reload_policies(ctx: Ctx, who: Caller) -> PolicyView:
+    """Reload the bundles from disk now; a broken bundle is refused (422, naming the file
+    and policy) and the active one keeps deciding."""
+    if who.role is not Role.ADMIN:
+        raise ForbiddenError("only an admin reloads policies")
+    ctx.controller.engine.reload(ctx.settings.bundles_dir)
+    return policies(ctx, who)
+
+
+@router.get("/v1/approvals", response_model=list[ApprovalRequest], tags=["approvals"])
+def approvals(ctx: Ctx, who: Caller) -> list[ApprovalRequest]:
+    """Submissions waiting for a human, with the evidence to decide on."""
+    if who.role not in APPROVERS:
+        raise ForbiddenError("only approvers and admins see approval requests")
+    waiting = ctx.controller.store.submissions(agent=None, state="awaiting_approval",
+                                               limit=200)
+    return [approval_request(sub) for sub in waiting]
+
+
+@router.post("/v1/submissions/{submission_id}/approval", response_model=SubmissionView,
+             tags=["approvals"])
+def answer_approval(submission_id: str, body: ApprovalBody, ctx: Ctx,
+                    who: Caller) -> SubmissionView:
+    """Approve (the real run is queued) or reject (denied); recorded in the receipt."""
+    if who.role not in APPROVERS:
+        raise ForbiddenError("only approvers and admins answer approval requests")
+    answered = ctx.dispatcher.approve(submission_id, who.name, body.approve, body.reason)
+    return submission_view(answered)
 
 
 @router.get("/healthz", tags=["operations"])

@@ -101,16 +101,54 @@ class ProfileView(BaseModel):
     tripwires: list[str]
 
 
-class PolicyView(BaseModel):
+class BundleView(BaseModel):
     name: str
     version: str
     digest: str
     description: str
 
 
+class PolicyView(BundleView):
+    shadow: BundleView | None = None
+    shadow_decisions: int = 0
+    shadow_disagreements: int = 0
+
+
+class ApprovalBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    approve: bool
+    reason: str = Field(min_length=1, max_length=2000)
+
+
+class ApprovalRequest(BaseModel):
+    """What an approver needs to decide: the code, what its dry run did, and why it waits."""
+
+    submission: SubmissionView
+    code: str
+    files: list[str]
+    dry_run_changes: list[dict[str, Any]]
+    waiting_because: list[dict[str, Any]]
+
+
 class Readiness(BaseModel):
     ready: bool
     checks: dict[str, str]
+
+
+def approval_request(sub: Submission) -> ApprovalRequest:
+    changes = sub.dry_run_diff.changes[:500] if sub.dry_run_diff else ()
+    waiting = [d for d in sub.decisions if d.outcome.value == "REQUIRE_APPROVAL"]
+    return ApprovalRequest(
+        submission=submission_view(sub), code=sub.request.code,
+        files=[f.path for f in sub.request.files],
+        dry_run_changes=[c.model_dump(mode="json") for c in changes],
+        waiting_because=[r.model_dump() for d in waiting for r in d.rules])
+
+
+def bundle_view(bundle: Any) -> BundleView:
+    return BundleView(name=bundle.name, version=bundle.version, digest=bundle.digest,
+                      description=bundle.description)
 
 
 def links(submission_id: str) -> Links:

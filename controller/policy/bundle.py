@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -137,3 +139,19 @@ def _policy_infos(files: list[Path], texts: list[str]) -> dict[str, PolicyInfo]:
                 annotations=dict(annotations),
             )
     return infos
+
+
+def archive_bundle(bundle: Bundle, archive: Path) -> Path:
+    """Keep a copy of a loaded bundle under its digest, so any receipt's citation resolves."""
+    target = archive / bundle.digest.removeprefix("sha256:")
+    if target.exists():
+        return target
+    staging = archive / f".{target.name}.tmp"
+    if staging.exists():
+        shutil.rmtree(staging)
+    shutil.copytree(bundle.path, staging, ignore=shutil.ignore_patterns("__pycache__"))
+    if bundle_digest(staging) != bundle.digest:
+        shutil.rmtree(staging)
+        raise PolicyBundleError(f"{bundle.path} changed while it was being archived; retry")
+    os.rename(staging, target)
+    return target

@@ -9,7 +9,7 @@ from typing import Any
 import cedarpy
 
 from controller.gate import rules_of, silence, to_outcome
-from controller.models import Decision, Gate
+from controller.models import QUARANTINE_EFFECT, Decision, Gate, Outcome
 from controller.policy.bundle import Bundle, load_bundle
 
 
@@ -59,11 +59,15 @@ class CedarEngine:
         errors = tuple(str(err) for err in result.diagnostics.errors)
         infos = [bundle.policies[key] for key in result.diagnostics.reasons
                  if key in bundle.policies]
+        outcome = to_outcome(result.allowed, errors)
+        effects = {i.annotations.get("effect") for i in infos if i.effect == "forbid"}
         decision = Decision(
             gate=gate,
-            outcome=to_outcome(result.allowed, errors),
+            outcome=outcome,
             rules=rules_of([i.id for i in infos], {i.id: i.reason for i in infos}),
             errors=errors,
+            effect=QUARANTINE_EFFECT if outcome is Outcome.DENY and QUARANTINE_EFFECT in effects
+            else None,
         )
         return _pinned(decision, bundle)
 

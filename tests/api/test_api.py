@@ -211,3 +211,15 @@ def test_client_raises_with_the_stable_code(server: Server) -> None:
             pytest.raises(ClientError) as caught:
         client.get("does-not-exist")
     assert (caught.value.status, caught.value.code) == (404, "not_found")
+
+
+def test_sandgate_submit_cli_talks_to_the_service(server: Server, tmp_path: Path) -> None:
+    (tmp_path / "job.sh").write_text("echo from-cli\n")
+    done = subprocess.run([str(BIN / "sandgate"), "submit", str(tmp_path / "job.sh"), "--url",
+                           server.url, "--workspace", "alice-cli", "--wait", "30"],
+                          capture_output=True, text=True, timeout=120, check=False,
+                          env={**server.env, "SANDGATE_API_KEY": server.keys["alice"]})
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert (result["state"], result["stdout"], result["language"]) == ("committed",
+                                                                      "from-cli\n", "sh")

@@ -1,0 +1,288 @@
+"""The pipeline: one submission's way through the stages, each move persisted first.
+
+``Job`` holds what is on disk for the submission (``sub``) and does each stage's side effect
+only after the move that announces it is written. The ``Controller`` (``service``) owns the
+adapters; a job borrows them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from controller.errors import (
+    CommitConflictError,
+    InputError,
+    RuntimeUnavailableError,
+)
+from controller.gate import (
+    admission_context,
+    assessment_context,
+    matched,
+    unattended,
+    validation_context,
+)
+from controller.lifecycle import (
+    after_admission,
+    after_assessment,
+    after_bounded_run,
+    after_dry_run,
+    after_validation,
+    safe_terminal,
+)
+from controller.models import (
+    Decision,
+    Gate,
+    Language,
+    Outcome,
+    Phase,
+    Profile,
+    State,
+    Submission,
+)
+from controller.ports import RunResult, RunSpec
+from controller.store import Publication
+from controller.validation import hazards, violations
+from controller.workspace import (
+    Entry,
+    as_published,
+    diff_trees,
+    hand_to_root,
+    scan,
+    tree_digest,
+)
+
+COMMANDS = {
+    Language.PYTHON: ("main.py", ("python3", "/sandbox/main.py")),
+    Language.SH: ("main.sh", ("/bin/sh", "/sandbox/main.sh")),
+}
+
+if TYPE_CHECKING:
+    from controller.service import Controller
+
+class Job:
+    """One submission on its way through the pipeline; ``sub`` is always what is on disk."""
+
+    def __init__(self, controller: Controller, submission: Submission) -> None:
+        self.c = controller
+        self.sub = submission
+        self.dir = controller.paths.runs / submission.id
+        # One host path behind /workspace for both runs: mountinfo shows it, so a per-phase
+        # path would tell the code which run it is in. The bounded run's copy is the staging.
+        self.work = self.dir / "work"
+        self.evidence = controller.paths.quarantine / submission.id
+        self.profile = controller.profiles.get(submission.request.profile)
+        self.before: dict[str, Entry] = {}
+
+    # -- the pipeline -------------------------------------------------------------------
+
+    def drive(self) -> Submission:
+        request, profile = self.sub.request, self._profile()
+        base = self.c.store.workspace_version(request.workspace)
+        self.c.workspaces.ensure(request.workspace)
+        self.before = scan(self.c.workspaces.version_dir(request.workspace, base),
+                           hash_limit=profile.limits.workspace_bytes)
+        # Pinned once, before the dry run: both runs start from this id even if the tag moves
+        # in between. An engine that cannot resolve it raises, and ``fail`` denies.
+        image = self.c.runtime.image_id(profile.image)
+        admission = self._decide(Gate.ADMISSION, admission_context(
+            request, profile, max_deleted_files=self.c.max_deleted_files))
+        if after_admission(admission) is State.DENIED:
+            return self.finish(State.DENIED, reason=f"admission: {matched(admission)}",
+                               base_version=base, profile_digest=profile.digest)
+        self._move(State.DRY_RUN, base_version=base, base_tree_digest=tree_digest(self.before),
+                   profile_digest=profile.digest, image_id=image)
+        dry = self._run(Phase.DRY_RUN)
+        dry_diff = diff_trees(self.before, scan(self.work, hash_limit=self._hash_limit()))
+        self._discard_work()
+        self._move(after_dry_run(dry.observation), dry_run=dry.observation, dry_run_diff=dry_diff,
+                   **_outputs(dry))
+        context = assessment_context(request, profile, dry.observation, dry_diff,
+                                     max_deleted_files=self.c.max_deleted_files)
+        decision = self._decide(Gate.ASSESSMENT, context)
+        if decision.outcome is Outcome.PERMIT:
+            decision = self._decide(Gate.UNATTENDED, context, unattended)
+        target = after_assessment(decision)
+        if target is State.DENIED:
+            return self.finish(State.DENIED, reason=f"assessment: {matched(decision)}")
+        if target is State.AWAITING_APPROVAL:
+            return self._move(target, reason=f"assessment: {matched(decision)}")
+        return self._bounded_run(context)
+
+    def resume(self) -> Submission:
+        """Continue an approved submission (already moved to ``running``) with its real run."""
+        request, profile = self.sub.request, self._profile()
+        if self.sub.dry_run is None or self.sub.dry_run_diff is None:
+            raise RuntimeUnavailableError("an approved submission lost its dry-run record")
+        self.before = scan(self.c.workspaces.version_dir(request.workspace,
+                                                         self.sub.base_version or 0),
+                           hash_limit=profile.limits.workspace_bytes)
+        context = assessment_context(request, profile, self.sub.dry_run, self.sub.dry_run_diff,
+                                     max_deleted_files=self.c.max_deleted_files)
+        return self._bounded_run(context, approved=True)
+
+    def _bounded_run(self, context: dict[str, object], *, approved: bool = False) -> Submission:
+        if not approved:
+            self._move(State.RUNNING)
+        real = self._run(Phase.BOUNDED)
+        after = scan(self.work, hash_limit=self._hash_limit())
+        diff = diff_trees(self.before, after)
+        self.sub = self.c.store.update(self.sub.model_copy(update={
+            "bounded_run": real.observation, "bounded_run_diff": diff, **_outputs(real)}))
+        planted = hazards(diff)  # weighed before the failure branch, see after_bounded_run
+        target = after_bounded_run(real.observation, planted)
+        if target is State.QUARANTINED:
+            return self._quarantine(real, _flag_reason(real, planted), violations=planted)
+        if target is State.ROLLED_BACK:
+            return self.finish(State.ROLLED_BACK, reason=_failure(real))
+        self._move(State.VALIDATING)
+        broken = violations(diff, real.observation, self._profile().limits)
+        if broken:
+            return self._quarantine(real, "validation: " + "; ".join(broken), violations=broken)
+        decision = self._decide(Gate.VALIDATION,
+                                validation_context(context, real.observation, diff))
+        target = after_validation(broken, decision)
+        if target is State.QUARANTINED:
+            return self._quarantine(real, f"validation: {matched(decision)}")
+        if target is State.ROLLED_BACK:
+            return self.finish(State.ROLLED_BACK, reason=f"validation: {matched(decision)}")
+        # The digest of the tree as published: ``publish`` hands it to root, bits stripped.
+        return self._commit(self.work, tree_digest(as_published(after)))
+
+    def _commit(self, staging: Path, digest: str) -> Submission:
+        self._move(State.COMMITTING)
+        name, base = self.sub.request.workspace, self.sub.base_version or 0
+        new = base + 1
+        publication = Publication(
+            workspace=name, base_version=base, new_version=new, tree_digest=digest,
+            do=lambda: self.c.workspaces.publish(staging, name, new),
+            undo=lambda: self.c.workspaces.unpublish(name, new))
+        try:
+            return self.finish(State.COMMITTED, publication=publication, new_version=new,
+                               new_tree_digest=digest, reason="committed")
+        except CommitConflictError as exc:
+            return self.finish(State.ROLLED_BACK, reason=f"conflict: {exc}")
+
+    # -- steps ---------------------------------------------------------------------------
+
+    def _decide(self, gate: Gate, context: dict[str, object],
+                mapping: Callable[[Decision], Decision] = lambda d: d) -> Decision:
+        """Ask the policy engine; the answer is kept in the record with the next write."""
+        request = self.sub.request
+        decision = mapping(self.c.engine.decide(gate, request.agent, request.workspace, context))
+        self.sub = self.sub.model_copy(update={"decisions": (*self.sub.decisions, decision)})
+        return decision
+
+    def _run(self, phase: Phase) -> RunResult:
+        request, profile = self.sub.request, self._profile()
+        base = self.sub.base_version or 0
+        if self.sub.image_id is None:
+            raise RuntimeUnavailableError("no image was pinned before the dry run")
+        self.c.workspaces.checkout(request.workspace, base, self.work, request.files)
+        self._write_code()
+        spec = RunSpec(submission_id=self.sub.id, phase=phase, profile=profile,
+                       command=COMMANDS[request.language][1], workspace_dir=self.work,
+                       code_dir=self.dir / "code", image=self.sub.image_id,
+                       network=profile.network and phase is Phase.BOUNDED)
+        return self.c.runtime.run(spec)
+
+    def _discard_work(self) -> None:
+        """Free the run path at once (one rename), then remove what the dry run left."""
+        discarded = self.dir / "dry-discarded"
+        os.rename(self.work, discarded)
+        shutil.rmtree(discarded)
+
+    def _quarantine(self, real: RunResult, reason: str, *,
+                    violations: tuple[str, ...] = ()) -> Submission:
+        evidence = self.evidence
+        evidence.parent.mkdir(parents=True, exist_ok=True)
+        evidence.mkdir(mode=0o700, exist_ok=True)
+        evidence.chmod(0o700)  # for the security team only; never the sandbox user's
+        (evidence / "stdout.log").write_bytes(real.stdout)
+        (evidence / "stderr.log").write_bytes(real.stderr)
+        (evidence / "container_changes.json").write_text(json.dumps(real.container_changes))
+        (evidence / "submission.json").write_text(self.sub.model_dump_json(indent=2))
+        (evidence / "code").write_text(self.sub.request.code)
+        if self.work.exists():
+            os.rename(self.work, evidence / "workspace")
+            hand_to_root(evidence / "workspace")  # no setuid bit survives into the evidence
+        return self.finish(State.QUARANTINED, reason=reason, violations=violations,
+                           evidence_dir=str(evidence))
+
+    def finish(self, target: State, publication: Publication | None = None,
+               **changes: object) -> Submission:
+        self.sub = self.c.store.finish(self.sub, target, self.c.seal, publication, **changes)
+        self.c.announce(self.sub)
+        return self.sub
+
+    def fail(self, reason: str) -> Submission:
+        """End safely for where the submission stands (the lifecycle says where)."""
+        bounded, diff = self.sub.bounded_run, self.sub.bounded_run_diff
+        # Evidence on disk means a quarantine was under way (a crash between keeping the
+        # evidence and the terminal state): finish it, never downgrade it to a rollback.
+        flagged = (bounded is not None and bounded.seccomp_killed) or (
+            diff is not None and bool(hazards(diff))) or self.evidence.exists()
+        target = safe_terminal(self.sub.state, flagged=flagged)
+        if target is self.sub.state:
+            return self.sub
+        evidence = str(self.evidence) if target is State.QUARANTINED and (
+            self.evidence.exists()) else self.sub.evidence_dir
+        return self.finish(target, reason=f"infrastructure failure: {reason}",
+                           evidence_dir=evidence)
+
+    def cleanup(self) -> None:
+        if not self.c.keep_run_dirs and self.dir.exists():
+            shutil.rmtree(self.dir)
+
+    def _move(self, target: State, **changes: object) -> Submission:
+        self.sub = self.c.store.move(self.sub, target, **changes)
+        self.c.announce(self.sub)
+        return self.sub
+
+    def _write_code(self) -> None:
+        """Write the code afresh before each run, so its times do not age between the runs."""
+        code_dir = self.dir / "code"
+        if code_dir.exists():
+            shutil.rmtree(code_dir)
+        code_dir.mkdir(parents=True, mode=0o755)
+        code_dir.chmod(0o755)
+        path = code_dir / COMMANDS[self.sub.request.language][0]
+        path.write_text(self.sub.request.code)
+        path.chmod(0o644)
+
+    def _profile(self) -> Profile:
+        if self.profile is None:
+            raise InputError(f"profile {self.sub.request.profile!r} is no longer loaded")
+        return self.profile
+
+    def _hash_limit(self) -> int:
+        return self._profile().limits.workspace_bytes
+
+
+def _outputs(result: RunResult) -> dict[str, object]:
+    return {"stdout": result.stdout.decode(errors="replace"),
+            "stderr": result.stderr.decode(errors="replace")}
+
+
+def _flag_reason(result: RunResult, planted: tuple[str, ...]) -> str:
+    parts = []
+    if result.observation.seccomp_killed:
+        parts.append("tripwire: the bounded run was killed by seccomp (SIGSYS) after a clean "
+                     "dry run")
+    if planted:
+        parts.append("validation: " + "; ".join(planted))
+    if not result.observation.succeeded:
+        parts.append(_failure(result))
+    return "; ".join(parts)
+
+
+def _failure(result: RunResult) -> str:
+    observation = result.observation
+    limits = ", ".join(limit.value for limit in observation.limits_hit)
+    detail = f"limit hit: {limits}" if limits else f"exit code {observation.exit_code}"
+    return f"bounded run failed ({detail})"
+

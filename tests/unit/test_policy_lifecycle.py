@@ -1,0 +1,189 @@
+"""Policy as code end to end on a fake runtime: admission, approval, quarantine effects,
+shadow bundles, hot reload and the bundle archive."""
+
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from controller.errors import ForbiddenError, PolicyBundleError
+from controller.models import Phase, State
+from controller.policy.bundle import bundle_digest
+from controller.ports import RunSpec
+from controller.runtime.fake import FakeRuntime, Outcome
+from controller.service import Controller
+from tests.conftest import ROOT, make_controller, python
+
+DEFAULT = ROOT / "policies" / "default"
+
+
+def bundle_with(tmp_path: Path, name: str, extra: str) -> Path:
+    root = tmp_path / name
+    shutil.copytree(DEFAULT, root)
+    (root / "policies" / "extra.cedar").write_text(extra)
+    return root
+
+
+APPROVAL_RULE = """
+@id("run_unattended.mass-delete-needs-a-human")
+@reason("the dry run deleted more than 2 files")
+forbid (principal, action == Action::"run_unattended", resource)
+when { context.dry_run_diff.deleted > 2 };
+"""
+
+
+def deleting(spec: RunSpec) -> Outcome:
+    for path in spec.workspace_dir.glob("f*"):
+        path.unlink()
+    return Outcome()
+
+
+def seeded(tmp_path: Path, policy_dir: Path, **kwargs: object) -> tuple[Controller, FakeRuntime]:
+    """A controller whose workspace holds five files (committed by a first submission)."""
+    def create(spec: RunSpec) -> Outcome:
+        for n in range(5):
+            (spec.workspace_dir / f"f{n}").write_text(str(n))
+        return Outcome()
+
+    runtime = FakeRuntime(behaviour=create)
+    controller = make_controller(tmp_path / "data", runtime, policy_dir=policy_dir,
+                                 **kwargs)  # type: ignore[arg-type]
+    assert controller.submit(python("create")).state is State.COMMITTED
+    runtime.behaviour = deleting
+    runtime.runs.clear()
+    return controller, runtime
+
+
+def predicate(controller: Controller, submission_id: str) -> dict[str, object]:
+    envelope = json.loads(controller.store.receipt_for(submission_id) or "{}")
+    return dict(json.loads(base64.b64decode(envelope["payload"]))["predicate"])
+
+
+def test_approval_parks_then_approve_runs_and_commits(tmp_path: Path) -> None:
+    controller, runtime = seeded(tmp_path, bundle_with(tmp_path, "b", APPROVAL_RULE))
+    parked = controller.submit(python("delete"))
+    assert parked.state is State.AWAITING_APPROVAL
+    assert parked.decisions[-1].outcome.value == "REQUIRE_APPROVAL"
+    assert [spec.phase for spec in runtime.runs] == [Phase.DRY_RUN]
+    with pytest.raises(ForbiddenError):
+        controller.approve(parked.id, "local", True, "it is mine")  # the agent itself
+    approved = controller.approve(parked.id, "carol", True, "expected cleanup")
+    assert approved.state is State.RUNNING
+    done = controller.process(approved)
+    assert done.state is State.COMMITTED and done.new_version == 2
+    assert [spec.phase for spec in runtime.runs] == [Phase.DRY_RUN, Phase.BOUNDED]
+    approval = predicate(controller, done.id)["approval"]
+    assert approval["approver"] == "carol" and approval["approve"] is True  # type: ignore[index]
+
+
+def test_rejection_and_expiry_deny(tmp_path: Path) -> None:
+    controller, runtime = seeded(tmp_path, bundle_with(tmp_path, "b", APPROVAL_RULE))
+    rejected = controller.approve(controller.submit(python("a")).id, "carol", False, "no")
+    assert rejected.state is State.DENIED and "rejected by carol" in rejected.reason
+    assert predicate(controller, rejected.id)["approval"]["approve"] is False  # type: ignore[index]
+    waiting = controller.submit(python("b"))
+    assert controller.expire_approvals(ttl_s=3600) == []
+    expired = controller.expire_approvals(ttl_s=0)
+    assert [s.id for s in expired] == [waiting.id]
+    assert controller.store.get(waiting.id).state is State.DENIED  # type: ignore[union-attr]
+    assert all(spec.phase is Phase.DRY_RUN for spec in runtime.runs)
+    assert controller.store.workspace_version("default") == 1
+
+
+def test_a_quarantine_effect_quarantines_and_a_plain_forbid_rolls_back(tmp_path: Path) -> None:
+    rule = """
+@id("commit.quarantine-mass-delete")
+@reason("deleting workspace files is never expected here")
+@effect("quarantine")
+forbid (principal, action == Action::"commit", resource)
+when { context.diff.deleted > 2 };
+"""
+    controller, _ = seeded(tmp_path / "q", bundle_with(tmp_path, "q", rule))
+    result = controller.submit(python("delete"))
+    assert result.state is State.QUARANTINED and result.evidence_dir
+    assert "commit.quarantine-mass-delete" in result.reason
+    plain = rule.replace('@effect("quarantine")\n', "")
+    controller, _ = seeded(tmp_path / "p", bundle_with(tmp_path, "p", plain))
+    assert controller.submit(python("delete")).state is State.ROLLED_BACK
+
+
+def test_admission_refusal_denies_before_any_run(tmp_path: Path) -> None:
+    rule = """
+@id("submit.no-sh")
+@reason("this deployment runs python only")
+forbid (principal, action == Action::"submit", resource)
+when { context.request.language == "sh" };
+"""
+    runtime = FakeRuntime()
+    controller = make_controller(tmp_path / "d", runtime,
+                                 policy_dir=bundle_with(tmp_path, "a", rule))
+    from controller.models import SubmissionRequest
+
+    result = controller.submit(SubmissionRequest(language="sh", code="echo hi"))
+    assert result.state is State.DENIED and "submit.no-sh" in result.reason
+    assert runtime.runs == []
+
+
+def test_shadow_disagreements_are_recorded_and_counted_not_enforced(tmp_path: Path) -> None:
+    strict_shadow = bundle_with(tmp_path, "shadow", """
+@id("run.shadow-deny-all-python")
+@reason("trying out: no python at all")
+forbid (principal, action == Action::"run", resource)
+when { context.request.language == "python" };
+""")
+    controller = make_controller(tmp_path / "d", FakeRuntime(), shadow_dir=strict_shadow)
+    result = controller.submit(python("print(1)"))
+    assert result.state is State.COMMITTED  # enforcement follows the active bundle only
+    run = next(d for d in result.decisions if d.gate.value == "run")
+    assert run.shadow is not None and run.shadow.disagrees
+    assert run.shadow.outcome.value == "DENY"
+    assert run.shadow.bundle_digest == bundle_digest(strict_shadow)
+    assert controller.engine.disagreements == 1
+    assert controller.engine.shadow_decisions == len(result.decisions)
+
+
+def test_reload_refuses_a_typo_and_takes_a_valid_bundle_on_the_next_decision(
+        tmp_path: Path) -> None:
+    live = tmp_path / "live"
+    shutil.copytree(DEFAULT, live)
+    archive = tmp_path / "data" / "bundles"
+    controller = make_controller(tmp_path / "data", FakeRuntime(), policy_dir=live)
+    before = controller.submit(python("print(1)"))
+    run_rules = live / "policies" / "run.cedar"
+    original = run_rules.read_text()
+    run_rules.write_text(original.replace("dry_run_diff.setuid_files", "dry_run_diff.setuidz"))
+    with pytest.raises(PolicyBundleError) as caught:
+        controller.engine.reload(archive)
+    assert "run.cedar" in str(caught.value) and "run.deny-setuid" in str(caught.value)
+    still = controller.submit(python("print(2)"))
+    assert still.decisions[1].bundle_digest == before.decisions[1].bundle_digest
+    run_rules.write_text(original.replace("showed nothing this bundle forbids",
+                                          "showed nothing forbidden (v2)"))
+    controller.engine.reload(archive)
+    after = controller.submit(python("print(3)"))
+    old, new = before.decisions[1].bundle_digest, after.decisions[1].bundle_digest
+    assert old != new and new == bundle_digest(live)
+    assert predicate(controller, after.id)["decisions"][1]["bundle_digest"] == new  # type: ignore[index]
+    assert (archive / new.removeprefix("sha256:")).is_dir()  # type: ignore[union-attr]
+    assert bundle_digest(archive / new.removeprefix("sha256:")) == new  # type: ignore[union-attr]
+
+
+def test_policy_test_cli_passes_and_fails_on_a_changed_case(tmp_path: Path) -> None:
+    tool = str(Path(sys.executable).parent / "sandgate")
+    ok = subprocess.run([tool, "policy", "test", str(DEFAULT)], capture_output=True, text=True,
+                        check=False)
+    assert ok.returncode == 0 and " 0 failed" in ok.stdout
+    changed = tmp_path / "changed"
+    shutil.copytree(DEFAULT, changed)
+    cases = changed / "tests" / "cases.yaml"
+    cases.write_text(cases.read_text().replace("rules: [run.deny-setuid]",
+                                               "rules: [run.deny-something-else]"))
+    bad = subprocess.run([tool, "policy", "test", str(changed)], capture_output=True,
+                         text=True, check=False)
+    assert bad.returncode == 1 and "FAIL" in bad.stdout and "run.deny-setuid" in bad.stdout
