@@ -33,6 +33,7 @@ from controller.models import (
 from controller.pipeline import Job
 from controller.policy.shadow import ShadowedEngine
 from controller.ports import SandboxRuntime
+from controller.profiles import load_profiles
 from controller.signing import Ed25519Signer, envelope_json
 from controller.store import Sealed, Store
 from controller.verify.dsse import payload_digest
@@ -125,6 +126,14 @@ class Controller:
                                   f"{submission.state}"))
             job.cleanup()
         return ended
+
+    def reload_profiles(self, directory: Path) -> dict[str, Profile]:
+        """Swap in every profile of ``directory`` at once; a broken one refuses them all
+        (``ProfileError``) and the loaded ones stay. Submissions keep the profile they began
+        with; the digest in each receipt says which."""
+        loaded = load_profiles(directory)
+        self.profiles = loaded
+        return loaded
 
     def approve(self, submission_id: str, approver: str, approve: bool,
                 reason: str) -> Submission:

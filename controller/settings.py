@@ -27,7 +27,8 @@ class Settings(BaseSettings):
     shadow_policy: Path | None = Field(
         default=None, description="A bundle evaluated beside the active one, never enforced")
     policy_watch_s: float = Field(
-        default=2.0, ge=0, description="Poll the bundles for changes this often (0: never)")
+        default=2.0, ge=0,
+        description="Poll the bundles and profiles for changes this often (0: never)")
     approval_ttl_s: float = Field(
         default=3600.0, gt=0, description="Unanswered approval requests expire to denied")
     max_deleted_files: int = Field(

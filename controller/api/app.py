@@ -15,6 +15,7 @@ from controller.api import errors
 from controller.api.deps import ApiContext
 from controller.api.limits import BodySizeLimit
 from controller.api.routes import router
+from controller.reloader import watch
 
 
 def create_app(ctx: ApiContext) -> FastAPI:
@@ -28,9 +29,9 @@ def create_app(ctx: ApiContext) -> FastAPI:
         ctx.dispatcher.start()
         stop = threading.Event()
         if ctx.settings.policy_watch_s > 0:
-            threading.Thread(target=ctx.controller.engine.watch, daemon=True,
-                             name="sandgate-policy-watch",
-                             args=(ctx.settings.bundles_dir, ctx.settings.policy_watch_s,
+            threading.Thread(target=watch, daemon=True, name="sandgate-reload",
+                             args=(ctx.controller, ctx.settings.profiles_dir,
+                                   ctx.settings.bundles_dir, ctx.settings.policy_watch_s,
                                    stop)).start()
         yield
         stop.set()

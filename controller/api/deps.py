@@ -12,7 +12,7 @@ from controller.api.limits import RateLimiter
 from controller.dispatcher import Dispatcher
 from controller.errors import AuthError, NotFoundError
 from controller.lifecycle import is_terminal
-from controller.models import Principal, Submission
+from controller.models import Principal, State, Submission
 from controller.principals import Principals
 from controller.service import Controller
 from controller.settings import Settings
@@ -27,7 +27,7 @@ class Waiters:
     events: dict[str, list[asyncio.Event]] = field(default_factory=dict)
 
     def listener(self, submission: Submission) -> None:
-        if is_terminal(submission.state) and self.loop is not None:
+        if settled(submission) and self.loop is not None:
             self.loop.call_soon_threadsafe(self._fire, submission.id)
 
     def _fire(self, submission_id: str) -> None:
@@ -46,6 +46,12 @@ class Waiters:
             waiting = self.events.get(submission_id, [])
             if event in waiting:
                 waiting.remove(event)
+
+
+def settled(submission: Submission | None) -> bool:
+    """Ended, or parked until a human answers: either way, waiting longer changes nothing."""
+    return submission is not None and (is_terminal(submission.state)
+                                       or submission.state is State.AWAITING_APPROVAL)
 
 
 @dataclass

@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from controller import __version__
-from controller.api.deps import ApiContext, authenticate, context
+from controller.api.deps import ApiContext, authenticate, context, settled
 from controller.api.schemas import (
     ApprovalBody,
     ApprovalRequest,
@@ -31,7 +31,7 @@ from controller.api.schemas import (
     submission_view,
 )
 from controller.errors import ForbiddenError, NotFoundError, SandgateError
-from controller.lifecycle import TERMINAL, is_terminal
+from controller.lifecycle import TERMINAL
 from controller.models import Principal, Role, SubmissionRequest
 from controller.store import Store
 from controller.workspace import WORKSPACE_NAME_PATTERN, read_file
@@ -60,7 +60,8 @@ async def submit(body: SubmitBody, ctx: Ctx, who: Caller,
                  wait: Annotated[float, Query(ge=0, le=60)] = 0,
                  idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
                  ) -> JSONResponse:
-    """Accept code for the pipeline; with ``wait``, block until it ends or the wait runs out."""
+    """Accept code for the pipeline; with ``wait``, block until it ends (or parks for
+    approval), or the wait runs out."""
     if who.role not in SUBMITTERS:
         raise ForbiddenError(f"role {who.role} cannot submit code")
     fields = body.model_dump(mode="json")
@@ -71,7 +72,7 @@ async def submit(body: SubmitBody, ctx: Ctx, who: Caller,
     sub = await run_in_threadpool(ctx.dispatcher.submit, request, key)
     store = ctx.controller.store
     if wait > 0:
-        await ctx.waiters.wait(sub.id, wait, lambda: _ended(store, sub.id))
+        await ctx.waiters.wait(sub.id, wait, lambda: settled(store.get(sub.id)))
     current = store.get(sub.id) or sub
     return JSONResponse(submission_view(current).model_dump(mode="json"), status_code=202,
                         headers={"Location": f"/v1/submissions/{sub.id}"})
@@ -195,6 +196,16 @@ def reload_policies(ctx: Ctx, who: Caller) -> PolicyView:
     return policies(ctx, who)
 
 
+@router.post("/v1/profiles/reload", response_model=list[ProfileView], tags=["configuration"])
+def reload_profiles(ctx: Ctx, who: Caller) -> list[ProfileView]:
+    """Reload every profile now; one broken profile refuses them all (422) and the loaded
+    ones stay."""
+    if who.role is not Role.ADMIN:
+        raise ForbiddenError("only an admin reloads profiles")
+    ctx.controller.reload_profiles(ctx.settings.profiles_dir)
+    return profiles(ctx, who)
+
+
 @router.get("/v1/approvals", response_model=list[ApprovalRequest], tags=["approvals"])
 def approvals(ctx: Ctx, who: Caller) -> list[ApprovalRequest]:
     """Submissions waiting for a human, with the evidence to decide on."""
@@ -228,11 +239,6 @@ def readyz(ctx: Ctx) -> JSONResponse:
     ready = all(value == "ok" for value in checks.values())
     return JSONResponse(Readiness(ready=ready, checks=checks).model_dump(),
                         status_code=200 if ready else 503)
-
-
-def _ended(store: Store, submission_id: str) -> bool:
-    found = store.get(submission_id)
-    return found is not None and is_terminal(found.state)
 
 
 def _readiness(ctx: ApiContext) -> dict[str, str]:

@@ -42,21 +42,7 @@ class ShadowedEngine:
             archive_bundle(loaded[-1], archive)
         return loaded[0]
 
-    def watch(self, archive: Path, interval: float, stop: threading.Event) -> None:
-        """Reload whenever a bundle's files change (a thread's body; ends when ``stop``)."""
-        seen = self._digests()
-        while not stop.wait(interval):
-            now = self._digests()
-            if now == seen:
-                continue
-            seen = now
-            try:
-                self.reload(archive)
-                log.info("policy bundles reloaded: %s", now)
-            except PolicyBundleError as exc:
-                log.error("policy bundle refused, the previous one keeps deciding: %s", exc)
-
-    def _digests(self) -> tuple[str, ...]:
+    def digests(self) -> tuple[str, ...]:
         engines = (self.active, self.shadow)
         return tuple(bundle_digest(e.bundle.path) for e in engines
                      if e is not None and e.bundle is not None and e.bundle.path.is_dir())

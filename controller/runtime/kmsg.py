@@ -115,3 +115,20 @@ class KmsgWatch:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+
+
+LOG_CODE = 0x7FFC0000  # SECCOMP_RET_LOG: allowed, and logged
+
+
+def parse_logged(record: str, uid: int) -> int | None:
+    """The syscall number of a SECCOMP_RET_LOG record by ``uid``, if the record is one."""
+    _, separator, text = record.partition(";")
+    if not separator or not text.startswith(f"audit: type={AUDIT_SECCOMP} "):
+        return None
+    fields = {key: value.strip('"') for key, value in _FIELD.findall(text)}
+    try:
+        if int(fields["code"], 16) != LOG_CODE or int(fields["uid"]) != uid:
+            return None
+        return int(fields["syscall"])
+    except (KeyError, ValueError):
+        return None

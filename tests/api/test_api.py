@@ -22,7 +22,9 @@ def test_an_agent_submits_waits_and_verifies_its_receipt(server: Server, tmp_pat
         assert result["stdout"] == "hello over http\n" and result["agent"] == "alice"
         again = client.get(result["id"])
         assert again["receipt_seq"] == result["receipt_seq"]
-        assert [d["outcome"] for d in again["decisions"]] == ["PERMIT", "PERMIT"]
+        assert [(d["gate"], d["outcome"]) for d in again["decisions"]] == [
+            ("submit", "PERMIT"), ("run", "PERMIT"), ("run_unattended", "PERMIT"),
+            ("commit", "PERMIT")]
         envelope = client.receipt(result["id"])
         keys = client.keys()
     assert json.loads(envelope)["payloadType"] == "application/vnd.in-toto+json"

@@ -37,7 +37,8 @@ def test_run_export_and_verify_with_two_verifiers(tmp_path: Path) -> None:
     assert results[0]["stdout"] == "hi\n" and results[1]["version_after"] == 2
     assert {"id", "state", "decisions", "stdout", "stderr", "receipt_seq"} <= set(results[0])
     assert [r["receipt_seq"] for r in results] == [1, 2, 3]
-    assert results[2]["decisions"][0]["rules"][0]["id"] == "run.deny-escaping-symlink"
+    run = next(d for d in results[2]["decisions"] if d["gate"] == "run")
+    assert run["rules"][0]["id"] == "run.deny-escaping-symlink"
 
     receipts, keys = tmp_path / "receipts.jsonl", tmp_path / "keys.pem"
     assert sandgate(data, "receipts", "export", "--out", str(receipts)).returncode == 0

@@ -1,0 +1,165 @@
+"""Learning the syscalls a workload needs: ``sandgate profiles learn -- FILE``.
+
+The workload runs in the sandbox (same image, limits, no network) under a *logging* variant
+of a ceiling profile: every syscall the ceiling allows is allowed and logged
+(``SCMP_ACT_LOG``), everything else is denied, tripwires still kill. The kernel writes one
+audit record per logged call to its log, which we read from ``/dev/kmsg``. Runs repeat with
+the syscalls already seen switched to plain allow, so each run logs only what is new, until
+a run reveals nothing new. The proposal keeps the ceiling's rules (and argument filters)
+for exactly the syscalls seen.
+
+What it can miss, by construction: code paths the workload did not take on this input;
+records the kernel dropped (its print rate limit is raised while learning and restored after;
+with ``auditd`` running the records go to the audit log instead, and nothing is learned);
+and calls made by other sandboxes at the same moment are counted too (they can only add
+syscalls). Learning floods the kernel log, so do it on a machine that is not serving.
+"""
+
+from __future__ import annotations
+
+import copy
+import tempfile
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyseccomp
+
+from controller.errors import ProfileError
+from controller.models import Language, Phase, Profile
+from controller.pipeline import COMMANDS
+from controller.ports import RunSpec, SandboxRuntime
+from controller.runtime.kmsg import KmsgWatch, parse_logged
+from controller.workspace import SANDBOX_UID, hand_to_sandbox
+
+RATELIMIT_BURST = Path("/proc/sys/kernel/printk_ratelimit_burst")
+MAX_ROUNDS = 6
+
+
+@dataclass(frozen=True)
+class Learned:
+    syscalls: frozenset[str]
+    rounds: int
+    exit_codes: tuple[int | None, ...]
+    seccomp: dict[str, Any]  # the proposal: the ceiling's rules for the syscalls seen
+
+
+def allowed_names(seccomp: dict[str, Any]) -> set[str]:
+    return {name for rule in seccomp.get("syscalls", [])
+            if rule.get("action") == "SCMP_ACT_ALLOW" for name in rule.get("names", [])}
+
+
+def logging_variant(ceiling: dict[str, Any], seen: set[str]) -> dict[str, Any]:
+    """The ceiling with every allow not yet seen turned into allow-and-log."""
+    variant = copy.deepcopy(ceiling)
+    rules = []
+    for rule in variant.get("syscalls", []):
+        if rule.get("action") != "SCMP_ACT_ALLOW":
+            rules.append(rule)
+            continue
+        known = [name for name in rule["names"] if name in seen]
+        new = [name for name in rule["names"] if name not in seen]
+        if known:
+            rules.append({**rule, "names": known})
+        if new:
+            rules.append({**rule, "names": new, "action": "SCMP_ACT_LOG"})
+    variant["syscalls"] = rules
+    return variant
+
+
+def proposal(ceiling: dict[str, Any], seen: set[str]) -> dict[str, Any]:
+    """The ceiling narrowed to the syscalls seen (argument filters kept as they are)."""
+    narrowed = copy.deepcopy(ceiling)
+    rules = []
+    for rule in narrowed.get("syscalls", []):
+        if rule.get("action") != "SCMP_ACT_ALLOW":
+            rules.append(rule)
+            continue
+        names = [name for name in rule["names"] if name in seen]
+        if names:
+            rules.append({**rule, "names": names})
+    narrowed["syscalls"] = rules
+    narrowed["comment"] = "Learned by `sandgate profiles learn`: the ceiling's allows that " \
+                          "the workload used."
+    return narrowed
+
+
+def learn(runtime: SandboxRuntime, ceiling: Profile, code: str, language: Language,
+          *, image_id: str) -> Learned:
+    """Run the workload until no new syscall shows up; see the module docstring."""
+    seen: set[str] = set()
+    exits: list[int | None] = []
+    with _rate_limit_lifted(), tempfile.TemporaryDirectory(prefix="sandgate-learn-") as tmp:
+        for round_number in range(1, MAX_ROUNDS + 1):
+            variant = ceiling.model_copy(update={
+                "seccomp": logging_variant(ceiling.seccomp, seen)})
+            new, exit_code, lost = _one_run(runtime, variant, code, language, image_id,
+                                            Path(tmp) / str(round_number))
+            exits.append(exit_code)
+            # Settled only by a round that lost no record and showed nothing new: a syscall
+            # the workload always makes and that is still unseen would be logged in it.
+            if not lost and not new - seen:
+                return Learned(frozenset(seen), round_number, tuple(exits),
+                               proposal(ceiling.seccomp, seen))
+            seen |= new
+    raise ProfileError(f"learning did not settle in {MAX_ROUNDS} runs: the workload uses "
+                       "different syscalls every time; learn from a more stable input")
+
+
+def _one_run(runtime: SandboxRuntime, profile: Profile, code: str, language: Language,
+             image_id: str, scratch: Path) -> tuple[set[str], int | None, bool]:
+    workspace, code_dir = scratch / "workspace", scratch / "code"
+    workspace.mkdir(parents=True)
+    code_dir.mkdir(mode=0o755)
+    name, command = COMMANDS[language]
+    (code_dir / name).write_text(code)
+    (code_dir / name).chmod(0o644)
+    hand_to_sandbox(workspace)
+    watch = KmsgWatch.open()
+    if watch is None:
+        raise ProfileError("cannot read /dev/kmsg (learning needs root and the kernel log)")
+    numbers: set[int] = set()
+    done = threading.Event()
+
+    def drain() -> None:
+        # Read while the workload runs: the first rounds log far more than the ring holds.
+        while not done.wait(0.005):
+            numbers.update(_logged(watch))
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    try:
+        result = runtime.run(RunSpec(submission_id=f"learn-{scratch.name}", phase=Phase.DRY_RUN,
+                                     profile=profile, command=command, workspace_dir=workspace,
+                                     code_dir=code_dir, image=image_id))
+    finally:
+        done.set()
+        reader.join()
+        numbers.update(_logged(watch))
+        watch.close()
+    arch = pyseccomp.system_arch()
+    names = {pyseccomp.resolve_syscall(arch, nr).decode() for nr in numbers}
+    return names, result.observation.exit_code, watch.lost
+
+
+def _logged(watch: KmsgWatch) -> set[int]:
+    return {nr for record in watch.records()
+            if (nr := parse_logged(record, SANDBOX_UID)) is not None}
+
+
+@contextmanager
+def _rate_limit_lifted() -> Iterator[None]:
+    """Raise the kernel's print burst while learning (records beyond it are dropped)."""
+    try:
+        previous = RATELIMIT_BURST.read_text()
+        RATELIMIT_BURST.write_text("1000000\n")
+    except OSError:
+        yield  # not root, or a read-only /proc: learn what gets through
+        return
+    try:
+        yield
+    finally:
+        RATELIMIT_BURST.write_text(previous)
