@@ -97,6 +97,39 @@ def bench_policy(runs: int) -> dict[str, Any]:
     return {"policies_in_bundle": policies, **summary(samples)}
 
 
+def fifty_rule_bundle(scratch: Path) -> Path:
+    """The shipped bundle plus generated rules, 50 policies in all, over every context part."""
+    import shutil
+
+    root = scratch / "bundle50"
+    shutil.copytree(SHIPPED_ROOT / "policies" / "default", root)
+    engine = CedarEngine.from_path(root)
+    have = len(engine.bundle.policies) if engine.bundle else 0
+    attributes = ["created", "modified", "deleted", "hardlinks", "files_after", "size_after"]
+    rules = []
+    for n in range(50 - have):
+        attribute = attributes[n % len(attributes)]
+        rules.append(
+            f'@id("bench.rule-{n}")\n@reason("generated")\n'
+            f'forbid (principal, action == Action::"run", resource)\n'
+            f'when {{ context.dry_run_diff.{attribute} > {1000 + n} && '
+            f'context.request.code_bytes > {n} && context.profile.pids < {5000 + n} }};\n')
+    (root / "policies" / "bench.cedar").write_text("\n".join(rules))
+    return root
+
+
+def bench_policy_50(runs: int, scratch: Path) -> dict[str, Any]:
+    engine = CedarEngine.from_path(fifty_rule_bundle(scratch))
+    empty = StreamSummary(size=0, sha256="0" * 64)
+    observation = Observation(phase=Phase.DRY_RUN, exit_code=0, wall_time_ms=1, stdout=empty,
+                              stderr=empty, image_id="x")
+    context = assessment_context(python("print(1)"), PROFILE, observation, Diff(),
+                                 max_deleted_files=20)
+    samples = timed(lambda: engine.decide(Gate.ASSESSMENT, "a", "w", context), runs)
+    policies = len(engine.bundle.policies) if engine.bundle else 0
+    return {"policies_in_bundle": policies, **summary(samples)}
+
+
 def bench_receipts(runs: int, scratch: Path) -> dict[str, Any]:
     from controller.runtime.fake import FakeRuntime
 
@@ -138,6 +171,7 @@ def main() -> None:
                         "kernel": platform.release()},
             "end_to_end_print1": bench_end_to_end(args.runs, scratch),
             "policy_decision": bench_policy(2000),
+            "policy_decision_50_rules": bench_policy_50(2000, scratch),
             "receipts": bench_receipts(1000, scratch),
         }
     args.out.write_text(json.dumps(results, indent=2) + "\n")

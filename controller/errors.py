@@ -17,6 +17,7 @@
     │   └── UnavailableError      draining or not ready
     ├── IllegalTransitionError    the lifecycle refused a move (a bug, never user input)
     ├── RuntimeUnavailableError   the container engine cannot be reached or failed
+    │   └── ContainerAuditError   a container failed the CIS configuration audit
     ├── WorkspaceError
     │   └── CommitConflictError   another commit moved the workspace first
     ├── StoreError                the SQLite store refused a write
@@ -108,6 +109,11 @@ class IllegalTransitionError(SandgateError):
 class RuntimeUnavailableError(SandgateError):
     code = "runtime_unavailable"
     hint = "Check that the Docker engine answers (`docker info`) and the sandbox image exists."
+
+
+class ContainerAuditError(RuntimeUnavailableError):
+    code = "container_audit_failed"
+    hint = "A profile or runtime change weakened the container; it was not started."
 
 
 class WorkspaceError(SandgateError):

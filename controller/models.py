@@ -178,6 +178,8 @@ class Observation(Frozen):
     stderr: StreamSummary
     image_id: str
     container_changes: int = Field(0, description="Paths changed in the container's own layer")
+    audit_checks: int = Field(0, description="CIS configuration checks the container passed "
+                                             "(inspected before it started; any failure stops it)")
 
     @property
     def limits_hit(self) -> tuple[Limit, ...]:

@@ -2,17 +2,19 @@
 
 The workload runs in the sandbox (same image, limits, no network) under a *logging* variant
 of a ceiling profile: every syscall the ceiling allows is allowed and logged
-(``SCMP_ACT_LOG``), everything else is denied, tripwires still kill. The kernel writes one
-audit record per logged call to its log, which we read from ``/dev/kmsg``. Runs repeat with
+(``SCMP_ACT_LOG``), everything else is denied, tripwires still kill. The kernel emits one
+audit record per logged call; we read them from the audit netlink multicast group (no rate
+limit), or from ``/dev/kmsg`` where that group is closed to us. Runs repeat with
 the syscalls already seen switched to plain allow, so each run logs only what is new, until
 a run reveals nothing new. The proposal keeps the ceiling's rules (and argument filters)
 for exactly the syscalls seen.
 
 What it can miss, by construction: code paths the workload did not take on this input;
-records the kernel dropped (its print rate limit is raised while learning and restored after;
-with ``auditd`` running the records go to the audit log instead, and nothing is learned);
+records the kernel dropped (a round that shows a drop — a full socket, or ``/dev/kmsg``'s
+print rate limit of about 10 records per 5 s — never settles the learning, so the runs go on);
 and calls made by other sandboxes at the same moment are counted too (they can only add
-syscalls). Learning floods the kernel log, so do it on a machine that is not serving.
+syscalls). On the ``/dev/kmsg`` path learning floods the kernel log, so do it on a machine
+that is not serving.
 """
 
 from __future__ import annotations
@@ -20,8 +22,6 @@ from __future__ import annotations
 import copy
 import tempfile
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,11 +32,10 @@ from controller.errors import ProfileError
 from controller.models import Language, Phase, Profile
 from controller.pipeline import COMMANDS
 from controller.ports import RunSpec, SandboxRuntime
-from controller.runtime.kmsg import KmsgWatch, parse_logged
+from controller.runtime.kmsg import AuditLog, open_audit_log, parse_logged
 from controller.workspace import SANDBOX_UID, hand_to_sandbox
 
-RATELIMIT_BURST = Path("/proc/sys/kernel/printk_ratelimit_burst")
-MAX_ROUNDS = 6
+MAX_ROUNDS = 12
 
 
 @dataclass(frozen=True)
@@ -92,7 +91,7 @@ def learn(runtime: SandboxRuntime, ceiling: Profile, code: str, language: Langua
     """Run the workload until no new syscall shows up; see the module docstring."""
     seen: set[str] = set()
     exits: list[int | None] = []
-    with _rate_limit_lifted(), tempfile.TemporaryDirectory(prefix="sandgate-learn-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="sandgate-learn-") as tmp:
         for round_number in range(1, MAX_ROUNDS + 1):
             variant = ceiling.model_copy(update={
                 "seccomp": logging_variant(ceiling.seccomp, seen)})
@@ -118,9 +117,9 @@ def _one_run(runtime: SandboxRuntime, profile: Profile, code: str, language: Lan
     (code_dir / name).write_text(code)
     (code_dir / name).chmod(0o644)
     hand_to_sandbox(workspace)
-    watch = KmsgWatch.open()
+    watch = open_audit_log()
     if watch is None:
-        raise ProfileError("cannot read /dev/kmsg (learning needs root and the kernel log)")
+        raise ProfileError("cannot read the kernel's audit records (learning needs root)")
     numbers: set[int] = set()
     done = threading.Event()
 
@@ -145,21 +144,12 @@ def _one_run(runtime: SandboxRuntime, profile: Profile, code: str, language: Lan
     return names, result.observation.exit_code, watch.lost
 
 
-def _logged(watch: KmsgWatch) -> set[int]:
-    return {nr for record in watch.records()
-            if (nr := parse_logged(record, SANDBOX_UID)) is not None}
+# How the kernel says it dropped audit records: a full backlog, or printk's rate limit.
+DROPPED = ("audit_backlog=", "audit_lost=", "callbacks suppressed")
 
 
-@contextmanager
-def _rate_limit_lifted() -> Iterator[None]:
-    """Raise the kernel's print burst while learning (records beyond it are dropped)."""
-    try:
-        previous = RATELIMIT_BURST.read_text()
-        RATELIMIT_BURST.write_text("1000000\n")
-    except OSError:
-        yield  # not root, or a read-only /proc: learn what gets through
-        return
-    try:
-        yield
-    finally:
-        RATELIMIT_BURST.write_text(previous)
+def _logged(watch: AuditLog) -> set[int]:
+    records = watch.records()
+    if any(marker in record for record in records for marker in DROPPED):
+        watch.lost = True  # some record may be gone: this round cannot settle the learning
+    return {nr for record in records if (nr := parse_logged(record, SANDBOX_UID)) is not None}

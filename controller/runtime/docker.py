@@ -13,7 +13,7 @@ import json
 import socket
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ from docker.models.containers import Container
 from docker.types import LogConfig, Mount, Ulimit
 from docker.utils.socket import STDERR, frames_iter
 
-from controller.errors import RuntimeUnavailableError
+from controller.errors import ContainerAuditError, RuntimeUnavailableError
 from controller.models import Observation, StreamSummary
 from controller.ports import (
     CODE_MOUNT,
@@ -36,8 +36,9 @@ from controller.ports import (
     RunResult,
     RunSpec,
 )
+from controller.runtime.audit import CHECKS, audit
 from controller.runtime.cgroups import CgroupReader, Sample
-from controller.runtime.kmsg import KmsgWatch, attribute
+from controller.runtime.kmsg import AuditLog, attribute, open_audit_log
 
 SIGKILL, SIGSYS = 9, 31
 SANDBOX_UID = int(SANDBOX_USER.split(":")[0])
@@ -94,7 +95,16 @@ class DockerRuntime:
         except _ENGINE_ERRORS as exc:
             raise RuntimeUnavailableError(f"cannot create the sandbox container: {exc}") from exc
         try:
-            return self._supervise(container, spec)
+            container.reload()
+            failed = audit(container.attrs)
+            if failed:
+                raise ContainerAuditError(
+                    "the sandbox container failed its configuration audit and was not "
+                    "started: " + "; ".join(failed))
+            result = self._supervise(container, spec)
+            checks = len(CHECKS)
+            return replace(result, observation=result.observation.model_copy(
+                update={"audit_checks": checks}))
         except _ENGINE_ERRORS as exc:
             raise RuntimeUnavailableError(f"the sandbox container failed: {exc}") from exc
         finally:
@@ -195,7 +205,7 @@ class DockerRuntime:
         reader = _Reader(sock, limits.output_bytes)
         stopped = threading.Event()
         sampler = _Sampler(container, stopped)
-        kernel_log = KmsgWatch.open()  # before the start: only this run's window is read
+        kernel_log = open_audit_log()  # before the start: only this run's window is read
         try:
             reader.start()
             started = time.monotonic()
@@ -313,7 +323,7 @@ def _observe(spec: RunSpec, attrs: dict[str, Any], status: dict[str, Any], sampl
     )
 
 
-def _tripwire_hit(kernel_log: KmsgWatch | None, sampler: _Sampler) -> bool:
+def _tripwire_hit(kernel_log: AuditLog | None, sampler: _Sampler) -> bool:
     """Whether the kernel logged a seccomp kill in this run (any process, not only the main).
 
     Fails closed: records lost to a wrapped log count as a kill. Without the log (not root,

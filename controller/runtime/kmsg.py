@@ -1,4 +1,5 @@
-"""Seccomp kills as the kernel reports them: audit records (type 1326) on ``/dev/kmsg``.
+"""Seccomp kills as the kernel reports them: audit records (type 1326), read from the audit
+netlink multicast group where we may (no rate limit), else from ``/dev/kmsg``.
 
 A container's exit code tells only whether its *main* process died of SIGSYS. A child that
 calls a tripwire is killed just the same, but its parent may carry on and exit 0; the kernel's
@@ -14,8 +15,11 @@ every 5 s, shared with its other users), so a kill that follows many others may 
 
 from __future__ import annotations
 
+import errno
 import os
 import re
+import socket
+import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -132,3 +136,80 @@ def parse_logged(record: str, uid: int) -> int | None:
         return int(fields["syscall"])
     except (KeyError, ValueError):
         return None
+
+
+NETLINK_AUDIT = 9
+AUDIT_NLGRP_READLOG = 1
+_NLMSG_HEADER = struct.Struct("=IHHII")
+
+
+class AuditSocket:
+    """The kernel's audit records from the read-only multicast group (``AUDIT_NLGRP_READLOG``).
+
+    Unlike ``/dev/kmsg``, this path has no print rate limit: the kernel hands every record to
+    multicast readers before it prints (or drops) it. Needs CAP_AUDIT_READ (root). Records
+    come out in the ``/dev/kmsg`` shape so the same parsers read both.
+    """
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock: socket.socket | None = sock
+        self.lost = False
+
+    @classmethod
+    def open(cls) -> AuditSocket | None:
+        try:
+            sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_AUDIT)
+        except OSError:
+            return None
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, getattr(socket, "SO_RCVBUFFORCE", 33), 32 << 20)
+            sock.bind((0, 1 << (AUDIT_NLGRP_READLOG - 1)))
+            sock.setblocking(False)
+        except OSError:
+            sock.close()
+            return None
+        return cls(sock)
+
+    def records(self) -> list[str]:
+        found: list[str] = []
+        while self._sock is not None and len(found) < MAX_RECORDS:
+            try:
+                data = self._sock.recv(1 << 16)
+            except BlockingIOError:
+                break
+            except OSError as exc:
+                if exc.errno != errno.ENOBUFS:
+                    raise
+                self.lost = True  # the socket overflowed: some records are gone
+                continue
+            found += _netlink_records(data)
+        return found
+
+    def kills(self) -> list[SeccompKill]:
+        return [kill for record in self.records() if (kill := parse_kill(record)) is not None]
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+
+def _netlink_records(data: bytes) -> list[str]:
+    records, offset = [], 0
+    while offset + _NLMSG_HEADER.size <= len(data):
+        length, kind, _, _, _ = _NLMSG_HEADER.unpack_from(data, offset)
+        if length < _NLMSG_HEADER.size:
+            break
+        text = data[offset + _NLMSG_HEADER.size:offset + length].rstrip(b"\0").decode(
+            errors="replace")
+        records.append(f"0,0,0,-;audit: type={kind} {text}")
+        offset += (length + 3) & ~3
+    return records
+
+
+AuditLog = AuditSocket | KmsgWatch
+
+
+def open_audit_log() -> AuditLog | None:
+    """The best reader of seccomp audit records: the netlink group, else ``/dev/kmsg``."""
+    return AuditSocket.open() or KmsgWatch.open()
