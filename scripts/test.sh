@@ -13,4 +13,15 @@ fi
 "$VENV/bin/ruff" check controller tests benchmarks
 "$VENV/bin/mypy" controller
 "$VENV/bin/sandgate" policy test policies/*/
+# The escape-probe battery against every sandbox image, under every shipped profile.
+mkdir -p .sandgate/reports
+for dockerfile in sandbox_images/*/Dockerfile; do
+    image="sandgate/$(basename "$(dirname "$dockerfile")"):latest"
+    for profile in standard strict; do
+        "$VENV/bin/sandgate" probe --image "$image" --profile "$profile" \
+            --junit ".sandgate/reports/probe-$profile.xml" >".sandgate/reports/probe-$profile.log" \
+            || { tail -40 ".sandgate/reports/probe-$profile.log"; exit 1; }
+        tail -1 ".sandgate/reports/probe-$profile.log" | sed "s/^/probe $image $profile: /"
+    done
+done
 "$VENV/bin/pytest" tests "$@"

@@ -1,0 +1,1 @@
+"""The security kit: escape probes run as submissions, with their expected containment."""

@@ -1,0 +1,111 @@
+"""Running the probe battery through a controller and judging each probe's containment."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from xml.etree import ElementTree
+
+from controller.models import State, Submission, SubmissionRequest
+from controller.security.probes import BATTERY, Expect, Probe
+from controller.service import Controller
+
+RESULT = re.compile(r"^result: (.*)$", re.MULTILINE)
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    probe: Probe
+    expected: Expect
+    observed: str
+    contained: bool
+    submission_id: str
+    seconds: float
+
+    def as_dict(self) -> dict[str, object]:
+        return {"probe": self.probe.name, "category": self.probe.category,
+                "expected": self.expected.describe(), "observed": self.observed,
+                "contained": self.contained, "submission": self.submission_id,
+                "seconds": round(self.seconds, 2), "notes": self.probe.notes}
+
+
+def observe(sub: Submission) -> str:
+    """One line saying what the sandbox did with the probe."""
+    dry = sub.dry_run
+    printed = RESULT.findall(sub.stdout)
+    parts = [sub.state.value]
+    if dry is not None and dry.seccomp_killed:
+        parts.append("dry run killed by SIGSYS")
+    if dry is not None and dry.limits_hit:
+        parts.append("limits " + ",".join(limit.value for limit in dry.limits_hit))
+    rules = [r.id for d in sub.decisions if d.outcome.value != "PERMIT" for r in d.rules]
+    if rules:
+        parts.append("rules " + ",".join(rules))
+    if printed:
+        parts.append(f"result: {printed[-1]}")
+    return "; ".join(parts)
+
+
+def contained(expect: Expect, sub: Submission) -> bool:
+    dry, rules = sub.dry_run, {r.id for d in sub.decisions for r in d.rules}
+    if expect.kind == "printed":
+        printed = RESULT.findall(sub.stdout)
+        return bool(printed) and printed[-1].strip() in expect.tokens
+    if expect.kind == "killed":
+        return sub.state is State.DENIED and dry is not None and dry.seccomp_killed
+    if expect.kind == "limit":
+        return sub.state is State.DENIED and dry is not None and expect.value in {
+            limit.value for limit in dry.limits_hit}
+    if expect.kind == "rule":
+        return expect.value in rules and sub.state in (
+            State.DENIED, State.ROLLED_BACK, State.QUARANTINED)
+    return False  # "breach": the profile itself allows what the probe attempts
+
+
+def select(pattern: str | None) -> list[Probe]:
+    if not pattern:
+        return list(BATTERY)
+    found = re.compile(pattern)
+    return [p for p in BATTERY if found.search(p.name) or found.search(p.category)]
+
+
+def run_battery(controller: Controller, profile: str, probes: Iterable[Probe],
+                progress: Callable[[int, ProbeResult], None] | None = None
+                ) -> list[ProbeResult]:
+    """Each probe as one submission, one after another (so kills are attributed exactly)."""
+    results = []
+    loaded = controller.profiles[profile]
+    for index, probe in enumerate(probes, start=1):
+        start = time.monotonic()
+        sub = controller.submit(SubmissionRequest(
+            language=probe.language, code=probe.code, profile=profile,
+            workspace=f"probe-{probe.name}", agent="sandgate-probe",
+            labels={"probe": probe.name}))
+        expect = probe.expectation(loaded)
+        result = ProbeResult(probe, expect, observe(sub), contained(expect, sub), sub.id,
+                             time.monotonic() - start)
+        results.append(result)
+        if progress is not None:
+            progress(index, result)
+    return results
+
+
+def write_json(results: list[ProbeResult], path: Path, meta: dict[str, str]) -> None:
+    path.write_text(json.dumps({**meta, "probes": [r.as_dict() for r in results],
+                                "breaches": sum(not r.contained for r in results)}, indent=2))
+
+
+def write_junit(results: list[ProbeResult], path: Path, suite: str) -> None:
+    root = ElementTree.Element("testsuite", name=suite, tests=str(len(results)),
+                               failures=str(sum(not r.contained for r in results)))
+    for r in results:
+        case = ElementTree.SubElement(root, "testcase", classname=r.probe.category,
+                                      name=r.probe.name, time=f"{r.seconds:.2f}")
+        if not r.contained:
+            failure = ElementTree.SubElement(case, "failure", message="breach")
+            failure.text = f"expected {r.expected.describe()}; observed {r.observed}"
+    ElementTree.ElementTree(root).write(path, encoding="unicode", xml_declaration=True)

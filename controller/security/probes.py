@@ -1,0 +1,299 @@
+"""The escape-probe battery: small programs that try to break out, each with the exact
+containment expected of a Sandgate sandbox.
+
+A probe runs as an ordinary submission through the real pipeline. Most print one line,
+``result: <token>`` (an errno, a count, a flag), and the expectation lists the tokens that
+mean "contained". Others must never reach a real run: the dry run is killed by seccomp
+(SIGSYS), or hits a named limit, or is refused by a named policy rule.
+
+Syscall probes derive their expectation from the profile under test: a tripwire must kill,
+any other syscall must fail with the errno the profile's rule (or default) returns, and a
+syscall the profile allows outright is a breach by definition.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from controller.models import Language, Profile
+
+SYSCALL = """import ctypes
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+r = libc.syscall({nr}, {args})
+print("result: errno", ctypes.get_errno() if r == -1 else "none", flush=True)
+"""
+ATTEMPT = """import errno, os, socket
+def attempt(fn):
+    try:
+        value = fn()
+    except OSError as exc:
+        return f"errno {{exc.errno}}"
+    return "ok" if value is None else str(value)
+print("result:", attempt(lambda: {expr}), flush=True)
+"""
+
+
+@dataclass(frozen=True)
+class Expect:
+    """What containment looks like. ``kind``: printed | killed | limit | rule."""
+
+    kind: str
+    tokens: frozenset[str] = frozenset()  # printed: accepted ``result:`` values
+    value: str = ""  # limit name, or policy rule id
+
+    def describe(self) -> str:
+        if self.kind == "printed":
+            return " or ".join(sorted(self.tokens))
+        if self.kind == "killed":
+            return "dry run killed by seccomp (SIGSYS), denied"
+        return f"denied: {self.kind} {self.value}"
+
+
+def printed(*tokens: str) -> Expect:
+    return Expect("printed", frozenset(tokens))
+
+
+KILLED = Expect("killed")
+
+
+@dataclass(frozen=True)
+class Probe:
+    name: str
+    category: str
+    code: str
+    expect: Expect | None = None  # None: derived from the profile (syscall probes)
+    syscall: str | None = None
+    language: Language = Language.PYTHON
+    notes: str = ""
+    args: tuple[int, ...] = field(default=())
+
+    def expectation(self, profile: Profile) -> Expect:
+        if self.expect is not None:
+            return self.expect
+        assert self.syscall is not None
+        return syscall_expectation(profile, self.syscall)
+
+
+def syscall_expectation(profile: Profile, name: str) -> Expect:
+    """What the profile says must happen when ``name`` is called (with unmatched arguments)."""
+    if name in profile.tripwires:
+        return KILLED
+    rules = profile.seccomp.get("syscalls", [])
+    assert isinstance(rules, list)
+    for rule in rules:
+        if name not in rule.get("names", []):
+            continue
+        action = rule.get("action")
+        if action == "SCMP_ACT_ALLOW" and not rule.get("args"):
+            return Expect("breach", value=f"the profile allows {name}")
+        if action == "SCMP_ACT_ERRNO":
+            return printed(f"errno {rule.get('errnoRet', 1)}")
+        if action in ("SCMP_ACT_KILL", "SCMP_ACT_KILL_PROCESS", "SCMP_ACT_KILL_THREAD"):
+            return KILLED
+    return printed(f"errno {profile.seccomp.get('defaultErrnoRet', 1)}")
+
+
+def _syscall(name: str, nr: int, *args: int, category: str = "kernel surface",
+             notes: str = "") -> Probe:
+    rendered = ", ".join(f"ctypes.c_long({a})" for a in args) or "0"
+    return Probe(name=f"syscall-{name}", category=category, syscall=name, notes=notes,
+                 code=SYSCALL.format(nr=nr, args=rendered), args=args)
+
+
+def _attempt(name: str, category: str, expr: str, expect: Expect, notes: str = "") -> Probe:
+    return Probe(name=name, category=category, code=ATTEMPT.format(expr=expr), expect=expect,
+                 notes=notes)
+
+
+CLONE_NEWUSER, CLONE_NEWNS, CLONE_NEWNET, SIGCHLD = 0x10000000, 0x00020000, 0x40000000, 17
+
+KERNEL = [
+    _syscall("ptrace", 101), _syscall("process_vm_readv", 310),
+    _syscall("process_vm_writev", 311), _syscall("mount", 165), _syscall("umount2", 166),
+    _syscall("pivot_root", 155), _syscall("setns", 308), _syscall("bpf", 321),
+    _syscall("keyctl", 250), _syscall("add_key", 248), _syscall("request_key", 249),
+    _syscall("init_module", 175), _syscall("finit_module", 313),
+    _syscall("delete_module", 176), _syscall("kexec_load", 246),
+    _syscall("kexec_file_load", 320), _syscall("reboot", 169),
+    _syscall("open_by_handle_at", 304), _syscall("swapon", 167), _syscall("acct", 163),
+    _syscall("fsopen", 430), _syscall("open_tree", 428),
+    _syscall("io_uring_setup", 425), _syscall("perf_event_open", 298),
+    _syscall("userfaultfd", 323), _syscall("personality", 135, 0xFFFFFFFF),
+    _syscall("clock_settime", 227), _syscall("settimeofday", 164), _syscall("iopl", 172),
+    _syscall("ioperm", 173), _syscall("kcmp", 312), _syscall("pidfd_getfd", 438),
+    _syscall("syslog", 103), _syscall("name_to_handle_at", 303), _syscall("clone3", 435),
+    _syscall("sethostname", 170), _syscall("setuid", 105),
+    Probe("unshare-user-namespace", "kernel surface", syscall="unshare",
+          code=SYSCALL.format(nr=272, args=f"ctypes.c_long({CLONE_NEWUSER})")),
+    Probe("clone-new-user-namespace", "kernel surface",
+          code=SYSCALL.format(nr=56, args=f"ctypes.c_long({CLONE_NEWUSER | SIGCHLD}), "
+                                          "ctypes.c_long(0)"),
+          expect=printed("errno 1"), notes="clone is allowed only without namespace flags"),
+    Probe("clone-new-mount-and-net", "kernel surface",
+          code=SYSCALL.format(nr=56, args=f"ctypes.c_long({CLONE_NEWNS | CLONE_NEWNET | SIGCHLD})"
+                                          ", ctypes.c_long(0)"),
+          expect=printed("errno 1")),
+    Probe("int-0x80-32-bit-abi", "kernel surface", expect=KILLED,
+          notes="the 32-bit ABI is not in the filter's architectures: the kernel kills",
+          code="""import ctypes, mmap
+code = bytes([0xB8, 20, 0, 0, 0, 0xCD, 0x80, 0xC3])  # mov eax, 20 (getpid); int 0x80; ret
+page = mmap.mmap(-1, mmap.PAGESIZE, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)
+page.write(code)
+call = ctypes.CFUNCTYPE(ctypes.c_long)(ctypes.addressof(ctypes.c_char.from_buffer(page)))
+print("result: pid", call(), flush=True)
+"""),
+]
+
+SOCKETS = [
+    _attempt("socket-packet", "network", "socket.socket(17, socket.SOCK_RAW)",
+             printed("errno 1")),
+    _attempt("socket-raw-icmp", "network",
+             "socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)",
+             printed("errno 1")),
+    _attempt("socket-af-alg", "network", "socket.socket(38, socket.SOCK_SEQPACKET)",
+             printed("errno 1")),
+    _attempt("socket-af-vsock", "network", "socket.socket(40, socket.SOCK_STREAM)",
+             printed("errno 1")),
+    _attempt("socket-netlink", "network", "socket.socket(16, socket.SOCK_RAW, 0)",
+             printed("errno 1")),
+]
+# No packet leaves a sandbox without network: these fail inside the container's own stack.
+EGRESS = [
+    _attempt("egress-metadata-address", "network",
+             "socket.create_connection(('169.254.169.254', 80), timeout=3)",
+             printed("errno 101", "errno 1")),
+    _attempt("egress-bridge-gateway-docker-api", "network",
+             "socket.create_connection(('172.17.0.1', 2375), timeout=3)",
+             printed("errno 101", "errno 1")),
+    _attempt("egress-ipv6", "network",
+             "socket.create_connection(('fd00::1', 80), timeout=3)",
+             printed("errno 101", "errno 99", "errno 97", "errno 1")),
+    _attempt("egress-controller-api-port", "network",
+             "socket.create_connection(('127.0.0.1', 8080), timeout=3)",
+             printed("errno 111", "errno 1"), notes="loopback is the sandbox's own"),
+    _attempt("dns-resolution", "network",
+             "len(socket.getaddrinfo('example.com', 80))",
+             printed("errno -2", "errno -3", "errno -5", "errno 101"),
+             notes="socket.gaierror carries the resolver's negative code"),
+]
+
+FILESYSTEM = [
+    _attempt("write-root", "filesystem", "open('/probe', 'w')", printed("errno 30")),
+    _attempt("write-usr", "filesystem", "open('/usr/probe', 'w')", printed("errno 30")),
+    _attempt("write-etc-passwd", "filesystem", "open('/etc/passwd', 'a')",
+             printed("errno 13", "errno 30")),
+    _attempt("write-proc-sys", "filesystem",
+             "open('/proc/sys/kernel/hostname', 'w').write('x')",
+             printed("errno 30", "errno 13")),
+    _attempt("write-sysrq-trigger", "filesystem",
+             "open('/proc/sysrq-trigger', 'w').write('h')",
+             printed("errno 2", "errno 13", "errno 30")),
+    _attempt("write-sys", "filesystem", "open('/sys/kernel/uevent_helper', 'w').write('x')",
+             printed("errno 30", "errno 13", "errno 2")),
+    _attempt("cgroup-release-agent", "filesystem",
+             "open('/sys/fs/cgroup/release_agent', 'w').write('/x')",
+             printed("errno 13", "errno 30", "errno 2")),
+    _attempt("read-proc-kcore", "filesystem", "len(open('/proc/kcore', 'rb').read(16))",
+             printed("errno 2", "errno 13", "0"), notes="absent, or masked to /dev/null"),
+    _attempt("read-dev-mem", "filesystem", "open('/dev/mem', 'rb')",
+             printed("errno 2", "errno 13")),
+    _attempt("mknod-char-device", "filesystem",
+             "os.mknod('/tmp/null', 0o600 | 0o020000, os.makedev(1, 3))", printed("errno 1")),
+    _attempt("exec-from-tmp", "filesystem",
+             "(open('/tmp/s.sh', 'w').write('#!/bin/sh\\n'), os.chmod('/tmp/s.sh', 0o755), "
+             "os.execv('/tmp/s.sh', ['/tmp/s.sh']))", printed("errno 13"),
+             notes="/tmp is noexec"),
+    _attempt("setuid-binaries-present", "filesystem",
+             "sum(1 for d, _, fs in os.walk('/') if not d.startswith(('/proc', '/sys')) "
+             "for f in fs if os.path.isfile(os.path.join(d, f)) and not "
+             "os.path.islink(os.path.join(d, f)) and "
+             "os.stat(os.path.join(d, f)).st_mode & 0o6000)", printed("0")),
+    _attempt("runtime-sockets-present", "filesystem",
+             "sum(1 for d, _, fs in os.walk('/') if not d.startswith(('/proc', '/sys')) "
+             "for f in fs if f in ('docker.sock', 'containerd.sock', 'crio.sock'))",
+             printed("0")),
+    Probe("leaked-file-descriptors", "filesystem", expect=printed("[]"),
+          notes="the runc CVE-2024-21626 class: no inherited descriptor to a host path",
+          code="""import os
+leaked = []
+for fd in os.listdir("/proc/self/fd"):
+    try:
+        target = os.readlink(f"/proc/self/fd/{fd}")
+    except FileNotFoundError:
+        continue  # the descriptor listdir itself used, already closed
+    if int(fd) > 2 and not target.startswith(("pipe:", "socket:", "anon_inode:", "/dev/")):
+        leaked.append(target)
+print("result:", sorted(leaked), flush=True)
+"""),
+    _attempt("cwd-is-the-workspace", "filesystem", "os.getcwd()", printed("/workspace")),
+]
+
+IDENTITY = [
+    _attempt("capabilities-effective", "identity",
+             "[l.split()[1] for l in open('/proc/self/status') if l.startswith('CapEff')][0]",
+             printed("0000000000000000")),
+    _attempt("capabilities-bounding", "identity",
+             "[l.split()[1] for l in open('/proc/self/status') if l.startswith('CapBnd')][0]",
+             printed("0000000000000000")),
+    _attempt("no-new-privs", "identity",
+             "[l.split()[1] for l in open('/proc/self/status') if l.startswith('NoNewPrivs')][0]",
+             printed("1")),
+    _attempt("seccomp-filter-mode", "identity",
+             "[l.split()[1] for l in open('/proc/self/status') if l.startswith('Seccomp:')][0]",
+             printed("2")),
+    _attempt("not-root", "identity", "os.getuid() != 0 and os.geteuid() != 0", printed("True")),
+    _attempt("no-controller-secrets-in-env", "identity",
+             "sorted(k for k in os.environ if k.startswith(('SANDGATE', 'DOCKER', 'AWS')) or "
+             "'KEY' in k or 'TOKEN' in k or 'SECRET' in k)", printed("[]")),
+    _attempt("no-secrets-in-other-environ", "identity",
+             "sum(1 for p in os.listdir('/proc') if p.isdigit() and "
+             "b'SANDGATE' in open(f'/proc/{p}/environ', 'rb').read())", printed("0")),
+]
+
+RESOURCES = [
+    Probe("fork-bomb", "resources", "import os\nwhile True:\n    os.fork()\n",
+          Expect("limit", value="pids")),
+    Probe("thread-bomb", "resources",
+          "import threading, time\nwhile True:\n"
+          "    threading.Thread(target=time.sleep, args=(60,), daemon=True).start()\n",
+          Expect("limit", value="pids")),
+    Probe("memory-bomb", "resources",
+          "x = []\nwhile True:\n    x.append(bytearray(10**7))\n", Expect("limit", value="memory")),
+    Probe("cpu-spin", "resources", "while True:\n    pass\n", Expect("limit", value="wall_time")),
+    Probe("sleep-ignoring-sigterm", "resources",
+          "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\ntime.sleep(3600)\n",
+          Expect("limit", value="wall_time")),
+    Probe("stdout-flood", "resources", "while True:\n    print('x' * 1000)\n",
+          Expect("limit", value="output")),
+    Probe("huge-single-line", "resources",
+          "import sys\nsys.stdout.write('y' * 50_000_000)\n", Expect("limit", value="output")),
+    Probe("stderr-flood", "resources", "yes 1>&2", Expect("limit", value="output"),
+          language=Language.SH),
+    _attempt("fd-exhaustion", "resources",
+             "[open('/dev/null') for _ in range(100000)]", printed("errno 24")),
+    _attempt("tmp-disk-fill", "resources",
+             "(lambda f: [f.write(b'0' * (1 << 20)) and f.flush() for _ in range(4096)])"
+             "(open('/tmp/fill', 'wb', buffering=0))", printed("errno 28")),
+    _attempt("tmp-inode-exhaustion", "resources",
+             "[open(f'/tmp/i{n}', 'w').close() for n in range(1_000_000)]", printed("errno 28")),
+]
+
+OUTPUTS = [
+    Probe("symlink-out-of-workspace", "outputs", "import os\nos.symlink('/etc/shadow', 'x')\n",
+          Expect("rule", value="run.deny-escaping-symlink")),
+    Probe("symlink-chain-out-of-workspace", "outputs",
+          "import os\nos.symlink('.', 's')\nos.symlink('s/s/s/../../..', 't')\n",
+          Expect("rule", value="run.deny-escaping-symlink")),
+    Probe("setuid-file-in-workspace", "outputs",
+          "import os\nopen('tool', 'w').write('x')\nos.chmod('tool', 0o4755)\n",
+          Expect("rule", value="run.deny-setuid")),
+    _attempt("fifo-in-workspace", "outputs", "os.mkfifo('pipe')", printed("errno 1"),
+             notes="mknod is denied; were it allowed, run.deny-special-file would refuse"),
+    Probe("sparse-terabyte-file", "outputs",
+          "with open('big', 'wb') as f:\n    f.truncate(1 << 40)\n",
+          Expect("rule", value="commit.rollback-size-cap")),
+]
+
+BATTERY: tuple[Probe, ...] = (*KERNEL, *SOCKETS, *EGRESS, *FILESYSTEM, *IDENTITY, *RESOURCES,
+                              *OUTPUTS)
