@@ -18,6 +18,7 @@ from controller.ports import RunSpec
 from controller.profiles import load_profiles
 from controller.runtime.docker import DockerRuntime, _Reader, _Sampler
 from controller.settings import SHIPPED_ROOT
+from tests.unit.test_security_kit import HARDENED
 
 
 class ScriptedContainer:
@@ -26,7 +27,8 @@ class ScriptedContainer:
     id = short_id = "scripted"
 
     def __init__(self) -> None:
-        self.attrs: dict[str, Any] = {"State": {"Pid": os.getpid()}}
+        # Configured as a sandbox must be, so that it passes the audit and gets started.
+        self.attrs: dict[str, Any] = {**HARDENED, "State": {"Pid": os.getpid()}}
         self.removed = False
 
     def start(self) -> None:
