@@ -16,6 +16,7 @@ from pathlib import Path
 
 from controller.errors import InputError, NotFoundError, StoreError
 from controller.models import Principal, Role, utcnow
+from controller.store import connect
 
 KEY_PREFIX = "sg_"
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -38,12 +39,8 @@ class Principals:
     """Who may call the API, with which role."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False,
-                                   timeout=30)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
+        self._db = connect(path)
         self._db.executescript(SCHEMA)
 
     def close(self) -> None:

@@ -51,11 +51,13 @@ def allowed_names(seccomp: dict[str, Any]) -> set[str]:
             if rule.get("action") == "SCMP_ACT_ALLOW" for name in rule.get("names", [])}
 
 
-def logging_variant(ceiling: dict[str, Any], seen: set[str]) -> dict[str, Any]:
-    """The ceiling with every allow not yet seen turned into allow-and-log."""
-    variant = copy.deepcopy(ceiling)
+def _split_allows(ceiling: dict[str, Any], seen: set[str],
+                  unseen_action: str | None) -> dict[str, Any]:
+    """The ceiling with each allow rule split by ``seen``: seen names stay allowed (argument
+    filters kept), unseen ones get ``unseen_action`` or are dropped when it is None."""
+    result = copy.deepcopy(ceiling)
     rules = []
-    for rule in variant.get("syscalls", []):
+    for rule in result.get("syscalls", []):
         if rule.get("action") != "SCMP_ACT_ALLOW":
             rules.append(rule)
             continue
@@ -63,24 +65,20 @@ def logging_variant(ceiling: dict[str, Any], seen: set[str]) -> dict[str, Any]:
         new = [name for name in rule["names"] if name not in seen]
         if known:
             rules.append({**rule, "names": known})
-        if new:
-            rules.append({**rule, "names": new, "action": "SCMP_ACT_LOG"})
-    variant["syscalls"] = rules
-    return variant
+        if new and unseen_action is not None:
+            rules.append({**rule, "names": new, "action": unseen_action})
+    result["syscalls"] = rules
+    return result
+
+
+def logging_variant(ceiling: dict[str, Any], seen: set[str]) -> dict[str, Any]:
+    """The ceiling with every allow not yet seen turned into allow-and-log."""
+    return _split_allows(ceiling, seen, "SCMP_ACT_LOG")
 
 
 def proposal(ceiling: dict[str, Any], seen: set[str]) -> dict[str, Any]:
     """The ceiling narrowed to the syscalls seen (argument filters kept as they are)."""
-    narrowed = copy.deepcopy(ceiling)
-    rules = []
-    for rule in narrowed.get("syscalls", []):
-        if rule.get("action") != "SCMP_ACT_ALLOW":
-            rules.append(rule)
-            continue
-        names = [name for name in rule["names"] if name in seen]
-        if names:
-            rules.append({**rule, "names": names})
-    narrowed["syscalls"] = rules
+    narrowed = _split_allows(ceiling, seen, None)
     narrowed["comment"] = "Learned by `sandgate profiles learn`: the ceiling's allows that " \
                           "the workload used."
     return narrowed

@@ -101,17 +101,22 @@ class Publication:
     undo: Callable[[], object]
 
 
+def connect(path: Path) -> sqlite3.Connection:
+    """A connection shared by threads (callers hold their own lock), WAL, durable commits."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=FULL")
+    db.execute("PRAGMA foreign_keys=ON")
+    return db
+
+
 class Store:
     """One SQLite database, shared by the controller's threads behind one lock."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
-        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False,
-                                   timeout=30)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute("PRAGMA foreign_keys=ON")
+        self._db = connect(path)
         self._db.executescript(SCHEMA)
 
     def close(self) -> None:
