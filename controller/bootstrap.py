@@ -30,10 +30,10 @@ def open_controller(settings: Settings | None = None) -> Controller:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     profiles = load_profiles(settings.profiles_dir)
     engine = open_policies(settings)
-    signer = KeyRing(settings.keys_dir).signer()
     runtime = DockerRuntime(owner=settings.owner)
     runtime.ping()
     store = Store(settings.db_path)
+    signer = KeyRing(settings.keys_dir).signer(create=store.receipt_count() == 0)
     return Controller(
         store=store,
         runtime=runtime,

@@ -19,6 +19,7 @@ from controller.errors import (
     InputError,
     RuntimeUnavailableError,
 )
+from controller.faults import crash_point
 from controller.gate import (
     admission_context,
     assessment_context,
@@ -216,6 +217,7 @@ class Job:
     def finish(self, target: State, publication: Publication | None = None,
                **changes: object) -> Submission:
         self.sub = self.c.store.finish(self.sub, target, self.c.seal, publication, **changes)
+        crash_point("sealed")
         self.c.announce(self.sub)
         return self.sub
 
@@ -240,6 +242,7 @@ class Job:
 
     def _move(self, target: State, **changes: object) -> Submission:
         self.sub = self.c.store.move(self.sub, target, **changes)
+        crash_point(target.value)
         self.c.announce(self.sub)
         return self.sub
 

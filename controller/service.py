@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import shutil
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,7 +20,9 @@ from controller.errors import (
     InputError,
     NotFoundError,
 )
+from controller.faults import crash_point
 from controller.lifecycle import (
+    TERMINAL,
     after_approval,
 )
 from controller.models import (
@@ -95,6 +98,7 @@ class Controller:
         recorded = self.store.insert(submission, idempotency)
         if recorded.id != submission.id:
             return recorded, False
+        crash_point(State.RECEIVED.value)
         self.announce(submission)
         return submission, True
 
@@ -125,7 +129,17 @@ class Controller:
             ended.append(job.fail(f"controller restarted while the submission was in "
                                   f"{submission.state}"))
             job.cleanup()
+        self._remove_stale_run_dirs()
         return ended
+
+    def _remove_stale_run_dirs(self) -> None:
+        """Run directories of submissions that ended (a crash can come before the cleanup)."""
+        if not self.paths.runs.is_dir() or self.keep_run_dirs:
+            return
+        for directory in self.paths.runs.iterdir():
+            found = self.store.get(directory.name)
+            if found is None or found.state in TERMINAL:
+                shutil.rmtree(directory)
 
     def reload_profiles(self, directory: Path) -> dict[str, Profile]:
         """Swap in every profile of ``directory`` at once; a broken one refuses them all

@@ -54,10 +54,16 @@ class KeyRing:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
 
-    def signer(self) -> Ed25519Signer:
-        """The active key, generated on first use."""
+    def signer(self, *, create: bool = True) -> Ed25519Signer:
+        """The active key, generated on first use when ``create``.
+
+        Pass ``create=False`` once receipts exist: a key that vanished must stop the
+        controller, not be silently replaced by one no old receipt was signed with.
+        """
         active = self.directory / ACTIVE
         if not active.exists():
+            if not create:
+                raise SigningError(f"no active signing key in {self.directory}")
             return self.rotate()
         try:
             kid = active.read_text().strip()

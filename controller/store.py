@@ -21,6 +21,7 @@ from controller.errors import (
     NotFoundError,
     StoreError,
 )
+from controller.faults import crash_point
 from controller.lifecycle import TERMINAL, check_transition
 from controller.models import State, Submission, utcnow
 
@@ -238,6 +239,7 @@ class Store:
                 if publication is not None:
                     publication.do()
                     published = True
+                    crash_point("published")
         except sqlite3.Error as exc:
             if published and publication is not None:
                 publication.undo()

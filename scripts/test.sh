@@ -21,7 +21,7 @@ for dockerfile in sandbox_images/*/Dockerfile; do
         "$VENV/bin/sandgate" probe --image "$image" --profile "$profile" \
             --junit ".sandgate/reports/probe-$profile.xml" >".sandgate/reports/probe-$profile.log" \
             || { tail -40 ".sandgate/reports/probe-$profile.log"; exit 1; }
-        tail -1 ".sandgate/reports/probe-$profile.log" | sed "s/^/probe $image $profile: /"
+        echo "probe $image $profile: $(tail -1 ".sandgate/reports/probe-$profile.log")"
     done
 done
 "$VENV/bin/pytest" tests "$@"

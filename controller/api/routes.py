@@ -30,7 +30,13 @@ from controller.api.schemas import (
     bundle_view,
     submission_view,
 )
-from controller.errors import ForbiddenError, NotFoundError, SandgateError
+from controller.errors import (
+    ForbiddenError,
+    NotFoundError,
+    SandgateError,
+    SigningError,
+    UnavailableError,
+)
 from controller.lifecycle import TERMINAL
 from controller.models import Principal, Role, SubmissionRequest
 from controller.store import Store
@@ -64,6 +70,7 @@ async def submit(body: SubmitBody, ctx: Ctx, who: Caller,
     approval), or the wait runs out."""
     if who.role not in SUBMITTERS:
         raise ForbiddenError(f"role {who.role} cannot submit code")
+    _can_sign(ctx)
     fields = body.model_dump(mode="json")
     request = SubmissionRequest.model_validate({**fields, "agent": who.name})
     key = None
@@ -245,7 +252,7 @@ def _readiness(ctx: ApiContext) -> dict[str, str]:
     probes: dict[str, Callable[[], Any]] = {
         "docker": ctx.controller.runtime.ping,
         "store": ctx.controller.store.check_writable,
-        "signing_key": ctx.keyring.signer,
+        "signing_key": lambda: ctx.keyring.signer(create=False),
         "policy_bundle": lambda: _require(ctx.controller.engine.bundle is not None,
                                           "no policy bundle loaded"),
         "accepting": lambda: _require(not ctx.dispatcher.draining, "draining"),
@@ -258,6 +265,15 @@ def _readiness(ctx: ApiContext) -> dict[str, str]:
         except (SandgateError, OSError) as exc:
             checks[name] = str(exc)
     return checks
+
+
+def _can_sign(ctx: ApiContext) -> None:
+    """No unsigned receipt, ever: without a loadable key, no new work is accepted."""
+    try:
+        ctx.keyring.signer(create=False)
+    except SigningError as exc:
+        raise UnavailableError(f"new work is refused because receipts cannot be signed: {exc}",
+                               retry_after=30) from exc
 
 
 def _require(condition: bool, problem: str) -> None:

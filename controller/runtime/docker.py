@@ -230,6 +230,12 @@ class DockerRuntime:
             observation = _observe(spec, container.attrs, status, sampler.result, reader,
                                    wall_ms=wall_ms, timed_out=timed_out, changes=len(changes),
                                    tripped=_tripwire_hit(kernel_log, sampler))
+            if observation.signal == SIGKILL and not (
+                    timed_out or reader.over_cap.is_set() or observation.oom_killed):
+                # Pid 1 of a container cannot be SIGKILLed from inside it: someone outside
+                # did, and a run cut short by a stranger tells nothing about the code.
+                raise RuntimeUnavailableError(
+                    "the sandbox container was killed from outside Sandgate mid-run")
             return RunResult(observation, bytes(reader.out.data), bytes(reader.err.data), changes)
         finally:
             # Whatever failed above, nothing outlives the run: not the sampler, not the stream.

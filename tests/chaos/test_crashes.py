@@ -1,0 +1,82 @@
+"""SIGKILL the controller at every state boundary, restart, and check every invariant."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from controller.models import Phase, State, Submission
+from controller.ports import PHASE_LABEL, SUBMISSION_LABEL
+from controller.runtime.docker import DockerRuntime
+from tests.chaos.conftest import Site
+from tests.conftest import make_controller, python
+
+pytestmark = pytest.mark.docker
+CODE = "open('made-by-the-run.txt', 'w').write('x')\nprint('ran')\n"
+CRASH_POINTS = {
+    "received": State.DENIED, "dry_run": State.DENIED, "assessing": State.DENIED,
+    "running": State.ROLLED_BACK, "validating": State.ROLLED_BACK,
+    "committing": State.ROLLED_BACK, "published": State.ROLLED_BACK,
+    "sealed": State.COMMITTED,
+}
+
+
+@pytest.mark.parametrize(("point", "final"), CRASH_POINTS.items())
+def test_sigkill_at_each_boundary_then_restart(site: Site, tmp_path: Path, point: str,
+                                               final: State) -> None:
+    (tmp_path / "job.py").write_text(CODE)
+    crashed = site.sandgate("run", str(tmp_path / "job.py"), "--json",
+                            SANDGATE_CRASH_AT=point)
+    assert crashed.returncode == -signal.SIGKILL, crashed.stderr[-2000:]
+    recovered = site.sandgate("reconcile")
+    assert recovered.returncode == 0, recovered.stderr
+    expected = "reconciled 0" if final is State.COMMITTED else "reconciled 1"
+    assert expected in recovered.stdout, recovered.stdout
+    assert site.invariants() == []
+    from controller.store import Store
+
+    store = Store(site.settings.db_path)
+    [sub] = store.submissions(agent=None)
+    assert sub.state is final, sub.reason
+    version = store.workspace_version("default")
+    store.close()
+    assert version == (1 if final is State.COMMITTED else 0)
+    made = site.settings.workspaces_dir / "default" / "v" / "1" / "made-by-the-run.txt"
+    assert made.exists() is (final is State.COMMITTED)
+
+
+def _kill_when(runtime: DockerRuntime, phase: Phase, after: float) -> None:
+    """From outside: SIGKILL this controller's container of ``phase`` once it runs."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        found = runtime.client.containers.list(filters={
+            "label": f"{PHASE_LABEL}={phase.value}", "status": "running"})
+        mine = [c for c in found if c.labels.get(SUBMISSION_LABEL)]
+        if mine:
+            time.sleep(after)
+            mine[0].kill()
+            return
+        time.sleep(0.02)
+
+
+@pytest.mark.parametrize(("phase", "final"), [(Phase.DRY_RUN, State.DENIED),
+                                              (Phase.BOUNDED, State.ROLLED_BACK)])
+def test_a_container_killed_from_outside_ends_safely(site: Site, phase: Phase,
+                                                     final: State) -> None:
+    runtime = DockerRuntime(owner=site.owner)
+    controller = make_controller(site.data, runtime)
+    killer = threading.Thread(target=_kill_when, args=(runtime, phase, 0.5), daemon=True)
+    killer.start()
+    result: Submission = controller.submit(python(
+        "import time\nopen('f', 'w').write('x')\ntime.sleep(4)\nprint('done')"))
+    killer.join(timeout=30)
+    assert result.state is final, result.reason
+    assert "killed from outside" in result.reason
+    assert controller.store.workspace_version("default") == 0
+    controller.store.close()
+    runtime.client.close()
+    assert site.invariants() == []
