@@ -126,6 +126,11 @@ def _parser() -> argparse.ArgumentParser:
                             "temporary directory)")
     probe.set_defaults(handler=_probe)
 
+    chaos = commands.add_parser("chaos", help="run the chaos scenarios (tests/chaos) on this "
+                                              "machine's Docker engine")
+    chaos.add_argument("scenario", nargs="?", help="pytest -k expression, e.g. sigkill, disk")
+    chaos.set_defaults(handler=_chaos)
+
     commands.add_parser("reconcile", help="end interrupted submissions, remove stray "
                                           "containers").set_defaults(handler=_reconcile)
     profiles = commands.add_parser("profiles", help="seccomp and resource profiles"
@@ -498,6 +503,22 @@ def _probe(args: argparse.Namespace) -> int:
         write_junit(results, args.junit, f"sandgate-probe-{args.profile}")
     print(f"{len(results) - len(breaches)} passed, {len(breaches)} failed")
     return 1 if breaches else 0
+
+
+def _chaos(args: argparse.Namespace) -> int:
+    import subprocess
+
+    from controller.settings import SHIPPED_ROOT
+
+    suite = SHIPPED_ROOT / "tests" / "chaos"
+    if not suite.is_dir():
+        print(f"sandgate: the chaos scenarios ship with the source tree ({suite} is missing)",
+              file=sys.stderr)
+        return 2
+    command = [sys.executable, "-m", "pytest", str(suite), "-q"]
+    if args.scenario:
+        command += ["-k", args.scenario]
+    return subprocess.run(command, cwd=SHIPPED_ROOT, check=False).returncode
 
 
 if __name__ == "__main__":

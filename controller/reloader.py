@@ -29,19 +29,29 @@ def watch(controller: Controller, profiles_dir: Path, archive: Path, interval: f
     """A thread's body: poll every ``interval`` seconds until ``stop`` is set."""
     seen = (controller.engine.digests(), directory_digest(profiles_dir))
     while not stop.wait(interval):
-        now = (controller.engine.digests(), directory_digest(profiles_dir))
-        if now[0] != seen[0]:
-            try:
-                bundle = controller.engine.reload(archive)
-                log.info("policy bundle %s@%s loaded (%s)", bundle.name, bundle.version,
-                         bundle.digest)
-            except ConfigError as exc:
-                log.error("policy bundle refused; the previous one keeps deciding: %s", exc)
-        if now[1] != seen[1]:
-            try:
-                loaded = controller.reload_profiles(profiles_dir)
-                log.info("profiles reloaded: %s", ", ".join(f"{p.name} {p.digest}"
-                                                            for p in loaded.values()))
-            except ConfigError as exc:
-                log.error("profiles refused; the loaded ones stay: %s", exc)
-        seen = now
+        try:
+            seen = _reload_changed(controller, profiles_dir, archive, seen)
+        except Exception:
+            # The watcher must outlive anything a half-written file can throw at it.
+            log.exception("hot reload failed; the loaded bundles and profiles stay")
+
+
+def _reload_changed(controller: Controller, profiles_dir: Path, archive: Path,
+                    seen: tuple[tuple[str, ...], str]) -> tuple[tuple[str, ...], str]:
+    """Reload what changed since ``seen``; return what is seen now."""
+    now = (controller.engine.digests(), directory_digest(profiles_dir))
+    if now[0] != seen[0]:
+        try:
+            bundle = controller.engine.reload(archive)
+            log.info("policy bundle %s@%s loaded (%s)", bundle.name, bundle.version,
+                     bundle.digest)
+        except ConfigError as exc:
+            log.error("policy bundle refused; the previous one keeps deciding: %s", exc)
+    if now[1] != seen[1]:
+        try:
+            loaded = controller.reload_profiles(profiles_dir)
+            log.info("profiles reloaded: %s", ", ".join(f"{p.name} {p.digest}"
+                                                        for p in loaded.values()))
+        except ConfigError as exc:
+            log.error("profiles refused; the loaded ones stay: %s", exc)
+    return now

@@ -96,6 +96,7 @@ def _manifest(root: Path) -> dict[str, object]:
 
 def _validate_file(path: Path, text: str, schema: str) -> None:
     try:
+        cedarpy.policies_to_json_str(text)
         result = cedarpy.validate_policies(text, schema)
     except (ValueError, RuntimeError) as exc:
         raise PolicyBundleError(f"{path}: does not parse: {exc}") from exc

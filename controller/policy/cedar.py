@@ -8,6 +8,7 @@ from typing import Any
 
 import cedarpy
 
+from controller.errors import PolicyBundleError
 from controller.gate import rules_of, silence, to_outcome
 from controller.models import QUARANTINE_EFFECT, Decision, Gate, Outcome
 from controller.policy.bundle import Bundle, load_bundle
@@ -33,8 +34,11 @@ class CedarEngine:
     def reload(self, root: Path) -> Bundle:
         """Swap in a new bundle atomically; a broken one raises and the old one stays."""
         bundle = load_bundle(root)
-        policy_set = cedarpy.PolicySet.from_str(bundle.text)
-        schema = cedarpy.Schema.from_str(bundle.schema)
+        try:
+            policy_set = cedarpy.PolicySet.from_str(bundle.text)
+            schema = cedarpy.Schema.from_str(bundle.schema)
+        except ValueError as exc:
+            raise PolicyBundleError(f"{root}: cannot be loaded: {exc}") from exc
         with self._lock:
             self._bundle, self._policy_set, self._schema = bundle, policy_set, schema
         return bundle

@@ -187,3 +187,46 @@ def test_policy_test_cli_passes_and_fails_on_a_changed_case(tmp_path: Path) -> N
     bad = subprocess.run([tool, "policy", "test", str(changed)], capture_output=True,
                          text=True, check=False)
     assert bad.returncode == 1 and "FAIL" in bad.stdout and "run.deny-setuid" in bad.stdout
+
+
+def test_the_watcher_reloads_bundles_and_profiles_and_skips_broken_ones(tmp_path: Path) -> None:
+    import threading
+    import time
+
+    from controller.reloader import watch
+
+    live, profiles = tmp_path / "live", tmp_path / "profiles"
+    shutil.copytree(DEFAULT, live)
+    shutil.copytree(ROOT / "profiles", profiles)
+    controller = make_controller(tmp_path / "data", FakeRuntime(), policy_dir=live,
+                                 profiles_dir=profiles)
+    stop = threading.Event()
+    thread = threading.Thread(target=watch, args=(controller, profiles, tmp_path / "archive",
+                                                  0.05, stop), daemon=True)
+    thread.start()
+
+    def eventually(condition: object) -> bool:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if callable(condition) and condition():
+                return True
+            time.sleep(0.05)
+        return False
+
+    try:
+        time.sleep(0.3)  # let the watcher take its first look before anything changes
+        first = controller.engine.bundle.digest  # type: ignore[union-attr]
+        manifest = live / "manifest.yaml"
+        manifest.write_text(manifest.read_text().replace('"1.0.0"', '"1.0.1"'))
+        assert eventually(lambda: controller.engine.bundle.version == "1.0.1")  # type: ignore[union-attr]
+        assert controller.engine.bundle.digest != first  # type: ignore[union-attr]
+        broken = live / "policies" / "run.cedar"
+        broken.write_text(broken.read_text() + "\nthis is not cedar;\n")
+        time.sleep(0.3)
+        assert controller.engine.bundle.version == "1.0.1"  # type: ignore[union-attr]
+        strict = profiles / "strict.yaml"
+        strict.write_text(strict.read_text().replace("pids: 32", "pids: 30"))
+        assert eventually(lambda: controller.profiles["strict"].limits.pids == 30)
+    finally:
+        stop.set()
+        thread.join(timeout=5)
