@@ -38,7 +38,7 @@ from controller.ports import (
 )
 from controller.runtime.audit import CHECKS, audit
 from controller.runtime.cgroups import CgroupReader, Sample
-from controller.runtime.kmsg import AuditLog, attribute, open_audit_log
+from controller.runtime.kmsg import AuditLog, KmsgWatch, attribute, open_audit_log
 
 SIGKILL, SIGSYS = 9, 31
 SANDBOX_UID = int(SANDBOX_USER.split(":")[0])
@@ -206,6 +206,9 @@ class DockerRuntime:
         stopped = threading.Event()
         sampler = _Sampler(container, stopped)
         kernel_log = open_audit_log()  # before the start: only this run's window is read
+        # The kernel says, once per cgroup, when the pids limit refused a fork; a sampler can
+        # miss a bomb that dies between two samples, the kernel's line cannot.
+        kernel_messages = KmsgWatch.open()
         try:
             reader.start()
             started = time.monotonic()
@@ -230,6 +233,8 @@ class DockerRuntime:
             observation = _observe(spec, container.attrs, status, sampler.result, reader,
                                    wall_ms=wall_ms, timed_out=timed_out, changes=len(changes),
                                    tripped=_tripwire_hit(kernel_log, sampler))
+            if _forks_rejected(kernel_messages, str(container.id)):
+                observation = observation.model_copy(update={"pids_limit_hit": True})
             if observation.signal == SIGKILL and not (
                     timed_out or reader.over_cap.is_set() or observation.oom_killed):
                 # Pid 1 of a container cannot be SIGKILLed from inside it: someone outside
@@ -245,8 +250,9 @@ class DockerRuntime:
                 if thread.ident is not None:
                     thread.join(timeout=5)
             reader.close()
-            if kernel_log is not None:
-                kernel_log.close()
+            for log in (kernel_log, kernel_messages):
+                if log is not None:
+                    log.close()
 
     def _remove(self, container: Container) -> None:
         try:
@@ -327,6 +333,13 @@ def _observe(spec: RunSpec, attrs: dict[str, Any], status: dict[str, Any], sampl
         image_id=str(attrs.get("Image", "")),
         container_changes=changes,
     )
+
+
+def _forks_rejected(messages: KmsgWatch | None, container_id: str) -> bool:
+    if messages is None:
+        return False
+    return any("fork rejected by pids controller" in line and container_id in line
+               for line in messages.records())
 
 
 def _tripwire_hit(kernel_log: AuditLog | None, sampler: _Sampler) -> bool:

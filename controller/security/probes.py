@@ -260,6 +260,12 @@ RESOURCES = [
           Expect("limit", value="pids")),
     Probe("memory-bomb", "resources",
           "x = []\nwhile True:\n    x.append(bytearray(10**7))\n", Expect("limit", value="memory")),
+    Probe("oom-of-a-child-only", "resources",
+          "import subprocess, sys\n"
+          "r = subprocess.run([sys.executable, '-c', 'x = []\\nwhile True:\\n"
+          "    x.append(bytearray(10**7))'])\nprint('result: child', r.returncode)\n",
+          Expect("limit", value="memory"),
+          notes="the parent survives and exits 0; the OOM kill still counts"),
     Probe("cpu-spin", "resources", "while True:\n    pass\n", Expect("limit", value="wall_time")),
     Probe("sleep-ignoring-sigterm", "resources",
           "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\ntime.sleep(3600)\n",
