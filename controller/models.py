@@ -177,7 +177,9 @@ class Observation(Frozen):
     stdout: StreamSummary
     stderr: StreamSummary
     image_id: str
-    container_changes: int = Field(0, description="Paths changed in the container's own layer")
+    container_changes: int | None = Field(
+        None, description="Paths changed in the container's own layer (inspected only for "
+                          "a real run that did not succeed: quarantine evidence)")
     audit_checks: int = Field(0, description="CIS configuration checks the container passed "
                                              "(inspected before it started; any failure stops it)")
 
