@@ -37,6 +37,8 @@ def observe(sub: Submission) -> str:
     """One line saying what the sandbox did with the probe."""
     dry = sub.dry_run
     printed = RESULT.findall(sub.stdout)
+    if printed and printed[-1].startswith("{"):
+        printed = [f"{len(json.loads(printed[-1]))} syscalls called"]
     parts = [sub.state.value]
     if dry is not None and dry.seccomp_killed:
         parts.append("dry run killed by SIGSYS")
@@ -60,10 +62,30 @@ def contained(expect: Expect, sub: Submission) -> bool:
     if expect.kind == "limit":
         return sub.state is State.DENIED and dry is not None and expect.value in {
             limit.value for limit in dry.limits_hit}
+    if expect.kind == "census":
+        return not census_drift(expect, sub)
     if expect.kind == "rule":
         return expect.value in rules and sub.state in (
             State.DENIED, State.ROLLED_BACK, State.QUARANTINED)
     return False  # "breach": the profile itself allows what the probe attempts
+
+
+def census_drift(expect: Expect, sub: Submission) -> list[str]:
+    """Syscalls the profile denies that the sandbox answered otherwise (``nr:want!=got``)."""
+    printed = RESULT.findall(sub.stdout)
+    if sub.state is not State.COMMITTED or not printed:
+        return ["the census did not complete"]
+    try:
+        seen = {int(nr): int(errno) for nr, errno in json.loads(printed[-1]).items()}
+    except (ValueError, AttributeError):
+        return ["the census printed no readable result"]
+    drift = []
+    for token in sorted(expect.tokens):
+        nr_text, wanted = token.split(":")
+        nr, accepted = int(nr_text), {int(e) for e in wanted.split("/")}
+        if nr in seen and seen[nr] not in accepted:
+            drift.append(f"{nr}:{wanted}!={seen[nr]}")
+    return drift
 
 
 def select(pattern: str | None) -> list[Probe]:
@@ -82,7 +104,7 @@ def run_battery(controller: Controller, profile: str, probes: Iterable[Probe],
     for index, probe in enumerate(probes, start=1):
         start = time.monotonic()
         sub = controller.submit(SubmissionRequest(
-            language=probe.language, code=probe.code, profile=profile,
+            language=probe.language, code=probe.code_for(loaded), profile=profile,
             workspace=f"probe-{probe.name}", agent="sandgate-probe",
             labels={"probe": probe.name}))
         expect = probe.expectation(loaded)

@@ -13,6 +13,7 @@ syscall the profile allows outright is a breach by definition.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from controller.models import Language, Profile
@@ -45,6 +46,8 @@ class Expect:
     def describe(self) -> str:
         if self.kind == "printed":
             return " or ".join(sorted(self.tokens))
+        if self.kind == "census":
+            return f"{len(self.tokens)} denied syscalls answer their errno"
         if self.kind == "killed":
             return "dry run killed by seccomp (SIGSYS), denied"
         return f"denied: {self.kind} {self.value}"
@@ -67,8 +70,15 @@ class Probe:
     language: Language = Language.PYTHON
     notes: str = ""
     args: tuple[int, ...] = field(default=())
+    render: Callable[[Profile], str] | None = None  # code that depends on the profile
+    census: bool = False
+
+    def code_for(self, profile: Profile) -> str:
+        return self.render(profile) if self.render is not None else self.code
 
     def expectation(self, profile: Profile) -> Expect:
+        if self.census:
+            return census_expectation(profile)
         if self.expect is not None:
             return self.expect
         assert self.syscall is not None
@@ -301,5 +311,73 @@ OUTPUTS = [
           Expect("rule", value="commit.rollback-size-cap")),
 ]
 
-BATTERY: tuple[Probe, ...] = (*KERNEL, *SOCKETS, *EGRESS, *FILESYSTEM, *IDENTITY, *RESOURCES,
-                              *OUTPUTS)
+# Numbers the census never calls: they would end, stop or fork the prober (exit, pause,
+# fork/clone/execve, seccomp(STRICT), rseq, blocking waits with no timeout), or kill it (tripwires
+# are skipped by name in the rendered code).
+CENSUS_SKIP = frozenset({7, 15, 23, 34, 56, 57, 58, 59, 60, 61, 62, 200, 231, 234, 247, 270,
+                         271, 281, 317, 322, 334, 435})
+CENSUS = """import ctypes, json
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+seen = {{}}
+for nr in {numbers}:
+    ctypes.set_errno(0)
+    r = libc.syscall(ctypes.c_long(nr), ctypes.c_long(0), ctypes.c_long(0), ctypes.c_long(0),
+                     ctypes.c_long(0), ctypes.c_long(0), ctypes.c_long(0))
+    seen[nr] = ctypes.get_errno() if r == -1 else -1
+print("result:", json.dumps(seen, separators=(",", ":")), flush=True)
+"""
+
+
+def known_syscalls() -> dict[int, str]:
+    """Every syscall number this architecture assigns, with its name (from libseccomp)."""
+    import pyseccomp
+
+    arch, found = pyseccomp.system_arch(), {}
+    for nr in range(0, 460):
+        try:
+            found[nr] = pyseccomp.resolve_syscall(arch, nr).decode()
+        except (OSError, ValueError):
+            continue
+    return found
+
+
+def census_code(profile: Profile) -> str:
+    """The census for one profile: every assigned syscall number but the skipped ones and
+    its tripwires. (Unassigned numbers are left out: they are no kernel surface.)"""
+    numbers = [nr for nr, name in known_syscalls().items()
+               if nr not in CENSUS_SKIP and name not in profile.tripwires]
+    return CENSUS.format(numbers=numbers)
+
+
+def census_expectation(profile: Profile) -> Expect:
+    """Every number the profile denies, with the errnos that mean "denied" (``nr:e1/e2``).
+
+    A syscall the profile does not name gets its default errno; runc answers ENOSYS instead
+    for syscalls newer than the libseccomp it was built with (so that glibc falls back),
+    which is a denial all the same.
+    """
+    default = profile.seccomp.get("defaultErrnoRet", 1)
+    rules = profile.seccomp.get("syscalls", [])
+    assert isinstance(rules, list)
+    named = {name for rule in rules for name in rule.get("names", [])}
+    expected = set()
+    for nr, name in known_syscalls().items():
+        outcome = syscall_expectation(profile, name)
+        if outcome.kind != "printed" or name in ARGUMENT_FILTERED_ALLOWS:
+            continue
+        errno = next(iter(outcome.tokens)).split()[1]
+        accepted = errno if name in named else f"{default}/{ENOSYS}"
+        expected.add(f"{nr}:{accepted}")
+    return Expect("census", frozenset(expected))
+
+
+ENOSYS = 38
+ARGUMENT_FILTERED_ALLOWS = frozenset({"clone", "socket"})
+CENSUS_PROBE = Probe(
+    "syscall-census", "kernel surface", code="", render=census_code, census=True,
+    notes="every syscall number with zero arguments: any the profile denies must answer "
+          "exactly its errno, or the profile and the sandbox have drifted apart")
+
+BATTERY: tuple[Probe, ...] = (CENSUS_PROBE, *KERNEL, *SOCKETS, *EGRESS, *FILESYSTEM,
+                              *IDENTITY, *RESOURCES, *OUTPUTS)

@@ -93,3 +93,28 @@ def test_a_breach_is_never_contained() -> None:
     assert not contained(printed("errno 1"), sub)
     assert contained(printed("errno none"), sub)
     assert not contained(syscall_expectation(STANDARD, "read"), sub)
+
+
+def test_the_census_reports_a_denied_syscall_that_answered_otherwise() -> None:
+    import json
+
+    from controller.models import State, Submission
+    from controller.security.battery import census_drift
+    from controller.security.probes import CENSUS_PROBE, known_syscalls
+    from tests.conftest import python
+
+    expect = CENSUS_PROBE.expectation(STANDARD)
+    numbers = {name: nr for nr, name in known_syscalls().items()}
+    assert f"{numbers['io_uring_setup']}:1" in expect.tokens
+    assert not any(t.startswith(f"{numbers['read']}:") for t in expect.tokens)
+    assert str(numbers["ptrace"]) not in CENSUS_PROBE.code_for(STANDARD).split("[")[1]
+
+    def census(answers: dict[int, int]) -> Submission:
+        return Submission(id="c", trace_id="t", request=python("x"), code_sha256="0",
+                          state=State.COMMITTED, stdout=f"result: {json.dumps(answers)}\n")
+
+    clean = {numbers["io_uring_setup"]: 1, numbers["read"]: 14}
+    assert census_drift(expect, census(clean)) == []
+    drifted = {**clean, numbers["io_uring_setup"]: 22}  # answered by the kernel: allowed
+    assert census_drift(expect, census(drifted)) == [f"{numbers['io_uring_setup']}:1!=22"]
+    assert census_drift(expect, census({}).model_copy(update={"state": State.DENIED}))
