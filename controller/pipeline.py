@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -53,6 +52,7 @@ from controller.workspace import (
     as_published,
     diff_trees,
     hand_to_root,
+    remove_tree,
     scan,
     tree_digest,
 )
@@ -195,7 +195,7 @@ class Job:
         """Free the run path at once (one rename), then remove what the dry run left."""
         discarded = self.dir / "dry-discarded"
         os.rename(self.work, discarded)
-        shutil.rmtree(discarded)
+        remove_tree(discarded)
 
     def _quarantine(self, real: RunResult, reason: str, *,
                     violations: tuple[str, ...] = ()) -> Submission:
@@ -238,7 +238,7 @@ class Job:
 
     def cleanup(self) -> None:
         if not self.c.keep_run_dirs and self.dir.exists():
-            shutil.rmtree(self.dir)
+            remove_tree(self.dir)
 
     def _move(self, target: State, **changes: object) -> Submission:
         self.sub = self.c.store.move(self.sub, target, **changes)
@@ -250,7 +250,7 @@ class Job:
         """Write the code afresh before each run, so its times do not age between the runs."""
         code_dir = self.dir / "code"
         if code_dir.exists():
-            shutil.rmtree(code_dir)
+            remove_tree(code_dir)
         code_dir.mkdir(parents=True, mode=0o755)
         code_dir.chmod(0o755)
         path = code_dir / COMMANDS[self.sub.request.language][0]

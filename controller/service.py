@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import shutil
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -42,6 +41,7 @@ from controller.store import Sealed, Store
 from controller.verify.dsse import payload_digest
 from controller.workspace import (
     Workspaces,
+    remove_tree,
 )
 
 log = logging.getLogger("sandgate")
@@ -139,7 +139,7 @@ class Controller:
         for directory in self.paths.runs.iterdir():
             found = self.store.get(directory.name)
             if found is None or found.state in TERMINAL:
-                shutil.rmtree(directory)
+                remove_tree(directory)
 
     def reload_profiles(self, directory: Path) -> dict[str, Profile]:
         """Swap in every profile of ``directory`` at once; a broken one refuses them all

@@ -307,14 +307,14 @@ class Workspaces:
         if target.exists():
             # Only an orphan of a crash can be here: the caller holds the store's write lock
             # and has checked that the database does not know this version.
-            shutil.rmtree(target)
+            remove_tree(target)
         os.rename(staging, target)
         return target
 
     def unpublish(self, name: str, version: int) -> None:
         target = self.version_dir(name, version)
         if target.exists():
-            shutil.rmtree(target)
+            remove_tree(target)
 
 
 def read_file(root: Path, path: str) -> bytes:
@@ -339,3 +339,45 @@ def read_file(root: Path, path: str) -> bytes:
     if len(data) > MAX_READ_BYTES:
         raise InputError(f"{path!r} is over {MAX_READ_BYTES} bytes; it is not served whole")
     return data
+
+
+def remove_tree(root: Path) -> None:
+    """Remove a tree of any depth: descend by directory descriptor (never a full path, which
+    a hostile tree can make longer than PATH_MAX), holding one descriptor at a time, without
+    recursion and without following a symlink."""
+    try:
+        mode = os.lstat(root).st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISDIR(mode):
+        os.unlink(root)
+        return
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+    current, names = os.open(root, flags), list[str]()
+    try:
+        while True:
+            child = _empty_out(current)
+            if child is not None:  # a subdirectory: go down into it
+                fd = os.open(child, flags, dir_fd=current)
+                os.close(current)
+                current, names = fd, [*names, child]
+                continue
+            if not names:
+                break
+            parent = os.open("..", flags, dir_fd=current)
+            os.close(current)
+            current = parent
+            os.rmdir(names.pop(), dir_fd=current)
+    finally:
+        os.close(current)
+    os.rmdir(root)
+
+
+def _empty_out(directory: int) -> str | None:
+    """Unlink every non-directory in ``directory``; return a subdirectory's name, if any."""
+    with os.scandir(directory) as entries:
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                return entry.name
+            os.unlink(entry.name, dir_fd=directory)
+    return None

@@ -62,6 +62,8 @@ def contained(expect: Expect, sub: Submission) -> bool:
     if expect.kind == "limit":
         return sub.state is State.DENIED and dry is not None and expect.value in {
             limit.value for limit in dry.limits_hit}
+    if expect.kind == "state":
+        return sub.state.value == expect.value
     if expect.kind == "census":
         return not census_drift(expect, sub)
     if expect.kind == "rule":

@@ -48,6 +48,8 @@ class Expect:
             return " or ".join(sorted(self.tokens))
         if self.kind == "census":
             return f"{len(self.tokens)} denied syscalls answer their errno"
+        if self.kind == "state":
+            return f"ends {self.value}"
         if self.kind == "killed":
             return "dry run killed by seccomp (SIGSYS), denied"
         return f"denied: {self.kind} {self.value}"
@@ -175,6 +177,9 @@ EGRESS = [
              printed("errno 101", "errno 1")),
     _attempt("egress-bridge-gateway-docker-api", "network",
              "socket.create_connection(('172.17.0.1', 2375), timeout=3)",
+             printed("errno 101", "errno 1")),
+    _attempt("egress-udp", "network",
+             "socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b'x', ('172.17.0.1', 53))",
              printed("errno 101", "errno 1")),
     _attempt("egress-ipv6", "network",
              "socket.create_connection(('fd00::1', 80), timeout=3)",
@@ -304,6 +309,12 @@ OUTPUTS = [
     Probe("setuid-file-in-workspace", "outputs",
           "import os\nopen('tool', 'w').write('x')\nos.chmod('tool', 0o4755)\n",
           Expect("rule", value="run.deny-setuid")),
+    Probe("deep-directory-nesting", "outputs", expect=Expect("state", value="denied"),
+          notes="paths past PATH_MAX: the workspace cannot be diffed safely, so it never runs",
+          code="import os\nfor _ in range(2500):\n    os.mkdir('d')\n    os.chdir('d')\n"),
+    _attempt("hardlink-out-of-workspace", "outputs", "os.link('/etc/passwd', 'passwd')",
+             printed("errno 1", "errno 18"),
+             notes="protected hardlinks (EPERM) or a cross-mount link (EXDEV)"),
     _attempt("fifo-in-workspace", "outputs", "os.mkfifo('pipe')", printed("errno 1"),
              notes="mknod is denied; were it allowed, run.deny-special-file would refuse"),
     Probe("sparse-terabyte-file", "outputs",

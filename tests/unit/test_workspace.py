@@ -144,3 +144,25 @@ def test_add_files_refuses_paths_through_symlinks(tmp_path: Path) -> None:
 def test_submitted_paths_must_stay_inside(path: str) -> None:
     with pytest.raises(ValueError, match="relative"):
         SubmittedFile(path=path, content="")
+
+
+def test_remove_tree_handles_depth_past_path_max_and_keeps_link_targets(tmp_path: Path) -> None:
+    from controller.workspace import remove_tree
+
+    outside = write(tmp_path, "outside/keep.txt", "kept")
+    root = tmp_path / "deep"
+    root.mkdir()
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    for _ in range(2500):  # 2500 levels of "d/": far past PATH_MAX (4096)
+        os.mkdir("d", dir_fd=fd)
+        child = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+        os.close(fd)
+        fd = child
+    write_into = os.open("f.txt", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd)
+    os.close(write_into)
+    os.close(fd)
+    os.symlink(outside.parent, root / "link")
+    write(root, "f.txt")
+    remove_tree(root)
+    assert not root.exists()
+    assert outside.read_text() == "kept"
