@@ -12,7 +12,7 @@ import queue
 import threading
 
 from controller.errors import OverloadedError, UnavailableError
-from controller.models import Submission, SubmissionRequest
+from controller.models import State, Submission, SubmissionRequest
 from controller.service import Controller
 
 log = logging.getLogger("sandgate.dispatcher")
@@ -56,7 +56,7 @@ class Dispatcher:
         except BaseException:
             self._slots.release()
             raise
-        if answered.state.value != "running":
+        if answered.state is not State.RUNNING:
             self._slots.release()
             return answered
         self._queue.put(answered)

@@ -19,7 +19,6 @@ from pathlib import Path
 
 from controller.errors import InputError, NotFoundError, WorkspaceError
 from controller.models import (
-    WORKSPACE_NAME,
     ChangeKind,
     Diff,
     EntryType,
@@ -27,7 +26,6 @@ from controller.models import (
     SubmittedFile,
 )
 
-WORKSPACE_NAME_PATTERN = WORKSPACE_NAME
 MAX_READ_BYTES = 16 << 20
 
 SANDBOX_UID = SANDBOX_GID = 10001

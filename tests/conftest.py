@@ -4,6 +4,8 @@ engine, and fail (never skip) under CI=true."""
 from __future__ import annotations
 
 import os
+import shutil
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -42,11 +44,39 @@ def make_controller(data: Path, runtime: SandboxRuntime, *, profiles_dir: Path |
     )
 
 
+def bundle_with(tmp_path: Path, name: str, extra: str) -> Path:
+    """A copy of the default bundle with one more policy file holding ``extra``."""
+    root = tmp_path / name
+    shutil.copytree(ROOT / "policies" / "default", root)
+    (root / "policies" / "extra.cedar").write_text(extra)
+    return root
+
+
+def owned_containers(owner: str) -> list[str]:
+    """Ids of every container (any state) labelled with ``owner``."""
+    import docker
+
+    client = docker.from_env()
+    try:
+        return [c.id for c in client.containers.list(
+            all=True, filters={"label": f"{OWNER_LABEL}={owner}"})]
+    finally:
+        client.close()
+
+
 def python(code: str, **kwargs: object) -> SubmissionRequest:
     return SubmissionRequest.model_validate({"language": "python", "code": code, **kwargs})
 
 
 def _docker_ready() -> str | None:
+    host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+    if host.startswith("unix://"):
+        # A plain connect first: the SDK leaks its socket when the engine is not there.
+        with socket.socket(socket.AF_UNIX) as probe:
+            try:
+                probe.connect(host.removeprefix("unix://"))
+            except OSError as exc:
+                return f"Docker engine unavailable at {host}: {exc}"
     try:
         from controller.runtime.docker import DockerRuntime
 
@@ -62,18 +92,32 @@ def _docker_ready() -> str | None:
     return None
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if not any(item.get_closest_marker("docker") for item in items):
-        return
-    problem = _docker_ready()
+DOCKERD_PIDFILE = ROOT / ".sandgate" / "dockerd.pid"
+
+
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def _unrunnable(marker: str, problem: str | None, items: list[pytest.Item]) -> None:
+    """Tests that cannot run here skip on a laptop, and stop the session under CI=true."""
     if problem is None:
         return
-    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-        raise pytest.UsageError(f"CI=true and Docker tests cannot run: {problem}")
-    skip = pytest.mark.skip(reason=problem)
+    if _in_ci():
+        raise pytest.UsageError(f"CI=true and {marker} tests cannot run: {problem}")
     for item in items:
-        if item.get_closest_marker("docker"):
-            item.add_marker(skip)
+        if item.get_closest_marker(marker):
+            item.add_marker(pytest.mark.skip(reason=problem))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if any(item.get_closest_marker("docker") for item in items):
+        _unrunnable("docker", _docker_ready(), items)
+    if any(item.get_closest_marker("restarts_docker") for item in items):
+        # Only a dockerd our own set-up started (its pid on file) may be stopped by a test.
+        _unrunnable("restarts_docker", None if DOCKERD_PIDFILE.exists() else
+                    f"{DOCKERD_PIDFILE} is missing: this dockerd was not started by "
+                    "scripts/docker-up.sh", items)
 
 
 @pytest.fixture(scope="session")

@@ -38,9 +38,9 @@ from controller.errors import (
     UnavailableError,
 )
 from controller.lifecycle import TERMINAL
-from controller.models import Principal, Role, SubmissionRequest
+from controller.models import WORKSPACE_NAME, Principal, Role, SubmissionRequest
 from controller.store import Store
-from controller.workspace import WORKSPACE_NAME_PATTERN, read_file
+from controller.workspace import read_file
 
 SUBMITTERS = frozenset({Role.AGENT, Role.ADMIN})
 APPROVERS = frozenset({Role.APPROVER, Role.ADMIN})
@@ -145,7 +145,7 @@ def keys(ctx: Ctx, who: Caller) -> list[KeyView]:
 
 
 def _workspace(ctx: ApiContext, name: str, who: Principal) -> int:
-    found = ctx.controller.store.workspace(name) if WORKSPACE_NAME_PATTERN.match(name) else None
+    found = ctx.controller.store.workspace(name) if WORKSPACE_NAME.match(name) else None
     if found is None or not (who.sees_everything or found[1] == who.name):
         raise NotFoundError(f"workspace {name!r} not found")
     return found[0]

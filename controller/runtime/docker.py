@@ -38,7 +38,13 @@ from controller.ports import (
 )
 from controller.runtime.audit import CHECKS, audit
 from controller.runtime.cgroups import CgroupReader, Sample
-from controller.runtime.kmsg import AuditLog, KmsgWatch, attribute, open_audit_log
+from controller.runtime.kmsg import (
+    AuditLog,
+    KmsgWatch,
+    attribute,
+    open_audit_log,
+    read_kills,
+)
 
 SIGKILL, SIGSYS = 9, 31
 SANDBOX_UID = int(SANDBOX_USER.split(":")[0])
@@ -354,7 +360,7 @@ def _tripwire_hit(kernel_log: AuditLog | None, sampler: _Sampler) -> bool:
     """
     if kernel_log is None:
         return False
-    kills = attribute(kernel_log.kills(), pids=frozenset(sampler.pids), uid=SANDBOX_UID)
+    kills = attribute(read_kills(kernel_log), pids=frozenset(sampler.pids), uid=SANDBOX_UID)
     return bool(kills) or kernel_log.lost
 
 

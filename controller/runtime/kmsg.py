@@ -112,9 +112,6 @@ class KmsgWatch:
             found += [line for line in text.splitlines() if line and not line.startswith(" ")]
         return found
 
-    def kills(self) -> list[SeccompKill]:
-        return [kill for record in self.records() if (kill := parse_kill(record)) is not None]
-
     def close(self) -> None:
         if self._fd is not None:
             os.close(self._fd)
@@ -185,9 +182,6 @@ class AuditSocket:
             found += _netlink_records(data)
         return found
 
-    def kills(self) -> list[SeccompKill]:
-        return [kill for record in self.records() if (kill := parse_kill(record)) is not None]
-
     def close(self) -> None:
         if self._sock is not None:
             self._sock.close()
@@ -208,6 +202,11 @@ def _netlink_records(data: bytes) -> list[str]:
 
 
 AuditLog = AuditSocket | KmsgWatch
+
+
+def read_kills(log: AuditLog) -> list[SeccompKill]:
+    """The seccomp kills among the records a reader has gathered since it last read."""
+    return [kill for record in log.records() if (kill := parse_kill(record)) is not None]
 
 
 def open_audit_log() -> AuditLog | None:

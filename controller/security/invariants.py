@@ -14,7 +14,7 @@ import json
 from collections import Counter
 
 from controller.lifecycle import TERMINAL
-from controller.models import Gate, Outcome, State
+from controller.models import Decision, Gate, Outcome, State
 from controller.settings import Settings
 from controller.signing import KeyRing
 from controller.store import Store
@@ -54,8 +54,7 @@ def _states_and_receipts(store: Store) -> list[str]:
     return problems
 
 
-def _validated(decisions: object) -> bool:
-    assert isinstance(decisions, tuple)
+def _validated(decisions: tuple[Decision, ...]) -> bool:
     return any(d.gate is Gate.VALIDATION and d.outcome is Outcome.PERMIT for d in decisions)
 
 

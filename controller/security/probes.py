@@ -14,7 +14,7 @@ syscall the profile allows outright is a breach by definition.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from controller.models import Language, Profile
 
@@ -71,7 +71,6 @@ class Probe:
     syscall: str | None = None
     language: Language = Language.PYTHON
     notes: str = ""
-    args: tuple[int, ...] = field(default=())
     render: Callable[[Profile], str] | None = None  # code that depends on the profile
     census: bool = False
 
@@ -110,7 +109,7 @@ def _syscall(name: str, nr: int, *args: int, category: str = "kernel surface",
              notes: str = "") -> Probe:
     rendered = ", ".join(f"ctypes.c_long({a})" for a in args) or "0"
     return Probe(name=f"syscall-{name}", category=category, syscall=name, notes=notes,
-                 code=SYSCALL.format(nr=nr, args=rendered), args=args)
+                 code=SYSCALL.format(nr=nr, args=rendered))
 
 
 def _attempt(name: str, category: str, expr: str, expect: Expect, notes: str = "") -> Probe:

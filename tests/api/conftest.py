@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from controller.ports import OWNER_LABEL
+from tests.conftest import owned_containers
 
 BIN = Path(sys.executable).parent
 
@@ -76,17 +76,6 @@ class Server:
                             headers={"Authorization": f"Bearer {self.keys[name]}"})
 
 
-def containers(owner: str) -> list[str]:
-    import docker
-
-    client = docker.from_env()
-    try:
-        return [c.id for c in client.containers.list(
-            all=True, filters={"label": f"{OWNER_LABEL}={owner}"})]
-    finally:
-        client.close()
-
-
 def make_server(tmp: Path, name: str, **settings: str) -> Server:
     data = tmp / name
     data.mkdir(parents=True)
@@ -107,4 +96,4 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     running.start()
     yield running
     running.stop()
-    assert containers(running.owner) == []
+    assert owned_containers(running.owner) == []

@@ -10,7 +10,8 @@ import httpx
 import pytest
 
 from controller.client import ClientError, SandgateClient
-from tests.api.conftest import BIN, Server, containers
+from tests.api.conftest import BIN, Server
+from tests.conftest import owned_containers
 
 pytestmark = pytest.mark.docker
 
@@ -120,7 +121,7 @@ def test_bad_input_is_a_4xx_that_changes_nothing(server: Server, name: str,
         assert answer.json()["error"]["message"]
         after = len(admin.get("/v1/submissions", params={"limit": 200}).json()["submissions"])
     assert after == before
-    assert containers(server.owner) == []
+    assert owned_containers(server.owner) == []
 
 
 @pytest.mark.parametrize(("header", "code"), [(None, "unauthenticated"),

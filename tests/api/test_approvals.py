@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import json
-import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.api.conftest import Server, make_server
-from tests.conftest import ROOT
+from tests.conftest import bundle_with
 
 pytestmark = pytest.mark.docker
 PARK_RULE = """
@@ -27,9 +26,7 @@ MANY_FILES = "for i in range(5):\n    open(f'n{i}', 'w').write('x')"
 @pytest.fixture(scope="module")
 def approving(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     tmp = tmp_path_factory.mktemp("approvals")
-    bundle = tmp / "bundle"
-    shutil.copytree(ROOT / "policies" / "default", bundle)
-    (bundle / "policies" / "approval.cedar").write_text(PARK_RULE)
+    bundle = bundle_with(tmp, "bundle", PARK_RULE)
     server = make_server(tmp, "approvals", policy_dir=str(bundle), approval_ttl_s="4",
                          policy_watch_s="0")
     for name, role in (("agent", "agent"), ("carol", "approver"), ("root", "admin"),

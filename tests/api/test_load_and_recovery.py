@@ -12,7 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.api.conftest import BIN, Server, containers, make_server
+from tests.api.conftest import BIN, Server, make_server
+from tests.conftest import owned_containers
 
 pytestmark = pytest.mark.docker
 TERMINAL = {"committed", "rolled_back", "quarantined", "denied"}
@@ -90,7 +91,7 @@ def test_200_concurrent_submissions_from_50_principals(tmp_path: Path) -> None:
         assert sorted(receipt_ids(receipts)) == sorted(accepted)  # exactly one each
     finally:
         server.stop()
-    assert containers(server.owner) == []
+    assert owned_containers(server.owner) == []
 
 
 def test_kill_9_mid_run_then_restart_ends_everything_safely(tmp_path: Path) -> None:
@@ -126,7 +127,7 @@ def test_kill_9_mid_run_then_restart_ends_everything_safely(tmp_path: Path) -> N
         assert workspace["version"] == list(states.values()).count("committed")
     finally:
         server.stop()
-    assert containers(server.owner) == []
+    assert owned_containers(server.owner) == []
 
 
 def test_sigterm_drains_in_flight_runs(tmp_path: Path) -> None:

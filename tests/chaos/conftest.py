@@ -10,22 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from controller.ports import OWNER_LABEL
 from controller.security.invariants import check
 from controller.settings import Settings
+from tests.conftest import owned_containers
 
 BIN = Path(sys.executable).parent
-
-
-def owned_containers(owner: str) -> list[str]:
-    import docker
-
-    client = docker.from_env()
-    try:
-        return [c.short_id for c in client.containers.list(
-            all=True, filters={"label": f"{OWNER_LABEL}={owner}"})]
-    finally:
-        client.close()
 
 
 @dataclass

@@ -17,8 +17,7 @@ from hypothesis.stateful import RuleBasedStateMachine, precondition, rule
 from controller.security.invariants import check
 from controller.settings import Settings
 from tests.api.conftest import Server, make_server
-from tests.chaos.conftest import owned_containers
-from tests.conftest import ROOT
+from tests.conftest import bundle_with, owned_containers
 
 pytestmark = pytest.mark.docker
 PARK_RULE = """
@@ -36,9 +35,7 @@ class ServiceModel(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.tmp = Path(tempfile.mkdtemp(prefix="sandgate-model-"))
-        bundle = self.tmp / "bundle"
-        shutil.copytree(ROOT / "policies" / "default", bundle)
-        (bundle / "policies" / "park.cedar").write_text(PARK_RULE)
+        bundle = bundle_with(self.tmp, "bundle", PARK_RULE)
         self.server: Server = make_server(self.tmp, "model", policy_dir=str(bundle),
                                           policy_watch_s="0", workers="2")
         self.server.principal("agent")

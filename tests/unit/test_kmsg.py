@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from controller.runtime.kmsg import KmsgWatch, SeccompKill, attribute, parse_kill
+from controller.runtime.kmsg import KmsgWatch, SeccompKill, attribute, parse_kill, read_kills
 
 CHILD_KILL = ('5,1047,1477084760,-;audit: type=1326 audit(1795314107.332:14): auid=4294967295 '
               'uid=10001 gid=10001 ses=4294967295 pid=25387 comm="python3" '
@@ -40,7 +40,7 @@ def test_the_watch_reads_only_what_was_logged_after_it_opened(tmp_path: Path) ->
     assert watch is not None
     with log.open("a") as handle:
         handle.write("6,1048,1,-;unrelated\n SUBSYSTEM=continuation\n" + CHILD_KILL + "\n")
-    assert [kill.pid for kill in watch.kills()] == [25387]
-    assert watch.kills() == []
+    assert [kill.pid for kill in read_kills(watch)] == [25387]
+    assert read_kills(watch) == []
     watch.close()
     assert KmsgWatch.open(tmp_path / "missing") is None

@@ -18,16 +18,9 @@ from controller.policy.bundle import bundle_digest
 from controller.ports import RunSpec
 from controller.runtime.fake import FakeRuntime, Outcome
 from controller.service import Controller
-from tests.conftest import ROOT, make_controller, python
+from tests.conftest import ROOT, bundle_with, make_controller, python
 
 DEFAULT = ROOT / "policies" / "default"
-
-
-def bundle_with(tmp_path: Path, name: str, extra: str) -> Path:
-    root = tmp_path / name
-    shutil.copytree(DEFAULT, root)
-    (root / "policies" / "extra.cedar").write_text(extra)
-    return root
 
 
 APPROVAL_RULE = """
