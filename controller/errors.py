@@ -121,6 +121,13 @@ class WorkspaceError(SandgateError):
     hint = "Check the data directory's permissions and free space."
 
 
+class TreeTooDeepError(WorkspaceError):
+    """A run left paths too long to walk safely: the tree cannot be validated."""
+
+    code = "workspace_too_deep"
+    hint = "Keep workspace paths under 3,000 bytes."
+
+
 class CommitConflictError(WorkspaceError):
     code = "conflict"
     hint = "Another submission committed to the workspace first; resubmit against the new version."

@@ -327,10 +327,13 @@ class Limits(Frozen):
     pids: Annotated[int, Field(ge=4, le=4096, description="Max processes and threads")]
     nofile: Annotated[int, Field(ge=16, le=65536, description="Max open files")]
     wall_time_s: Annotated[float, Field(gt=0, le=3600, description="Wall-clock limit")]
-    tmpfs_bytes: Annotated[int, Field(ge=2**20, description="Size of the /tmp tmpfs")]
+    tmpfs_bytes: Annotated[int, Field(ge=2**20, description="Size of /tmp, and of /dev/shm")]
     tmpfs_inodes: Annotated[int, Field(ge=64, description="Inodes of the /tmp tmpfs")]
     output_bytes: Annotated[int, Field(ge=1024, description="Cap on stdout and on stderr")]
-    workspace_bytes: Annotated[int, Field(ge=0, description="Cap on the workspace after a run")]
+    workspace_bytes: Annotated[int, Field(ge=0, description="Cap on the workspace after a run; "
+                                          "also the size of its tmpfs during the run")]
+    workspace_files: Annotated[int, Field(ge=16, le=1_000_000, description=(
+        "Inodes of the workspace's tmpfs during a run (files, directories and links)"))] = 10_000
 
 
 class Profile(Frozen):

@@ -8,7 +8,7 @@ adapters; a job borrows them.
 from __future__ import annotations
 
 import json
-import os
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -17,6 +17,8 @@ from controller.errors import (
     CommitConflictError,
     InputError,
     RuntimeUnavailableError,
+    TreeTooDeepError,
+    WorkspaceError,
 )
 from controller.faults import crash_point
 from controller.gate import (
@@ -35,6 +37,7 @@ from controller.lifecycle import (
     safe_terminal,
 )
 from controller.models import (
+    MAX_CODE_CHARS,
     Decision,
     Gate,
     Language,
@@ -45,11 +48,13 @@ from controller.models import (
     Submission,
 )
 from controller.ports import RunResult, RunSpec
+from controller.scratch import mount_tmpfs, mounts_under, release
 from controller.store import Publication
 from controller.validation import hazards, violations
 from controller.workspace import (
     Entry,
     as_published,
+    copy_tree,
     diff_trees,
     hand_to_root,
     remove_tree,
@@ -62,6 +67,11 @@ COMMANDS = {
     Language.SH: ("main.sh", ("/bin/sh", "/sandbox/main.sh")),
 }
 
+# UTF-8 takes at most 4 bytes a character; the tmpfs rounds up to pages.
+CODE_TMPFS_BYTES = 4 * MAX_CODE_CHARS + (64 << 10)
+
+log = logging.getLogger(__name__)
+
 if TYPE_CHECKING:
     from controller.service import Controller
 
@@ -72,9 +82,10 @@ class Job:
         self.c = controller
         self.sub = submission
         self.dir = controller.paths.runs / submission.id
-        # One host path behind /workspace for both runs: mountinfo shows it, so a per-phase
-        # path would tell the code which run it is in. The bounded run's copy is the staging.
+        # Both runs see the same world: /workspace and /sandbox are each the root of a fresh
+        # tmpfs on the same run paths (``scratch``), so nothing in mountinfo tells the phase.
         self.work = self.dir / "work"
+        self.code = self.dir / "code"
         self.evidence = controller.paths.quarantine / submission.id
         self.profile = controller.profiles.get(submission.request.profile)
         self.before: dict[str, Entry] = {}
@@ -98,8 +109,12 @@ class Job:
         self._move(State.DRY_RUN, base_version=base, base_tree_digest=tree_digest(self.before),
                    profile_digest=profile.digest, image_id=image)
         dry = self._run(Phase.DRY_RUN)
-        dry_diff = diff_trees(self.before, scan(self.work, hash_limit=self._hash_limit()))
-        self._discard_work()
+        try:
+            dry_diff = diff_trees(self.before, scan(self.work, hash_limit=self._hash_limit()))
+        except TreeTooDeepError as exc:
+            return self.finish(State.DENIED, None, reason=f"dry run: {exc}",
+                               dry_run=dry.observation, **_outputs(dry))
+        release(self.dir)
         self._move(after_dry_run(dry.observation), dry_run=dry.observation, dry_run_diff=dry_diff,
                    **_outputs(dry))
         context = assessment_context(request, profile, dry.observation, dry_diff,
@@ -130,7 +145,12 @@ class Job:
         if not approved:
             self._move(State.RUNNING)
         real = self._run(Phase.BOUNDED)
-        after = scan(self.work, hash_limit=self._hash_limit())
+        try:
+            after = scan(self.work, hash_limit=self._hash_limit())
+        except TreeTooDeepError as exc:  # a clean dry run, then this: planted
+            self.sub = self.c.store.update(self.sub.model_copy(update={
+                "bounded_run": real.observation, **_outputs(real)}))
+            return self._quarantine(real, f"validation: {exc}", violations=(str(exc),))
         diff = diff_trees(self.before, after)
         self.sub = self.c.store.update(self.sub.model_copy(update={
             "bounded_run": real.observation, "bounded_run_diff": diff, **_outputs(real)}))
@@ -152,9 +172,10 @@ class Job:
         if target is State.ROLLED_BACK:
             return self.finish(State.ROLLED_BACK, reason=f"validation: {matched(decision)}")
         # The digest of the tree as published: ``publish`` hands it to root, bits stripped.
-        return self._commit(self.work, tree_digest(as_published(after)))
+        return self._commit(tree_digest(as_published(after)))
 
-    def _commit(self, staging: Path, digest: str) -> Submission:
+    def _commit(self, digest: str) -> Submission:
+        staging = self._stage(digest)
         self._move(State.COMMITTING)
         name, base = self.sub.request.workspace, self.sub.base_version or 0
         new = base + 1
@@ -180,22 +201,26 @@ class Job:
 
     def _run(self, phase: Phase) -> RunResult:
         request, profile = self.sub.request, self._profile()
-        base = self.sub.base_version or 0
         if self.sub.image_id is None:
             raise RuntimeUnavailableError("no image was pinned before the dry run")
-        self.c.workspaces.checkout(request.workspace, base, self.work, request.files)
-        self._write_code()
+        self._prepare()
         spec = RunSpec(submission_id=self.sub.id, phase=phase, profile=profile,
                        command=COMMANDS[request.language][1], workspace_dir=self.work,
-                       code_dir=self.dir / "code", image=self.sub.image_id,
+                       code_dir=self.code, image=self.sub.image_id,
                        network=profile.network and phase is Phase.BOUNDED)
         return self.c.runtime.run(spec)
 
-    def _discard_work(self) -> None:
-        """Free the run path at once (one rename), then remove what the dry run left."""
-        discarded = self.dir / "dry-discarded"
-        os.rename(self.work, discarded)
-        remove_tree(discarded)
+    def _stage(self, digest: str) -> Path:
+        """Copy the validated run copy off its tmpfs onto the data disk, and prove the copy is
+        the tree that was validated: what is committed is what was validated, by check."""
+        staging = self.dir / "staging"
+        remove_tree(staging)
+        copy_tree(self.work, staging)
+        copied = tree_digest(as_published(scan(staging, hash_limit=self._hash_limit())))
+        if copied != digest:
+            raise WorkspaceError(f"the staged copy ({copied}) is not the validated tree "
+                                 f"({digest}); nothing is committed")
+        return staging
 
     def _quarantine(self, real: RunResult, reason: str, *,
                     violations: tuple[str, ...] = ()) -> Submission:
@@ -208,9 +233,8 @@ class Job:
         (evidence / "container_changes.json").write_text(json.dumps(real.container_changes))
         (evidence / "submission.json").write_text(self.sub.model_dump_json(indent=2))
         (evidence / "code").write_text(self.sub.request.code)
-        if self.work.exists():
-            os.rename(self.work, evidence / "workspace")
-            hand_to_root(evidence / "workspace")  # no setuid bit survives into the evidence
+        if mounts_under(self.work):
+            self._keep_workspace(evidence / "workspace")
         return self.finish(State.QUARANTINED, reason=reason, violations=violations,
                            evidence_dir=str(evidence))
 
@@ -236,7 +260,20 @@ class Job:
         return self.finish(target, reason=f"infrastructure failure: {reason}",
                            evidence_dir=evidence)
 
+    def _keep_workspace(self, destination: Path) -> None:
+        """The run copy as evidence (links as links; devices and fifos are listed in the
+        submission's diff, not recreated). A tree that cannot be copied is said so in the
+        evidence rather than failing the quarantine."""
+        try:
+            copy_tree(self.work, destination)
+            hand_to_root(destination)  # no setuid bit survives into the evidence
+        except (OSError, WorkspaceError) as exc:
+            log.warning("submission %s: workspace evidence incomplete: %s", self.sub.id, exc)
+            (destination.parent / "workspace.error").write_text(
+                f"the workspace could not be copied whole: {exc}\n")
+
     def cleanup(self) -> None:
+        release(self.dir)
         if not self.c.keep_run_dirs and self.dir.exists():
             remove_tree(self.dir)
 
@@ -246,15 +283,18 @@ class Job:
         self.c.announce(self.sub)
         return self.sub
 
-    def _write_code(self) -> None:
-        """Write the code afresh before each run, so its times do not age between the runs."""
-        code_dir = self.dir / "code"
-        if code_dir.exists():
-            remove_tree(code_dir)
-        code_dir.mkdir(parents=True, mode=0o755)
-        code_dir.chmod(0o755)
-        path = code_dir / COMMANDS[self.sub.request.language][0]
-        path.write_text(self.sub.request.code)
+    def _prepare(self) -> None:
+        """Fresh scratch filesystems for a run: the workspace copy and the code, written anew
+        before each run so their times do not age between the runs."""
+        request, limits = self.sub.request, self._profile().limits
+        release(self.dir)
+        mount_tmpfs(self.work, size_bytes=limits.workspace_bytes,
+                    inodes=limits.workspace_files)
+        self.c.workspaces.checkout(request.workspace, self.sub.base_version or 0, self.work,
+                                   request.files)
+        mount_tmpfs(self.code, size_bytes=CODE_TMPFS_BYTES, inodes=8)
+        path = self.code / COMMANDS[request.language][0]
+        path.write_text(request.code)
         path.chmod(0o644)
 
     def _profile(self) -> Profile:

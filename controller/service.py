@@ -36,6 +36,7 @@ from controller.pipeline import Job
 from controller.policy.shadow import ShadowedEngine
 from controller.ports import SandboxRuntime
 from controller.profiles import load_profiles
+from controller.scratch import release
 from controller.signing import Ed25519Signer, envelope_json
 from controller.store import Sealed, Store
 from controller.verify.dsse import payload_digest
@@ -133,13 +134,16 @@ class Controller:
         return ended
 
     def _remove_stale_run_dirs(self) -> None:
-        """Run directories of submissions that ended (a crash can come before the cleanup)."""
-        if not self.paths.runs.is_dir() or self.keep_run_dirs:
+        """Run directories of submissions that ended (a crash can come before the cleanup),
+        their scratch filesystems released first."""
+        if not self.paths.runs.is_dir():
             return
         for directory in self.paths.runs.iterdir():
             found = self.store.get(directory.name)
             if found is None or found.state in TERMINAL:
-                remove_tree(directory)
+                release(directory)
+                if not self.keep_run_dirs:
+                    remove_tree(directory)
 
     def reload_profiles(self, directory: Path) -> dict[str, Profile]:
         """Swap in every profile of ``directory`` at once; a broken one refuses them all

@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from controller.errors import InputError, NotFoundError, WorkspaceError
+from controller.errors import InputError, NotFoundError, TreeTooDeepError, WorkspaceError
 from controller.models import (
     ChangeKind,
     Diff,
@@ -27,6 +27,7 @@ from controller.models import (
 )
 
 MAX_READ_BYTES = 16 << 20
+MAX_TREE_PATH = 3000  # bytes of a path relative to the tree: PATH_MAX less room for the root
 
 SANDBOX_UID = SANDBOX_GID = 10001
 MAX_LINK_HOPS = 40  # the kernel's own limit (MAXSYMLINKS)
@@ -54,7 +55,8 @@ def scan(root: Path, *, hash_limit: int) -> dict[str, Entry]:
     """Every path under ``root`` (relative, '/'-separated), without following symlinks.
 
     Files larger than ``hash_limit`` (e.g. a sparse terabyte) are not read: their digest is
-    None and their size still counts against the workspace cap.
+    None and their size still counts against the workspace cap. A path past ``MAX_TREE_PATH``
+    raises ``TreeTooDeepError`` (past PATH_MAX, no path-based call could reach it).
     """
     entries: dict[str, Entry] = {}
     stack = [""]
@@ -63,6 +65,10 @@ def scan(root: Path, *, hash_limit: int) -> dict[str, Entry]:
         with os.scandir(root / relative if relative else root) as it:
             for item in it:
                 path = f"{relative}/{item.name}" if relative else item.name
+                if len(os.fsencode(path)) > MAX_TREE_PATH:
+                    raise TreeTooDeepError(
+                        f"the tree has a path longer than {MAX_TREE_PATH} bytes "
+                        f"({path.count('/') + 1} levels deep); it cannot be validated")
                 entry = _entry(Path(item.path), item.stat(follow_symlinks=False), hash_limit)
                 entries[path] = entry
                 if entry.type is EntryType.DIR:
@@ -199,8 +205,11 @@ def tree_digest(entries: dict[str, Entry]) -> str:
 
 
 def copy_tree(source: Path, destination: Path) -> None:
-    """Copy a tree link by link (symlinks stay symlinks; specials are not copied)."""
-    destination.mkdir(parents=True, exist_ok=False)
+    """Copy a tree link by link (symlinks stay symlinks; specials are not copied) into a new
+    or empty ``destination`` (a fresh mount point is one)."""
+    destination.mkdir(parents=True, exist_ok=True)
+    if any(destination.iterdir()):
+        raise WorkspaceError(f"cannot copy into {destination}: it is not empty")
     for path, entry in sorted(scan(source, hash_limit=-1).items()):
         src, dst = source / path, destination / path
         if entry.type is EntryType.DIR:

@@ -188,8 +188,13 @@ class DockerRuntime:
             "mem_limit": limits.memory_bytes,
             "memswap_limit": limits.memory_bytes,
             "nano_cpus": int(limits.cpus * 1e9),
-            "ulimits": [Ulimit(name="nofile", soft=limits.nofile, hard=limits.nofile)],
+            # msgqueue 0: no POSIX message queue can be created in /dev/mqueue (its bytes are
+            # accounted per uid, which every sandbox shares).
+            "ulimits": [Ulimit(name="nofile", soft=limits.nofile, hard=limits.nofile),
+                        Ulimit(name="msgqueue", soft=0, hard=0)],
             "ipc_mode": "private",
+            # /dev/shm is the other writable tmpfs: capped like /tmp, not the engine's 64 MiB.
+            "shm_size": limits.tmpfs_bytes,
             "cgroupns": "private",
             "mounts": [
                 Mount(WORKSPACE_MOUNT, str(spec.workspace_dir), type="bind", read_only=False),

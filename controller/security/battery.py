@@ -13,6 +13,7 @@ from xml.etree import ElementTree
 from controller.models import State, Submission, SubmissionRequest
 from controller.security.probes import BATTERY, Expect, Probe
 from controller.service import Controller
+from controller.workspace import scan, tree_digest
 
 RESULT = re.compile(r"^result: (.*)$", re.MULTILINE)
 
@@ -90,6 +91,16 @@ def census_drift(expect: Expect, sub: Submission) -> list[str]:
     return drift
 
 
+def committed_as_validated(controller: Controller, sub: Submission) -> bool:
+    """For any probe that committed: the version on disk is the tree whose digest the
+    receipt records (taken at validation)."""
+    if sub.state is not State.COMMITTED or sub.new_version is None:
+        return True
+    version = controller.workspaces.version_dir(sub.request.workspace, sub.new_version)
+    limit = controller.profiles[sub.request.profile].limits.workspace_bytes
+    return tree_digest(scan(version, hash_limit=limit)) == sub.new_tree_digest
+
+
 def select(pattern: str | None) -> list[Probe]:
     if not pattern:
         return list(BATTERY)
@@ -107,11 +118,13 @@ def run_battery(controller: Controller, profile: str, probes: Iterable[Probe],
         start = time.monotonic()
         sub = controller.submit(SubmissionRequest(
             language=probe.language, code=probe.code_for(loaded), profile=profile,
-            workspace=f"probe-{probe.name}", agent="sandgate-probe",
+            workspace=f"probe-{probe.name}", agent="sandgate-probe", files=probe.files,
             labels={"probe": probe.name}))
         expect = probe.expectation(loaded)
-        result = ProbeResult(probe, expect, observe(sub), contained(expect, sub), sub.id,
-                             time.monotonic() - start)
+        observed, held = observe(sub), contained(expect, sub)
+        if not committed_as_validated(controller, sub):
+            observed, held = f"{observed}; the committed tree is not the validated one", False
+        result = ProbeResult(probe, expect, observed, held, sub.id, time.monotonic() - start)
         results.append(result)
         if progress is not None:
             progress(index, result)

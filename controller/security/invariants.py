@@ -2,9 +2,10 @@
 
 Every accepted submission is in exactly one terminal state with exactly one receipt that
 matches it; the receipt log verifies (signatures, shapes, contiguous sequence, hash chain);
-no container of this controller is left; nothing that was not committed left a side effect
-(workspace versions on disk are exactly those the database knows, and each version past 0
-came from a committed submission); nothing was committed that was not validated.
+no container of this controller and no scratch filesystem is left; nothing that was not
+committed left a side effect (workspace versions on disk are exactly those the database
+knows, and each version past 0 came from a committed submission); nothing was committed that
+was not validated.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections import Counter
 
 from controller.lifecycle import TERMINAL
 from controller.models import Decision, Gate, Outcome, State
+from controller.scratch import mounts_under
 from controller.settings import Settings
 from controller.signing import KeyRing
 from controller.store import Store
@@ -33,6 +35,8 @@ def check(settings: Settings, *, containers: list[str] | None = None) -> list[st
         store.close()
     if containers:
         problems.append(f"containers left behind: {containers}")
+    if settings.runs_dir.exists() and (mounts := mounts_under(settings.runs_dir)):
+        problems.append(f"scratch filesystems left mounted: {[str(m) for m in mounts]}")
     return problems
 
 

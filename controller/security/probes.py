@@ -13,10 +13,14 @@ syscall the profile allows outright is a breach by definition.
 
 from __future__ import annotations
 
+import base64
+import io
+import tarfile
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from controller.models import Language, Profile
+from controller.models import Language, Profile, SubmittedFile
 
 SYSCALL = """import ctypes
 libc = ctypes.CDLL(None, use_errno=True)
@@ -73,6 +77,7 @@ class Probe:
     notes: str = ""
     render: Callable[[Profile], str] | None = None  # code that depends on the profile
     census: bool = False
+    files: tuple[SubmittedFile, ...] = ()  # placed in the workspace, as an agent's would be
 
     def code_for(self, profile: Profile) -> str:
         return self.render(profile) if self.render is not None else self.code
@@ -110,6 +115,32 @@ def _syscall(name: str, nr: int, *args: int, category: str = "kernel surface",
     rendered = ", ".join(f"ctypes.c_long({a})" for a in args) or "0"
     return Probe(name=f"syscall-{name}", category=category, syscall=name, notes=notes,
                  code=SYSCALL.format(nr=nr, args=rendered))
+
+
+def _tar(*members: tuple[str, bytes | str]) -> bytes:
+    """A tar archive in memory: bytes make a file member, a str a symlink to it."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        for name, content in members:
+            info = tarfile.TarInfo(name)
+            if isinstance(content, str):
+                info.type, info.linkname = tarfile.SYMTYPE, content
+                archive.addfile(info)
+            else:
+                info.size = len(content)
+                archive.addfile(info, io.BytesIO(content))
+    return buffer.getvalue()
+
+
+def _zip(name: str) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr(name, b"x")
+    return buffer.getvalue()
+
+
+def _archive_file(path: str, data: bytes) -> SubmittedFile:
+    return SubmittedFile(path=path, content=base64.b64encode(data).decode(), encoding="base64")
 
 
 def _attempt(name: str, category: str, expr: str, expect: Expect, notes: str = "") -> Probe:
@@ -241,6 +272,20 @@ for fd in os.listdir("/proc/self/fd"):
 print("result:", sorted(leaked), flush=True)
 """),
     _attempt("cwd-is-the-workspace", "filesystem", "os.getcwd()", printed("/workspace")),
+    Probe("mountinfo-host-paths", "filesystem", expect=printed("[]"),
+          notes="no mount shows a host path but the engine's own /etc/hosts, /etc/hostname and "
+                "/etc/resolv.conf (see docs/security.md)",
+          code="""PSEUDO = {"proc", "sysfs", "cgroup", "cgroup2", "tmpfs", "devpts", "mqueue",
+          "overlay"}
+ENGINE = {"/etc/hosts", "/etc/hostname", "/etc/resolv.conf"}
+shown = []
+for line in open("/proc/self/mountinfo"):
+    fields = line.split()
+    fstype = fields[fields.index("-") + 1]
+    if fields[3] != "/" and fstype not in PSEUDO and fields[4] not in ENGINE:
+        shown.append(f"{fields[4]} <- {fields[3]}")
+print("result:", sorted(shown), flush=True)
+"""),
 ]
 
 IDENTITY = [
@@ -297,6 +342,59 @@ RESOURCES = [
              "(open('/tmp/fill', 'wb', buffering=0))", printed("errno 28")),
     _attempt("tmp-inode-exhaustion", "resources",
              "[open(f'/tmp/i{n}', 'w').close() for n in range(1_000_000)]", printed("errno 28")),
+    Probe("workspace-disk-fill", "resources", expect=printed("errno 28"),
+          notes="the workspace is a tmpfs of workspace_bytes: full inside, never the host's disk",
+          code="""import os
+try:
+    with open("fill", "wb", buffering=0) as f:
+        for _ in range(1 << 20):  # up to 1 TiB in 1 MiB writes
+            f.write(b"0" * (1 << 20))
+    outcome = "wrote 1 TiB"
+except OSError as exc:
+    outcome = f"errno {exc.errno}"
+os.remove("fill")
+print("result:", outcome, flush=True)
+"""),
+    Probe("disk-fill-every-writable-path", "resources",
+          expect=printed("/dev/shm:ENOSPC /tmp:ENOSPC /workspace:ENOSPC"),
+          notes="every mount the sandbox user can create a file on, filled in turn: each must "
+                "end full, and no other may be writable",
+          code="""import errno, os
+filled = []
+for line in open("/proc/self/mountinfo"):
+    point = line.split()[4]
+    target = os.path.join(point, ".sandgate-fill")
+    try:
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError:
+        continue  # not writable by this user
+    outcome, chunk = "unbounded", b"0" * (1 << 20)
+    try:
+        for _ in range(1 << 20):  # up to 1 TiB
+            os.write(fd, chunk)
+    except OSError as exc:
+        outcome = errno.errorcode.get(exc.errno, str(exc.errno))
+    finally:
+        os.close(fd)
+        os.unlink(target)  # what is charged to the sandbox's memory goes before the next
+    filled.append(f"{point}:{outcome}")
+print("result:", " ".join(sorted(filled)), flush=True)
+"""),
+    Probe("workspace-100k-tiny-files", "resources", expect=printed("errno 28"),
+          notes="the workspace tmpfs has workspace_files inodes: the 100,000th file never lands",
+          code="""import os
+made, outcome = [], "made 100000 files"
+try:
+    for n in range(100_000):
+        name = f"t{n}"
+        open(name, "w").close()
+        made.append(name)
+except OSError as exc:
+    outcome = f"errno {exc.errno}"
+for name in made:
+    os.remove(name)
+print("result:", outcome, flush=True)
+"""),
 ]
 
 OUTPUTS = [
@@ -309,7 +407,7 @@ OUTPUTS = [
           "import os\nopen('tool', 'w').write('x')\nos.chmod('tool', 0o4755)\n",
           Expect("rule", value="run.deny-setuid")),
     Probe("deep-directory-nesting", "outputs", expect=Expect("state", value="denied"),
-          notes="paths past PATH_MAX: the workspace cannot be diffed safely, so it never runs",
+          notes="paths past 3,000 bytes cannot be walked safely: denied at the dry run",
           code="import os\nfor _ in range(2500):\n    os.mkdir('d')\n    os.chdir('d')\n"),
     _attempt("hardlink-out-of-workspace", "outputs", "os.link('/etc/passwd', 'passwd')",
              printed("errno 1", "errno 18"),
@@ -319,6 +417,64 @@ OUTPUTS = [
     Probe("sparse-terabyte-file", "outputs",
           "with open('big', 'wb') as f:\n    f.truncate(1 << 40)\n",
           Expect("rule", value="commit.rollback-size-cap")),
+    Probe("tar-slip", "outputs", expect=printed("errno 30", "errno 13"),
+          files=(_archive_file("evil.tar", _tar(("../../etc/sandgate-slip", b"x"))),),
+          notes="a submitted archive unpacked naively: '..' leads only to read-only ground",
+          code="""import tarfile
+try:
+    with tarfile.open("evil.tar") as archive:
+        archive.extractall(".")
+    outcome = "extracted"
+except OSError as exc:
+    outcome = f"errno {exc.errno}"
+print("result:", outcome, flush=True)
+"""),
+    Probe("tar-symlink-slip", "outputs", expect=Expect("rule", value="run.deny-escaping-symlink"),
+          files=(_archive_file("evil.tar", _tar(("escape", "/etc"),
+                                                ("escape/sandgate-slip", b"x"))),),
+          notes="a link member to /etc, then a file through it: the write meets a read-only "
+                "/etc, and the link left behind is refused",
+          code="""import tarfile
+try:
+    with tarfile.open("evil.tar") as archive:
+        archive.extractall(".")
+except OSError as exc:
+    print("result: errno", exc.errno, flush=True)
+"""),
+    Probe("zip-slip", "outputs", expect=printed("errno 30", "errno 13"),
+          files=(_archive_file("evil.zip", _zip("../../usr/lib/sandgate-slip")),),
+          notes="zip members written by hand (zipfile's own extract strips '..')",
+          code="""import os, zipfile
+outcome = "written"
+with zipfile.ZipFile("evil.zip") as archive:
+    for name in archive.namelist():
+        try:
+            with open(os.path.join("/workspace", name), "wb") as out:
+                out.write(archive.read(name))
+        except OSError as exc:
+            outcome = f"errno {exc.errno}"
+print("result:", outcome, flush=True)
+"""),
+    Probe("symlink-swapped-in-a-loop", "outputs", expect=Expect("state", value="committed"),
+          notes="a detached child swaps a link and rewrites a file as fast as it can; nothing "
+                "of the sandbox outlives the run, and the tree committed is the one validated",
+          code="""import os, signal, time
+open("a.txt", "w").write("a")
+open("b.txt", "w").write("b")
+os.symlink("a.txt", "link")
+if os.fork() == 0:
+    os.setsid()
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    n = 0
+    while True:
+        n += 1
+        os.symlink("b.txt" if n % 2 else "a.txt", "link.new")
+        os.replace("link.new", "link")
+        open("data.txt", "w").write(str(n))
+time.sleep(0.5)
+print("result: swapping", flush=True)
+"""),
 ]
 
 # Numbers the census never calls: they would end, stop or fork the prober (exit, pause,

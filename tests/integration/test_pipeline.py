@@ -119,12 +119,13 @@ def test_resource_bombs_end_with_the_limit_named(controller: Controller, name: s
 
 
 def test_runs_see_the_same_world_in_both_phases(controller: Controller) -> None:
-    # The mounts behind /workspace and /sandbox, minus the first two fields (mount ids, which
-    # the kernel allocates afresh for every container, whichever phase it runs), sorted (the
-    # engine orders mounts of equal depth at random, in either phase alike), and whether
-    # the code file is fresh: the runs are 5 s apart, so a file written once would have aged.
+    # The mounts behind /workspace and /sandbox, minus the first three fields (mount ids and
+    # device numbers, which the kernel allocates afresh for every mount, whichever phase it
+    # runs), sorted (the engine orders mounts of equal depth at random, in either phase
+    # alike), and whether the code file is fresh: the runs are 5 s apart, so a file written
+    # once would have aged.
     probe = ("import os, socket, time\n"
-             "mounts = sorted(' '.join(line.split()[2:]) for line in open('/proc/self/mountinfo')\n"
+             "mounts = sorted(' '.join(line.split()[3:]) for line in open('/proc/self/mountinfo')\n"
              "                if line.split()[4] in ('/workspace', '/sandbox'))\n"
              "fresh = time.time() - os.stat('/sandbox/main.py').st_mtime < 4\n"
              "print(os.getuid(), os.getcwd(), socket.gethostname(), sorted(os.environ.items()), "
@@ -140,8 +141,10 @@ def test_runs_see_the_same_world_in_both_phases(controller: Controller) -> None:
     assert result.dry_run is not None and result.bounded_run is not None
     assert result.dry_run.stdout.sha256 == result.bounded_run.stdout.sha256, result.stdout
     assert result.stdout.startswith("10001 /workspace sandbox")
-    assert f"/runs/{result.id}/work /workspace " in result.stdout
-    assert f"/runs/{result.id}/code /sandbox " in result.stdout
+    # Each is the root of its own tmpfs: no host path, no data directory, in either run.
+    assert "'/ /workspace rw,nosuid,nodev," in result.stdout
+    assert "'/ /sandbox ro," in result.stdout
+    assert "/runs/" not in result.stdout and "- tmpfs tmpfs " in result.stdout
     assert result.stdout.rstrip().endswith("True")
 
 

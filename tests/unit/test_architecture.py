@@ -11,10 +11,10 @@ from controller.settings import SHIPPED_ROOT
 
 PACKAGE = SHIPPED_ROOT / "controller"
 CORE = ["models", "lifecycle", "gate", "validation", "receipts", "ports", "errors"]
-ADAPTER_LIBS = {"docker", "fastapi", "sqlite3", "cryptography", "cedarpy", "pyseccomp",
+ADAPTER_LIBS = {"docker", "fastapi", "sqlite3", "cryptography", "cedarpy", "pyseccomp", "ctypes",
                 "requests", "uvicorn", "httpx", "psutil", "subprocess"}
 ADAPTER_MODULES = {"runtime", "store", "signing", "policy", "workspace", "images", "cli",
-                   "service", "bootstrap", "profiles"}
+                   "service", "bootstrap", "profiles", "scratch"}
 
 
 def imports(path: Path) -> set[str]:

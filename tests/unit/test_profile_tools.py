@@ -52,6 +52,15 @@ def test_lint_rejects_unfiltered_clone_and_32_bit_abis(tmp_path: Path) -> None:
     assert any("SCMP_ARCH_X86:" in m for m in messages)
 
 
+def test_lint_warns_when_the_tmpfs_mounts_outgrow_memory(tmp_path: Path) -> None:
+    path = variant(tmp_path, lambda s: None)
+    raw = yaml.safe_load(path.read_text())
+    raw["limits"]["workspace_bytes"] = raw["limits"]["memory_bytes"]
+    path.write_text(yaml.safe_dump(raw))
+    warnings = [f.message for f in lint_profile(path) if f.level == "warning"]
+    assert any("workspace_bytes + tmpfs_bytes exceed memory_bytes" in m for m in warnings)
+
+
 def test_lint_cli_exit_code(tmp_path: Path) -> None:
     tool = str(Path(sys.executable).parent / "sandgate")
     bad = variant(tmp_path, lambda s: s["syscalls"][0]["names"].append("mount"))

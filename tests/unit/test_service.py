@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 
 from controller.errors import RuntimeUnavailableError
-from controller.models import Phase, State
+from controller.models import Phase, State, Submission
 from controller.ports import RunSpec
 from controller.runtime.fake import FakeRuntime, Outcome
+from controller.scratch import mounts_under
 from controller.verify.chain import verify_log
 from controller.verify.dsse import load_public_keys
 from controller.workspace import scan, tree_digest
@@ -237,3 +238,48 @@ def test_reconcile_finishes_an_interrupted_quarantine(tmp_path: Path) -> None:
     (ended,) = controller.reconcile()  # type: ignore[attr-defined]
     assert ended.state is State.QUARANTINED and ended.evidence_dir == str(evidence)
     assert store.unfinished() == [] and store.receipt_count() == 1
+
+
+def test_a_tree_changed_after_validation_is_never_committed(tmp_path: Path) -> None:
+    controller, _ = controller_with(tmp_path, writes("out.txt", "validated"))
+
+    def tamper(submission: Submission) -> None:  # a survivor writing after the scan
+        if submission.state is State.VALIDATING:
+            (tmp_path / "runs" / submission.id / "work" / "out.txt").write_text("swapped")
+
+    controller.listeners.append(tamper)  # type: ignore[attr-defined]
+    result = controller.submit(python("code"))  # type: ignore[attr-defined]
+    assert result.state is State.ROLLED_BACK, result.reason
+    assert "is not the validated tree" in result.reason
+    assert not controller.workspaces.version_dir("default", 1).exists()  # type: ignore[attr-defined]
+    assert mounts_under(tmp_path) == []
+
+
+def nests(depth: int, phases: tuple[Phase, ...]) -> object:
+    def behaviour(spec: RunSpec) -> Outcome:
+        if spec.phase in phases:
+            current = spec.workspace_dir
+            for _ in range(depth):
+                current = current / "d"
+                current.mkdir()
+        return Outcome()
+    return behaviour
+
+
+def test_a_dry_run_leaving_a_tree_too_deep_is_denied_by_name(tmp_path: Path) -> None:
+    controller, runtime = controller_with(tmp_path, nests(1600, (Phase.DRY_RUN,)))
+    result = controller.submit(python("code"))  # type: ignore[attr-defined]
+    assert result.state is State.DENIED
+    assert result.reason.startswith("dry run: the tree has a path longer than 3000 bytes")
+    assert [spec.phase for spec in runtime.runs] == [Phase.DRY_RUN]
+    assert mounts_under(tmp_path) == [] and not (tmp_path / "runs" / result.id).exists()
+
+
+def test_a_bounded_run_planting_a_tree_too_deep_is_quarantined(tmp_path: Path) -> None:
+    controller, _ = controller_with(tmp_path, nests(1600, (Phase.BOUNDED,)))
+    result = controller.submit(python("code"))  # type: ignore[attr-defined]
+    assert result.state is State.QUARANTINED
+    assert "longer than 3000 bytes" in result.reason and result.violations
+    evidence = Path(result.evidence_dir)
+    assert "could not be copied whole" in (evidence / "workspace.error").read_text()
+    assert mounts_under(tmp_path) == []
