@@ -149,6 +149,8 @@ def _attempt(name: str, category: str, expr: str, expect: Expect, notes: str = "
 
 
 CLONE_NEWUSER, CLONE_NEWNS, CLONE_NEWNET, SIGCHLD = 0x10000000, 0x00020000, 0x40000000, 17
+NAMESPACES = {"mount": CLONE_NEWNS, "uts": 0x04000000, "ipc": 0x08000000, "net": CLONE_NEWNET,
+              "pid": 0x20000000, "cgroup": 0x02000000, "time": 0x00000080}
 
 KERNEL = [
     _syscall("ptrace", 101), _syscall("process_vm_readv", 310),
@@ -168,6 +170,9 @@ KERNEL = [
     _syscall("sethostname", 170), _syscall("setuid", 105),
     Probe("unshare-user-namespace", "kernel surface", syscall="unshare",
           code=SYSCALL.format(nr=272, args=f"ctypes.c_long({CLONE_NEWUSER})")),
+    *(Probe(f"unshare-{name}-namespace", "kernel surface", syscall="unshare",
+            code=SYSCALL.format(nr=272, args=f"ctypes.c_long({flag})"))
+      for name, flag in NAMESPACES.items()),
     Probe("clone-new-user-namespace", "kernel surface",
           code=SYSCALL.format(nr=56, args=f"ctypes.c_long({CLONE_NEWUSER | SIGCHLD}), "
                                           "ctypes.c_long(0)"),
@@ -207,6 +212,9 @@ EGRESS = [
              printed("errno 101", "errno 1")),
     _attempt("egress-bridge-gateway-docker-api", "network",
              "socket.create_connection(('172.17.0.1', 2375), timeout=3)",
+             printed("errno 101", "errno 1")),
+    _attempt("egress-bridge-gateway-docker-tls-api", "network",
+             "socket.create_connection(('172.17.0.1', 2376), timeout=3)",
              printed("errno 101", "errno 1")),
     _attempt("egress-udp", "network",
              "socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b'x', ('172.17.0.1', 53))",
@@ -305,6 +313,29 @@ IDENTITY = [
     _attempt("no-controller-secrets-in-env", "identity",
              "sorted(k for k in os.environ if k.startswith(('SANDGATE', 'DOCKER', 'AWS')) or "
              "'KEY' in k or 'TOKEN' in k or 'SECRET' in k)", printed("[]")),
+    Probe("no-controller-secrets-in-files", "identity", expect=printed("[]"),
+          notes="no private key and no SANDGATE_ setting in any readable file of the sandbox",
+          code="""import os
+# Built at run time, so that this very file does not match.
+needles = ("PRIVATE" + " KEY-----").encode(), ("SANDGATE" + "_").encode()
+found = []
+for directory, subdirs, files in os.walk("/"):
+    if directory.startswith(("/proc", "/sys", "/dev")):
+        subdirs[:] = []
+        continue
+    for name in files:
+        path = os.path.join(directory, name)
+        try:
+            if os.path.islink(path) or not os.path.isfile(path):
+                continue
+            with open(path, "rb") as handle:
+                head = handle.read(1 << 16)
+        except OSError:
+            continue  # unreadable by the sandbox user: not a leak to it
+        if any(needle in head for needle in needles):
+            found.append(path)
+print("result:", sorted(found), flush=True)
+"""),
     _attempt("no-secrets-in-other-environ", "identity",
              "sum(1 for p in os.listdir('/proc') if p.isdigit() and "
              "b'SANDGATE' in open(f'/proc/{p}/environ', 'rb').read())", printed("0")),
