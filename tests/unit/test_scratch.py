@@ -9,7 +9,7 @@ import pytest
 
 from controller.errors import TreeTooDeepError
 from controller.scratch import mount_tmpfs, mounts_under, release
-from controller.workspace import MAX_TREE_PATH, scan
+from controller.workspace import MAX_TREE_PATH, remove_tree, scan
 
 
 @pytest.fixture
@@ -62,5 +62,8 @@ def test_a_tree_too_deep_to_walk_is_refused_by_name(tmp_path: Path) -> None:
     for _ in range(MAX_TREE_PATH // 2 + 2):
         current = current / "d"
         current.mkdir()
-    with pytest.raises(TreeTooDeepError, match="longer than 3000 bytes"):
-        scan(tmp_path, hash_limit=0)
+    try:
+        with pytest.raises(TreeTooDeepError, match="longer than 3000 bytes"):
+            scan(tmp_path, hash_limit=0)
+    finally:
+        remove_tree(tmp_path / "d")  # pytest's own cleanup recurses, and would hit the limit
