@@ -10,6 +10,9 @@ demo:
 test:
 	scripts/test.sh
 
+bench:
+	scripts/bench.sh
+
 setup:
 	scripts/setup.sh
 
