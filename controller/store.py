@@ -102,6 +102,51 @@ class Publication:
     undo: Callable[[], object]
 
 
+def _add_workspace_owner(db: sqlite3.Connection) -> None:
+    columns = {row[1] for row in db.execute("PRAGMA table_info(workspaces)")}
+    if "owner" not in columns:  # created before workspaces had owners
+        db.execute("ALTER TABLE workspaces ADD COLUMN owner TEXT")
+
+
+# Version n of the schema is reached by MIGRATIONS[n - 1] from version n - 1. ``SCHEMA`` is
+# always the newest; a migration brings a database created by an older release up to it.
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_add_workspace_owner,)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def migrate(db: sqlite3.Connection) -> None:
+    """Bring the database to ``SCHEMA_VERSION`` in one transaction; refuse a newer one."""
+    found = db.execute("PRAGMA user_version").fetchone()[0]
+    if found > SCHEMA_VERSION:
+        raise StoreError(f"the database has schema version {found}, newer than this "
+                         f"release's {SCHEMA_VERSION}: run the release that wrote it")
+    if found == SCHEMA_VERSION:
+        return
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        for statement in _statements(SCHEMA):
+            db.execute(statement)
+        for step in MIGRATIONS[found:]:
+            step(db)
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+
+
+def _statements(script: str) -> list[str]:
+    """The statements of a script, for running inside a transaction (``executescript``
+    would commit first); a trigger's body holds semicolons, so it is kept whole."""
+    statements, current = [], ""
+    for line in script.strip().splitlines():
+        current += line + "\n"
+        if sqlite3.complete_statement(current):
+            statements.append(current)
+            current = ""
+    return statements
+
+
 def connect(path: Path) -> sqlite3.Connection:
     """A connection shared by threads (callers hold their own lock), WAL, durable commits."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -118,7 +163,7 @@ class Store:
     def __init__(self, path: Path) -> None:
         self._lock = threading.RLock()
         self._db = connect(path)
-        self._db.executescript(SCHEMA)
+        migrate(self._db)
 
     def close(self) -> None:
         with self._lock:

@@ -9,7 +9,7 @@ import pytest
 
 from controller.errors import CommitConflictError, IllegalTransitionError, StoreError
 from controller.models import State, Submission
-from controller.store import Publication, Sealed, Store
+from controller.store import SCHEMA_VERSION, Publication, Sealed, Store
 from tests.conftest import python
 
 
@@ -103,3 +103,28 @@ def test_commit_is_compare_and_swap(store: Store) -> None:
     assert store.get("s2") is not None and store.get("s2").state is State.COMMITTING  # type: ignore[union-attr]
     store.finish(loser, State.ROLLED_BACK, seal, reason="conflict")
     assert store.receipt_count() == 2 and undone == []
+
+
+def test_a_database_of_an_older_release_is_migrated_in_place(tmp_path: Path) -> None:
+    # The first release's workspaces table had no owner column, and no schema version.
+    old = sqlite3.connect(tmp_path / "db.sqlite")
+    old.executescript("CREATE TABLE workspaces (name TEXT PRIMARY KEY, version INTEGER "
+                      "NOT NULL, tree_digest TEXT, updated_at TEXT NOT NULL);"
+                      "INSERT INTO workspaces VALUES ('kept', 3, NULL, '2026-01-01');")
+    old.close()
+    store = Store(tmp_path / "db.sqlite")
+    store.insert(sub(1))  # records the workspace's owner: needs the new column
+    assert store.workspace("kept") == (3, None)
+    assert store.workspace("default") == (0, "local")  # the agent of tests.conftest.python
+    store.close()
+    db = sqlite3.connect(tmp_path / "db.sqlite")
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    Store(tmp_path / "db.sqlite").close()  # opening again changes nothing
+
+
+def test_a_database_of_a_newer_release_is_refused(tmp_path: Path) -> None:
+    db = sqlite3.connect(tmp_path / "db.sqlite")
+    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    db.close()
+    with pytest.raises(StoreError, match="newer than this release"):
+        Store(tmp_path / "db.sqlite")
