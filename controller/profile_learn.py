@@ -76,9 +76,17 @@ def logging_variant(ceiling: dict[str, Any], seen: set[str]) -> dict[str, Any]:
     return _split_allows(ceiling, seen, "SCMP_ACT_LOG")
 
 
+# Kept whether seen or not: a run sees them only when a signal happens to arrive (a handler
+# returns through rt_sigreturn; an interrupted call resumes through restart_syscall), and a
+# process denied them crashes (SIGSEGV) instead of failing a call. Learning saw rt_sigreturn
+# in about half of the runs of a workload with no signal handling of its own.
+ALWAYS_KEPT = frozenset({"rt_sigreturn", "restart_syscall", "exit", "exit_group"})
+
+
 def proposal(ceiling: dict[str, Any], seen: set[str]) -> dict[str, Any]:
-    """The ceiling narrowed to the syscalls seen (argument filters kept as they are)."""
-    narrowed = _split_allows(ceiling, seen, None)
+    """The ceiling narrowed to the syscalls seen, plus ``ALWAYS_KEPT`` (argument filters
+    kept as they are)."""
+    narrowed = _split_allows(ceiling, seen | ALWAYS_KEPT, None)
     narrowed["comment"] = "Learned by `sandgate profiles learn`: the ceiling's allows that " \
                           "the workload used."
     return narrowed
