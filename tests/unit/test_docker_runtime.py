@@ -25,6 +25,7 @@ class ScriptedContainer:
     """Starts, then fails when told to kill: the engine errs mid-run, the stream stays open."""
 
     id = short_id = "scripted"
+    status = "running"  # still running at the deadline, so the supervisor kills it
 
     def __init__(self) -> None:
         # Configured as a sandbox must be, so that it passes the audit and gets started.
