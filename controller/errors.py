@@ -128,6 +128,13 @@ class TreeTooDeepError(WorkspaceError):
     hint = "Keep workspace paths under 3,000 bytes."
 
 
+class TreeChangedError(WorkspaceError):
+    """The tree staged for a commit is not the tree that was validated."""
+
+    code = "workspace_changed"
+    hint = "Something wrote to the run copy after validation; see the quarantine evidence."
+
+
 class CommitConflictError(WorkspaceError):
     code = "conflict"
     hint = "Another submission committed to the workspace first; resubmit against the new version."

@@ -17,6 +17,7 @@ from controller.errors import (
     CommitConflictError,
     InputError,
     RuntimeUnavailableError,
+    TreeChangedError,
     TreeTooDeepError,
     WorkspaceError,
 )
@@ -172,10 +173,13 @@ class Job:
         if target is State.ROLLED_BACK:
             return self.finish(State.ROLLED_BACK, reason=f"validation: {matched(decision)}")
         # The digest of the tree as published: ``publish`` hands it to root, bits stripped.
-        return self._commit(tree_digest(as_published(after)))
+        try:
+            staging = self._stage(tree_digest(as_published(after)))
+        except TreeChangedError as exc:  # nothing of the sandbox runs now: tampering
+            return self._quarantine(real, f"validation: {exc}", violations=(str(exc),))
+        return self._commit(staging, tree_digest(as_published(after)))
 
-    def _commit(self, digest: str) -> Submission:
-        staging = self._stage(digest)
+    def _commit(self, staging: Path, digest: str) -> Submission:
         self._move(State.COMMITTING)
         name, base = self.sub.request.workspace, self.sub.base_version or 0
         new = base + 1
@@ -215,11 +219,14 @@ class Job:
         the tree that was validated: what is committed is what was validated, by check."""
         staging = self.dir / "staging"
         remove_tree(staging)
-        copy_tree(self.work, staging)
+        left_out = copy_tree(self.work, staging, budget=self._hash_limit())
+        if left_out:  # over workspace_bytes in all: whatever the bundle says, never copied
+            raise WorkspaceError(f"the tree is over workspace_bytes ({self._hash_limit()}); "
+                                 f"not staged: {left_out[:5]}")
         copied = tree_digest(as_published(scan(staging, hash_limit=self._hash_limit())))
         if copied != digest:
-            raise WorkspaceError(f"the staged copy ({copied}) is not the validated tree "
-                                 f"({digest}); nothing is committed")
+            raise TreeChangedError(f"the tree changed after validation (validated {digest}, "
+                                   f"staged {copied}); nothing is committed")
         return staging
 
     def _quarantine(self, real: RunResult, reason: str, *,
@@ -265,12 +272,17 @@ class Job:
         submission's diff, not recreated). A tree that cannot be copied is said so in the
         evidence rather than failing the quarantine."""
         try:
-            copy_tree(self.work, destination)
-            hand_to_root(destination)  # no setuid bit survives into the evidence
+            left_out = copy_tree(self.work, destination, budget=self._hash_limit())
+            hand_to_root(destination)
         except (OSError, WorkspaceError) as exc:
             log.warning("submission %s: workspace evidence incomplete: %s", self.sub.id, exc)
             (destination.parent / "workspace.error").write_text(
                 f"the workspace could not be copied whole: {exc}\n")
+            return
+        if left_out:
+            (destination.parent / "workspace.error").write_text(
+                "files left out, past workspace_bytes in all (sizes in the submission's "
+                "diff):\n" + "".join(f"{path}\n" for path in left_out))
 
     def cleanup(self) -> None:
         release(self.dir)

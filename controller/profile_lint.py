@@ -136,9 +136,10 @@ def _limits(profile: Profile, where: str) -> list[Finding]:
          "tmpfs_bytes exceeds memory_bytes: /tmp and /dev/shm are memory, charged to the "
          "sandbox"),
         (limits.tmpfs_inodes > 1_000_000, "tmpfs_inodes is very high"),
-        (limits.workspace_bytes + limits.tmpfs_bytes > limits.memory_bytes,
-         "workspace_bytes + tmpfs_bytes exceed memory_bytes: both are tmpfs, and what the "
-         "sandbox writes there is charged to its memory, so it meets the OOM killer first"),
+        (limits.workspace_bytes + 2 * limits.tmpfs_bytes > limits.memory_bytes,
+         "workspace_bytes + 2 * tmpfs_bytes exceed memory_bytes: /workspace, /tmp and "
+         "/dev/shm are tmpfs, and what the sandbox writes there is charged to its memory, so "
+         "it meets the OOM killer before a full filesystem"),
         (limits.output_bytes > 64 << 20, "output_bytes over 64 MiB is held in memory"),
         (limits.wall_time_s > 600, "wall_time_s over 10 minutes blocks a worker"),
         (profile.network, "network is on: the bounded run gets a bridge network"),

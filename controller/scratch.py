@@ -57,11 +57,17 @@ def unmount(target: Path) -> None:
 
 
 def mounts_under(root: Path) -> list[Path]:
-    """Mount points at or below ``root``, deepest first (the order to release them in)."""
+    """Mount points at or below ``root``, deepest first (the order to release them in).
+
+    ``root`` itself must not be a symlink: released through one, a detach could reach a
+    mount somewhere else entirely."""
+    if root.is_symlink():
+        raise WorkspaceError(f"{root} is a symlink; scratch mounts are looked for only under "
+                             "real directories")
     prefix = os.path.realpath(root)
     found = []
-    for line in MOUNTINFO.read_text().splitlines():
-        point = _unescape(line.split()[4])
+    for line in MOUNTINFO.read_bytes().splitlines():
+        point = _unescape(os.fsdecode(line.split()[4]))
         if point == prefix or point.startswith(prefix + "/"):
             found.append(Path(point))
     return sorted(found, key=lambda path: len(path.parts), reverse=True)
@@ -77,5 +83,4 @@ def _unescape(field: str) -> str:
     """mountinfo writes space, tab, newline and backslash as octal escapes (\\040 ...)."""
     if "\\" not in field:
         return field
-    return field.encode().decode("unicode_escape").encode("latin-1").decode(
-        errors="surrogateescape")
+    return os.fsdecode(os.fsencode(field).decode("unicode_escape").encode("latin-1"))

@@ -127,9 +127,11 @@ class Controller:
                 current = self.store.workspace_version(submission.request.workspace)
                 if current == submission.base_version:
                     self.workspaces.unpublish(submission.request.workspace, current + 1)
-            ended.append(job.fail(f"controller restarted while the submission was in "
-                                  f"{submission.state}"))
-            job.cleanup()
+            try:
+                ended.append(job.fail(f"controller restarted while the submission was in "
+                                      f"{submission.state}"))
+            finally:
+                job.cleanup()
         self._remove_stale_run_dirs()
         return ended
 

@@ -45,7 +45,8 @@ class Settings(BaseSettings):
     rate_burst: int = Field(default=40, ge=1, description="Burst per principal")
     drain_timeout_s: float = Field(default=60.0, ge=0, description="SIGTERM: wait for runs")
     keep_run_dirs: bool = Field(
-        default=False, description="Keep per-run scratch directories (debugging only)"
+        default=False, description="Keep per-run directories (debugging only); the tmpfs "
+        "behind /workspace and /sandbox is released after every run all the same"
     )
 
     @property

@@ -116,23 +116,31 @@ SCHEMA_VERSION = len(MIGRATIONS)
 
 def migrate(db: sqlite3.Connection) -> None:
     """Bring the database to ``SCHEMA_VERSION`` in one transaction; refuse a newer one."""
-    found = db.execute("PRAGMA user_version").fetchone()[0]
-    if found > SCHEMA_VERSION:
-        raise StoreError(f"the database has schema version {found}, newer than this "
-                         f"release's {SCHEMA_VERSION}: run the release that wrote it")
-    if found == SCHEMA_VERSION:
+    if _version(db) == SCHEMA_VERSION:
         return
     db.execute("BEGIN IMMEDIATE")
     try:
-        for statement in _statements(SCHEMA):
-            db.execute(statement)
-        for step in MIGRATIONS[found:]:
-            step(db)
-        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        # Read again under the write lock: another process may have migrated meanwhile,
+        # perhaps a newer release, whose schema this one must not touch.
+        found = _version(db)
+        if found > SCHEMA_VERSION:
+            raise StoreError(f"the database has schema version {found}, newer than this "
+                             f"release's {SCHEMA_VERSION}: run the release that wrote it")
+        if found < SCHEMA_VERSION:
+            for statement in _statements(SCHEMA):
+                db.execute(statement)
+            for step in MIGRATIONS[found:]:
+                step(db)
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         db.execute("COMMIT")
     except BaseException:
-        db.execute("ROLLBACK")
+        if db.in_transaction:  # SQLite may have rolled back already (a full disk)
+            db.execute("ROLLBACK")
         raise
+
+
+def _version(db: sqlite3.Connection) -> int:
+    return int(db.execute("PRAGMA user_version").fetchone()[0])
 
 
 def _statements(script: str) -> list[str]:

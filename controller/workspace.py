@@ -9,6 +9,7 @@ Nothing here follows a symlink: trees are walked with ``lstat`` and copied link 
 from __future__ import annotations
 
 import base64
+import errno
 import hashlib
 import os
 import shutil
@@ -204,12 +205,18 @@ def tree_digest(entries: dict[str, Entry]) -> str:
     return f"sha256:{digest.hexdigest()}"
 
 
-def copy_tree(source: Path, destination: Path) -> None:
+def copy_tree(source: Path, destination: Path, *, budget: int | None = None) -> list[str]:
     """Copy a tree link by link (symlinks stay symlinks; specials are not copied) into a new
-    or empty ``destination`` (a fresh mount point is one)."""
+    or empty ``destination`` (a fresh mount point is one); return the files left out.
+
+    The copy is root's, so no setuid/setgid bit is carried over. With a ``budget`` (bytes),
+    a file that would take the copied total past it is left out: a sparse terabyte costs a
+    tmpfs nothing, and its copy would write every byte.
+    """
     destination.mkdir(parents=True, exist_ok=True)
     if any(destination.iterdir()):
         raise WorkspaceError(f"cannot copy into {destination}: it is not empty")
+    left_out, spent = [], 0
     for path, entry in sorted(scan(source, hash_limit=-1).items()):
         src, dst = source / path, destination / path
         if entry.type is EntryType.DIR:
@@ -217,9 +224,14 @@ def copy_tree(source: Path, destination: Path) -> None:
         elif entry.type is EntryType.SYMLINK and entry.link_target is not None:
             os.symlink(entry.link_target, dst)
         elif entry.type is EntryType.FILE:
+            if budget is not None and spent + entry.size > budget:
+                left_out.append(path)
+                continue
+            spent += entry.size
             shutil.copyfile(src, dst, follow_symlinks=False)
         if entry.type in (EntryType.DIR, EntryType.FILE):
-            os.chmod(dst, entry.mode)
+            os.chmod(dst, entry.mode & ~_PRIVILEGE_BITS)
+    return left_out
 
 
 def add_files(root: Path, files: tuple[SubmittedFile, ...]) -> None:
@@ -302,7 +314,10 @@ class Workspaces:
             add_files(destination, files)
             hand_to_sandbox(destination)
         except OSError as exc:
-            raise WorkspaceError(f"cannot prepare a copy of {name} v{version}: {exc}") from exc
+            hint = (" (it does not fit the profile's workspace_bytes / workspace_files: use a "
+                    "profile with room for it)") if exc.errno == errno.ENOSPC else ""
+            raise WorkspaceError(f"cannot prepare a copy of {name} v{version}: {exc}"
+                                 f"{hint}") from exc
 
     def publish(self, staging: Path, name: str, version: int) -> Path:
         """Move a validated staging tree into place as ``version`` (one rename), root-owned."""

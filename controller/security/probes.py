@@ -148,6 +148,34 @@ def _attempt(name: str, category: str, expr: str, expect: Expect, notes: str = "
                  notes=notes)
 
 
+# Fills each writable mount (``only``: just these) in 1 MiB writes until it refuses, and
+# says whether it was full within the profile's cap for it (a full host disk is ENOSPC too).
+FILL = """import errno, os
+caps, only, filled = {caps!r}, {only!r}, []
+for line in open("/proc/self/mountinfo"):
+    point = line.split()[4]
+    if only is not None and point not in only:
+        continue
+    target = os.path.join(point, ".sandgate-fill")
+    try:
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError:
+        continue  # not writable by this user
+    outcome, written, chunk = "unbounded", 0, b"0" * (1 << 20)
+    try:
+        for _ in range(1 << 20):  # up to 1 TiB
+            written += os.write(fd, chunk)
+    except OSError as exc:
+        outcome = errno.errorcode.get(exc.errno, str(exc.errno))
+    finally:
+        os.close(fd)
+        os.unlink(target)  # what is charged to the sandbox's memory goes before the next
+    cap = caps.get(point)
+    within = "within the cap" if cap is not None and written <= cap else f"after {{written}} B"
+    said = f"{{outcome}} {{within}}"
+    filled.append(said if only is not None else f"{{point}}:{{said}}")
+print("result:", " ".join(sorted(filled)), flush=True)
+"""
 CLONE_NEWUSER, CLONE_NEWNS, CLONE_NEWNET, SIGCHLD = 0x10000000, 0x00020000, 0x40000000, 17
 NAMESPACES = {"mount": CLONE_NEWNS, "uts": 0x04000000, "ipc": 0x08000000, "net": CLONE_NEWNET,
               "pid": 0x20000000, "cgroup": 0x02000000, "time": 0x00000080}
@@ -281,17 +309,20 @@ print("result:", sorted(leaked), flush=True)
 """),
     _attempt("cwd-is-the-workspace", "filesystem", "os.getcwd()", printed("/workspace")),
     Probe("mountinfo-host-paths", "filesystem", expect=printed("[]"),
-          notes="no mount shows a host path but the engine's own /etc/hosts, /etc/hostname and "
-                "/etc/resolv.conf (see docs/security.md)",
-          code="""PSEUDO = {"proc", "sysfs", "cgroup", "cgroup2", "tmpfs", "devpts", "mqueue",
-          "overlay"}
+          notes="/workspace and /sandbox are tmpfs roots, and no mount shows a host path but "
+                "the engine's own /etc/hosts, /etc/hostname, /etc/resolv.conf (docs/security.md)",
+          code="""PSEUDO = {"proc", "sysfs", "cgroup", "cgroup2", "devpts", "mqueue"}
 ENGINE = {"/etc/hosts", "/etc/hostname", "/etc/resolv.conf"}
 shown = []
 for line in open("/proc/self/mountinfo"):
     fields = line.split()
-    fstype = fields[fields.index("-") + 1]
-    if fields[3] != "/" and fstype not in PSEUDO and fields[4] not in ENGINE:
-        shown.append(f"{fields[4]} <- {fields[3]}")
+    root, point, fstype = fields[3], fields[4], fields[fields.index("-") + 1]
+    if point in ("/workspace", "/sandbox"):
+        if (fstype, root) != ("tmpfs", "/"):
+            shown.append(f"{point} <- {fstype} {root}")
+    elif root != "/" and fstype not in PSEUDO and point not in ENGINE and (
+            (fstype, root) != ("tmpfs", "/null")):  # the engine's masks of /proc files
+        shown.append(f"{point} <- {fstype} {root}")
 print("result:", sorted(shown), flush=True)
 """),
 ]
@@ -373,44 +404,19 @@ RESOURCES = [
              "(open('/tmp/fill', 'wb', buffering=0))", printed("errno 28")),
     _attempt("tmp-inode-exhaustion", "resources",
              "[open(f'/tmp/i{n}', 'w').close() for n in range(1_000_000)]", printed("errno 28")),
-    Probe("workspace-disk-fill", "resources", expect=printed("errno 28"),
-          notes="the workspace is a tmpfs of workspace_bytes: full inside, never the host's disk",
-          code="""import os
-try:
-    with open("fill", "wb", buffering=0) as f:
-        for _ in range(1 << 20):  # up to 1 TiB in 1 MiB writes
-            f.write(b"0" * (1 << 20))
-    outcome = "wrote 1 TiB"
-except OSError as exc:
-    outcome = f"errno {exc.errno}"
-os.remove("fill")
-print("result:", outcome, flush=True)
-"""),
+    Probe("workspace-disk-fill", "resources", expect=printed("ENOSPC within the cap"),
+          code="", render=lambda profile: FILL.format(caps={"/workspace": (
+              profile.limits.workspace_bytes)}, only=["/workspace"]),
+          notes="the workspace is a tmpfs of workspace_bytes: full inside, never the host's disk"
+          ),
     Probe("disk-fill-every-writable-path", "resources",
-          expect=printed("/dev/shm:ENOSPC /tmp:ENOSPC /workspace:ENOSPC"),
+          expect=printed("/dev/shm:ENOSPC within the cap /tmp:ENOSPC within the cap "
+                         "/workspace:ENOSPC within the cap"),
+          code="", render=lambda profile: FILL.format(caps={
+              "/workspace": profile.limits.workspace_bytes, "/tmp": profile.limits.tmpfs_bytes,
+              "/dev/shm": profile.limits.tmpfs_bytes}, only=None),
           notes="every mount the sandbox user can create a file on, filled in turn: each must "
-                "end full, and no other may be writable",
-          code="""import errno, os
-filled = []
-for line in open("/proc/self/mountinfo"):
-    point = line.split()[4]
-    target = os.path.join(point, ".sandgate-fill")
-    try:
-        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except OSError:
-        continue  # not writable by this user
-    outcome, chunk = "unbounded", b"0" * (1 << 20)
-    try:
-        for _ in range(1 << 20):  # up to 1 TiB
-            os.write(fd, chunk)
-    except OSError as exc:
-        outcome = errno.errorcode.get(exc.errno, str(exc.errno))
-    finally:
-        os.close(fd)
-        os.unlink(target)  # what is charged to the sandbox's memory goes before the next
-    filled.append(f"{point}:{outcome}")
-print("result:", " ".join(sorted(filled)), flush=True)
-"""),
+                "end full within its profile cap, and no other may be writable"),
     Probe("workspace-100k-tiny-files", "resources", expect=printed("errno 28"),
           notes="the workspace tmpfs has workspace_files inodes: the 100,000th file never lands",
           code="""import os
@@ -465,12 +471,14 @@ print("result:", outcome, flush=True)
                                                 ("escape/sandgate-slip", b"x"))),),
           notes="a link member to /etc, then a file through it: the write meets a read-only "
                 "/etc, and the link left behind is refused",
-          code="""import tarfile
+          code="""import os, tarfile
 try:
     with tarfile.open("evil.tar") as archive:
         archive.extractall(".")
 except OSError as exc:
     print("result: errno", exc.errno, flush=True)
+if os.path.exists("/etc/sandgate-slip"):
+    os.remove("escape")  # a breach: take the link away, so that no rule can mask it
 """),
     Probe("zip-slip", "outputs", expect=printed("errno 30", "errno 13"),
           files=(_archive_file("evil.zip", _zip("../../usr/lib/sandgate-slip")),),

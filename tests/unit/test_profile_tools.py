@@ -58,7 +58,7 @@ def test_lint_warns_when_the_tmpfs_mounts_outgrow_memory(tmp_path: Path) -> None
     raw["limits"]["workspace_bytes"] = raw["limits"]["memory_bytes"]
     path.write_text(yaml.safe_dump(raw))
     warnings = [f.message for f in lint_profile(path) if f.level == "warning"]
-    assert any("workspace_bytes + tmpfs_bytes exceed memory_bytes" in m for m in warnings)
+    assert any("workspace_bytes + 2 * tmpfs_bytes exceed memory_bytes" in m for m in warnings)
 
 
 def test_lint_cli_exit_code(tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from controller.errors import TreeTooDeepError
+from controller.errors import TreeTooDeepError, WorkspaceError
 from controller.scratch import mount_tmpfs, mounts_under, release
 from controller.workspace import MAX_TREE_PATH, remove_tree, scan
 
@@ -67,3 +67,9 @@ def test_a_tree_too_deep_to_walk_is_refused_by_name(tmp_path: Path) -> None:
             scan(tmp_path, hash_limit=0)
     finally:
         remove_tree(tmp_path / "d")  # pytest's own cleanup recurses, and would hit the limit
+
+
+def test_mounts_are_never_looked_for_through_a_symlink(tmp_path: Path) -> None:
+    (tmp_path / "elsewhere").symlink_to("/")
+    with pytest.raises(WorkspaceError, match="is a symlink"):
+        release(tmp_path / "elsewhere")

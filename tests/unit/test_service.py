@@ -249,8 +249,9 @@ def test_a_tree_changed_after_validation_is_never_committed(tmp_path: Path) -> N
 
     controller.listeners.append(tamper)  # type: ignore[attr-defined]
     result = controller.submit(python("code"))  # type: ignore[attr-defined]
-    assert result.state is State.ROLLED_BACK, result.reason
-    assert "is not the validated tree" in result.reason
+    assert result.state is State.QUARANTINED, result.reason
+    assert "the tree changed after validation" in result.reason
+    assert (Path(result.evidence_dir) / "workspace" / "out.txt").read_text() == "swapped"
     assert not controller.workspaces.version_dir("default", 1).exists()  # type: ignore[attr-defined]
     assert mounts_under(tmp_path) == []
 
@@ -282,4 +283,24 @@ def test_a_bounded_run_planting_a_tree_too_deep_is_quarantined(tmp_path: Path) -
     assert "longer than 3000 bytes" in result.reason and result.violations
     evidence = Path(result.evidence_dir)
     assert "could not be copied whole" in (evidence / "workspace.error").read_text()
+    assert mounts_under(tmp_path) == []
+
+
+def test_quarantine_evidence_never_copies_a_sparse_terabyte(tmp_path: Path) -> None:
+    def behaviour(spec: RunSpec) -> Outcome:
+        if spec.phase is Phase.BOUNDED:
+            with (spec.workspace_dir / "big").open("wb") as handle:
+                handle.truncate(1 << 40)  # costs the tmpfs nothing
+            (spec.workspace_dir / "tool").write_text("x")
+            os.chmod(spec.workspace_dir / "tool", 0o4755)  # a setuid file: quarantine
+        return Outcome()
+
+    controller, _ = controller_with(tmp_path, behaviour)
+    result = controller.submit(python("code"))  # type: ignore[attr-defined]
+    assert result.state is State.QUARANTINED, result.reason
+    evidence = Path(result.evidence_dir)
+    assert not (evidence / "workspace" / "big").exists()
+    assert "big" in (evidence / "workspace.error").read_text()
+    kept = evidence / "workspace" / "tool"
+    assert kept.read_text() == "x" and os.stat(kept).st_mode & 0o6000 == 0
     assert mounts_under(tmp_path) == []
