@@ -173,11 +173,12 @@ class Job:
         if target is State.ROLLED_BACK:
             return self.finish(State.ROLLED_BACK, reason=f"validation: {matched(decision)}")
         # The digest of the tree as published: ``publish`` hands it to root, bits stripped.
+        digest = tree_digest(as_published(after))
         try:
-            staging = self._stage(tree_digest(as_published(after)))
+            staging = self._stage(digest)
         except TreeChangedError as exc:  # nothing of the sandbox runs now: tampering
             return self._quarantine(real, f"validation: {exc}", violations=(str(exc),))
-        return self._commit(staging, tree_digest(as_published(after)))
+        return self._commit(staging, digest)
 
     def _commit(self, staging: Path, digest: str) -> Submission:
         self._move(State.COMMITTING)

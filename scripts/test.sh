@@ -3,13 +3,7 @@
 # started. Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-VENV=${SANDGATE_VENV:-.venv}
-started_docker=0
-[ -f .sandgate/dockerd.pid ] || started_docker=1
-scripts/setup.sh
-if [ "$started_docker" = 1 ] && [ -f .sandgate/dockerd.pid ]; then
-    trap scripts/docker-down.sh EXIT
-fi
+. scripts/prepare.sh
 "$VENV/bin/ruff" check controller tests benchmarks
 "$VENV/bin/mypy" controller
 "$VENV/bin/sandgate" policy test policies/*/

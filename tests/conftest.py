@@ -52,6 +52,17 @@ def bundle_with(tmp_path: Path, name: str, extra: str) -> Path:
     return root
 
 
+def parking_rule(created_over: int) -> str:
+    """A Cedar rule that parks (run_unattended forbidden) a submission whose dry run created
+    more than ``created_over`` files."""
+    return f"""
+@id("run_unattended.many-new-files")
+@reason("the dry run created more than {created_over} files: a human looks first")
+forbid (principal, action == Action::"run_unattended", resource)
+when {{ context.dry_run_diff.created > {created_over} }};
+"""
+
+
 def owned_containers(owner: str) -> list[str]:
     """Ids of every container (any state) labelled with ``owner``."""
     import docker

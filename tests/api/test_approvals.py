@@ -11,15 +11,10 @@ from pathlib import Path
 import pytest
 
 from tests.api.conftest import Server, make_server
-from tests.conftest import bundle_with
+from tests.conftest import bundle_with, parking_rule
 
 pytestmark = pytest.mark.docker
-PARK_RULE = """
-@id("run_unattended.many-new-files")
-@reason("the dry run created more than 3 files: a human looks first")
-forbid (principal, action == Action::"run_unattended", resource)
-when { context.dry_run_diff.created > 3 };
-"""
+PARK_RULE = parking_rule(3)
 MANY_FILES = "for i in range(5):\n    open(f'n{i}', 'w').write('x')"
 
 

@@ -17,15 +17,10 @@ from hypothesis.stateful import RuleBasedStateMachine, precondition, rule
 from controller.security.invariants import check
 from controller.settings import Settings
 from tests.api.conftest import Server, make_server
-from tests.conftest import bundle_with, owned_containers
+from tests.conftest import bundle_with, owned_containers, parking_rule
 
 pytestmark = pytest.mark.docker
-PARK_RULE = """
-@id("run_unattended.files-need-a-human")
-@reason("the dry run created more than 2 files")
-forbid (principal, action == Action::"run_unattended", resource)
-when { context.dry_run_diff.created > 2 };
-"""
+PARK_RULE = parking_rule(2)
 ORDINARY = "print('ordinary')"
 PARKING = "for i in range(3):\n    open(f'p{i}', 'w').write('x')"
 TERMINAL = {"committed", "rolled_back", "quarantined", "denied"}
