@@ -23,6 +23,7 @@ from controller.models import (
     SubmittedFile,
 )
 from controller.settings import Settings
+from controller.untrusted import printable_line
 
 SUFFIXES = {".py": Language.PYTHON, ".sh": Language.SH}
 
@@ -63,6 +64,9 @@ def _parser() -> argparse.ArgumentParser:
     receipts = commands.add_parser("receipts", help="receipt log").add_subparsers(required=True)
     export = receipts.add_parser("export", help="write every receipt, one envelope per line")
     export.add_argument("--out", type=Path, required=True)
+    export.add_argument("--checkpoint", type=Path, metavar="FILE",
+                        help="also write a signed checkpoint over exactly the exported receipts "
+                             "(sandgate-verify --checkpoint FILE then finds a truncated copy)")
     export.set_defaults(handler=_export_receipts)
 
     keys = commands.add_parser("keys", help="signing keys").add_subparsers(required=True)
@@ -77,7 +81,8 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("--local", action="store_true",
                        help="do not try a registry: build from the debootstrapped base")
     build.add_argument("--if-missing", action="store_true",
-                       help="do nothing when every sandbox image already exists")
+                       help="do nothing when every sandbox image exists and was built "
+                            "from its current directory (else rebuild)")
     build.set_defaults(handler=_build_images)
 
     serve = commands.add_parser("serve", help="run the REST service (uvicorn)")
@@ -202,15 +207,17 @@ def result_json(submission: Submission) -> dict[str, Any]:
 
 
 def _print_result(submission: Submission) -> None:
+    # Reasons quote names and outputs the sandbox chose: shown escaped, one value a line,
+    # so no newline, carriage return or escape sequence can fake or rewrite a line.
     print(f"{submission.id}  {submission.state.value}  (receipt #{submission.receipt_seq})")
-    print(f"  reason: {submission.reason}")
+    print(f"  reason: {printable_line(submission.reason)}")
     if submission.new_version is not None:
         print(f"  workspace {submission.request.workspace}: "
               f"v{submission.base_version} -> v{submission.new_version}")
-    if submission.stdout:
-        print("  stdout:\n" + "".join(f"    {line}\n" for line in submission.stdout.splitlines()))
-    if submission.stderr:
-        print("  stderr:\n" + "".join(f"    {line}\n" for line in submission.stderr.splitlines()))
+    for name, text in (("stdout", submission.stdout), ("stderr", submission.stderr)):
+        if text:
+            print(f"  {name}:\n" + "".join(f"    {printable_line(line)}\n"
+                                         for line in text.removesuffix("\n").split("\n")))
 
 
 def _added(spec: str) -> SubmittedFile:
@@ -223,9 +230,18 @@ def _added(spec: str) -> SubmittedFile:
 def _export_receipts(args: argparse.Namespace) -> int:
     from controller.store import Store
 
-    envelopes = [envelope for _, envelope in Store(Settings().db_path).receipts()]
+    settings = Settings()
+    store = Store(settings.db_path)
+    envelopes = [envelope for _, envelope in store.receipts()]
     args.out.write_text("".join(line + "\n" for line in envelopes))
     print(f"wrote {len(envelopes)} receipts to {args.out}")
+    if args.checkpoint is not None:
+        from controller.signing import KeyRing
+
+        # Over what was exported, not what the log holds now: receipts may have been added.
+        signed = KeyRing(settings.keys_dir).checkpoint(*store.tree(len(envelopes)))
+        args.checkpoint.write_text(signed + "\n")
+        print(f"wrote a checkpoint over {len(envelopes)} receipts to {args.checkpoint}")
     return 0
 
 
@@ -244,18 +260,20 @@ def _rotate(args: argparse.Namespace) -> int:
     from controller.signing import KeyRing
 
     signer = KeyRing(Settings().keys_dir).rotate()
-    print(f"new active key {signer.key_id}")
+    print(f"new active key {signer.key_id}\n"
+          "the first receipt it signs carries the handover, signed by the key before it; a "
+          "running service signs with its old key until it is restarted")
     return 0
 
 
 def _build_images(args: argparse.Namespace) -> int:
-    from controller.images import IMAGES_DIR, build_images
+    from controller.images import IMAGES_DIR, build_images, stale_images
     from controller.runtime.docker import DockerRuntime
 
     runtime = DockerRuntime()
     wanted = [f"sandgate/{path.parent.name}:latest" for path in IMAGES_DIR.glob("*/Dockerfile")]
-    if args.if_missing and all(runtime.has_image(image) for image in wanted):
-        print("sandbox images present: " + ", ".join(wanted))
+    if args.if_missing and not stale_images(runtime):
+        print("sandbox images present and current: " + ", ".join(wanted))
         return 0
     for built in build_images(runtime, base=args.base, local_only=args.local):
         print(f"built {built.image} ({built.image_id[:19]}) from {built.base}")
@@ -267,7 +285,7 @@ def _reconcile(args: argparse.Namespace) -> int:
 
     ended = open_controller(Settings()).reconcile()
     for submission in ended:
-        print(f"{submission.id}: {submission.state.value} ({submission.reason})")
+        print(f"{submission.id}: {submission.state.value} ({printable_line(submission.reason)})")
     print(f"reconciled {len(ended)} interrupted submission(s)")
     return 0
 
@@ -371,14 +389,14 @@ def _policy_explain(args: argparse.Namespace) -> int:
     if found is None:
         print(f"sandgate: no submission {args.submission_id!r}", file=sys.stderr)
         return 2
-    print(f"{found.id}: {found.state.value} ({found.reason})")
+    print(f"{found.id}: {found.state.value} ({printable_line(found.reason)})")
     for decision in found.decisions:
         print(f"  {decision.gate.value:15} {decision.outcome.value:17} bundle "
               f"{decision.bundle_name}@{decision.bundle_version} {decision.bundle_digest}")
         for rule in decision.rules:
             print(f"    {rule.id}: {rule.reason}")
         for error in decision.errors:
-            print(f"    error: {error}")
+            print(f"    error: {printable_line(error)}")
         if decision.shadow is not None:
             print(f"    shadow {decision.shadow.bundle_digest}: {decision.shadow.outcome.value}"
                   f"{' (disagrees)' if decision.shadow.disagrees else ''} "
@@ -386,7 +404,7 @@ def _policy_explain(args: argparse.Namespace) -> int:
     if found.approval is not None:
         verdict = "approved" if found.approval.approve else "rejected"
         print(f"  {verdict} by {found.approval.approver} at {found.approval.at.isoformat()}: "
-              f"{found.approval.reason}")
+              f"{printable_line(found.approval.reason)}")
     return 0
 
 

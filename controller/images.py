@@ -4,6 +4,7 @@ local Debian base made with ``debootstrap`` and ``docker import``.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import shutil
@@ -22,6 +23,9 @@ REGISTRY_BASE = "python:3.11-slim-bookworm"
 LOCAL_BASE = "sandgate/base:bookworm"
 SUITE = "bookworm"
 IMAGES_DIR = SHIPPED_ROOT / "sandbox_images"
+# Which version of its build directory an image was built from: ``--if-missing`` rebuilds an
+# image whose recipe changed (a machine keeps its images across checkouts).
+RECIPE_LABEL = "dev.sandgate.recipe"
 
 
 @dataclass(frozen=True)
@@ -39,9 +43,27 @@ def build_images(runtime: DockerRuntime, *, base: str | None = None, local_only:
     for dockerfile in sorted(directory.glob("*/Dockerfile")):
         image = f"sandgate/{dockerfile.parent.name}:latest"
         log.info("building %s from %s", image, chosen)
-        image_id = runtime.build(dockerfile.parent, image, {"BASE": chosen})
+        image_id = runtime.build(dockerfile.parent, image, {"BASE": chosen},
+                                 {RECIPE_LABEL: recipe_digest(dockerfile.parent)})
         built.append(Built(image=image, image_id=image_id, base=chosen))
     return built
+
+
+def stale_images(runtime: DockerRuntime, directory: Path = IMAGES_DIR) -> list[str]:
+    """Images that are missing, or were built from another version of their directory."""
+    return [f"sandgate/{dockerfile.parent.name}:latest"
+            for dockerfile in sorted(directory.glob("*/Dockerfile"))
+            if runtime.image_label(f"sandgate/{dockerfile.parent.name}:latest", RECIPE_LABEL)
+            != recipe_digest(dockerfile.parent)]
+
+
+def recipe_digest(directory: Path) -> str:
+    """sha256 over every file of an image's build directory (names and contents)."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in directory.rglob("*") if p.is_file()):
+        digest.update(path.relative_to(directory).as_posix().encode() + b"\0")
+        digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return f"sha256:{digest.hexdigest()}"
 
 
 def choose_base(runtime: DockerRuntime, *, local_only: bool = False) -> str:

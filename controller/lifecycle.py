@@ -56,8 +56,11 @@ def safe_terminal(current: State, *, flagged: bool = False) -> State:
 
 
 def after_dry_run(observation: Observation | None) -> State:
-    """A dry run that produced no observation is an infrastructure failure: deny."""
-    return State.ASSESSING if observation is not None else State.DENIED
+    """A dry run that produced no observation is an infrastructure failure, and one whose
+    kernel records were lost (a tripwire may be among them) cannot be assessed: deny."""
+    if observation is None or observation.incomplete is not None:
+        return State.DENIED
+    return State.ASSESSING
 
 
 def after_assessment(decision: Decision) -> State:
@@ -78,7 +81,10 @@ def after_bounded_run(observation: Observation | None, hazards: Iterable[str] = 
     """
     if observation is None:
         return State.ROLLED_BACK
-    if observation.seccomp_killed or any(True for _ in hazards):
+    # An incomplete observation (kernel records lost after a clean dry run) may hide a
+    # tripwire: it never commits, and its evidence is kept.
+    if observation.seccomp_killed or observation.incomplete is not None or any(
+            True for _ in hazards):
         return State.QUARANTINED
     if not observation.succeeded:
         return State.ROLLED_BACK

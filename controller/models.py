@@ -67,6 +67,15 @@ class Phase(StrEnum):
     BOUNDED = "bounded"
 
 
+class AuditSource(StrEnum):
+    """Where the kernel's seccomp kill records were read during a run: the only witness of a
+    child's tripwire (a parent may carry on and exit 0)."""
+
+    NETLINK = "audit_netlink"  # the audit multicast group: every record, no rate limit
+    KMSG = "kmsg"  # /dev/kmsg: printk's rate limit may drop records (then: incomplete)
+    NONE = "none"  # nothing readable: only the main process's own death is seen
+
+
 class Limit(StrEnum):
     """Names of limits a run can hit; they appear in results and receipts as is."""
 
@@ -131,6 +140,12 @@ class SubmittedFile(Frozen):
             )
         return value
 
+    def data(self) -> bytes:
+        """The file's bytes as they are written into the workspace."""
+        if self.encoding == "base64":
+            return base64.b64decode(self.content, validate=True)
+        return self.content.encode()
+
     @model_validator(mode="after")
     def _decodable(self) -> SubmittedFile:
         if self.encoding == "base64":
@@ -182,6 +197,12 @@ class Observation(Frozen):
                           "a real run that did not succeed: quarantine evidence)")
     audit_checks: int = Field(0, description="CIS configuration checks the container passed "
                                              "(inspected before it started; any failure stops it)")
+    audit_source: AuditSource = Field(AuditSource.NONE, description=(
+        "Where seccomp kill records were read: with none, a child's tripwire is unseen"))
+    incomplete: str | None = Field(None, description=(
+        "Why the observation may be missing events (kernel records lost or cut short); an "
+        "incomplete observation never commits"))
+    uid: int | None = Field(None, description="The uid (and gid) the run's processes had")
 
     @property
     def limits_hit(self) -> tuple[Limit, ...]:
@@ -317,6 +338,9 @@ class Submission(Frozen):
     evidence_dir: str | None = None
     approval: Approval | None = None
     receipt_seq: int | None = None
+    sandbox_uid: int | None = Field(None, description=(
+        "The uid both runs of this submission have, no other submission's while it is in "
+        "flight"))
 
 
 class Limits(Frozen):
@@ -334,6 +358,13 @@ class Limits(Frozen):
                                           "also the size of its tmpfs during the run")]
     workspace_files: Annotated[int, Field(ge=16, le=1_000_000, description=(
         "Inodes of the workspace's tmpfs during a run (files, directories and links)"))] = 10_000
+    file_bytes: Annotated[int | None, Field(ge=1024, description=(
+        "RLIMIT_FSIZE: the largest file a process may write or extend (truncate included); "
+        "default: the larger of workspace_bytes and tmpfs_bytes"))] = None
+
+    @property
+    def effective_file_bytes(self) -> int:
+        return self.file_bytes or max(self.workspace_bytes, self.tmpfs_bytes)
 
 
 class Profile(Frozen):
@@ -345,6 +376,9 @@ class Profile(Frozen):
     seccomp_file: str
     limits: Limits
     network: bool = False
+    accept_unaudited: bool = Field(False, description=(
+        "Run even when no kernel audit source is readable (a child's tripwire then goes "
+        "unseen); by default such runs are refused"))
     tripwires: tuple[str, ...]
     seccomp: dict[str, object] = Field(description="Effective seccomp JSON, tripwires merged")
     digest: str = Field(description="sha256 over the profile and its effective seccomp policy")

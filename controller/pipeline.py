@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from controller import untrusted
 from controller.errors import (
     CommitConflictError,
     InputError,
@@ -39,6 +40,7 @@ from controller.lifecycle import (
 )
 from controller.models import (
     MAX_CODE_CHARS,
+    AuditSource,
     Decision,
     Gate,
     Language,
@@ -48,7 +50,7 @@ from controller.models import (
     State,
     Submission,
 )
-from controller.ports import RunResult, RunSpec
+from controller.ports import SANDBOX_UID, RunResult, RunSpec
 from controller.scratch import mount_tmpfs, mounts_under, release
 from controller.store import Publication
 from controller.validation import hazards, violations
@@ -102,13 +104,18 @@ class Job:
         # Pinned once, before the dry run: both runs start from this id even if the tag moves
         # in between. An engine that cannot resolve it raises, and ``fail`` denies.
         image = self.c.runtime.image_id(profile.image)
+        blind = self._unaudited(profile)
+        if blind:
+            return self.finish(State.DENIED, reason=blind, base_version=base,
+                               profile_digest=profile.digest)
         admission = self._decide(Gate.ADMISSION, admission_context(
             request, profile, max_deleted_files=self.c.max_deleted_files))
         if after_admission(admission) is State.DENIED:
             return self.finish(State.DENIED, reason=f"admission: {matched(admission)}",
                                base_version=base, profile_digest=profile.digest)
+        uid = self.c.uids.claim(self.sub.id)
         self._move(State.DRY_RUN, base_version=base, base_tree_digest=tree_digest(self.before),
-                   profile_digest=profile.digest, image_id=image)
+                   profile_digest=profile.digest, image_id=image, sandbox_uid=uid)
         dry = self._run(Phase.DRY_RUN)
         try:
             dry_diff = diff_trees(self.before, scan(self.work, hash_limit=self._hash_limit()))
@@ -116,7 +123,11 @@ class Job:
             return self.finish(State.DENIED, None, reason=f"dry run: {exc}",
                                dry_run=dry.observation, **_outputs(dry))
         release(self.dir)
-        self._move(after_dry_run(dry.observation), dry_run=dry.observation, dry_run_diff=dry_diff,
+        if after_dry_run(dry.observation) is State.DENIED:
+            return self.finish(State.DENIED, None, reason="dry run: the observation is incomplete: "
+                               f"{dry.observation.incomplete}", dry_run=dry.observation,
+                               dry_run_diff=dry_diff, **_outputs(dry))
+        self._move(State.ASSESSING, dry_run=dry.observation, dry_run_diff=dry_diff,
                    **_outputs(dry))
         context = assessment_context(request, profile, dry.observation, dry_diff,
                                      max_deleted_files=self.c.max_deleted_files)
@@ -135,6 +146,14 @@ class Job:
         request, profile = self.sub.request, self._profile()
         if self.sub.dry_run is None or self.sub.dry_run_diff is None:
             raise RuntimeUnavailableError("an approved submission lost its dry-run record")
+        if profile.digest != self.sub.profile_digest:
+            # What was assessed and approved ran under the profile then in force; nothing
+            # else may run in its name. (Never ran: nothing to roll back but the record.)
+            return self.finish(State.ROLLED_BACK, reason=(
+                f"profile {profile.name!r} changed while the submission awaited approval "
+                f"(assessed {self.sub.profile_digest}, now {profile.digest}); the real run "
+                "did not start: submit again to have it assessed under the new profile"))
+        self.c.uids.claim(self.sub.id, self.sub.sandbox_uid)
         self.before = scan(self.c.workspaces.version_dir(request.workspace,
                                                          self.sub.base_version or 0),
                            hash_limit=profile.limits.workspace_bytes)
@@ -145,7 +164,10 @@ class Job:
     def _bounded_run(self, context: dict[str, object], *, approved: bool = False) -> Submission:
         if not approved:
             self._move(State.RUNNING)
-        real = self._run(Phase.BOUNDED)
+        try:
+            real = self._run(Phase.BOUNDED)
+        except RuntimeUnavailableError as exc:
+            return self._run_lost(exc)
         try:
             after = scan(self.work, hash_limit=self._hash_limit())
         except TreeTooDeepError as exc:  # a clean dry run, then this: planted
@@ -180,6 +202,24 @@ class Job:
             return self._quarantine(real, f"validation: {exc}", violations=(str(exc),))
         return self._commit(staging, digest)
 
+    def _run_lost(self, failure: RuntimeUnavailableError) -> Submission:
+        """The real run failed without an observation (the engine failed, or a stranger
+        killed the container): what it left in its workspace still decides. A hazard there
+        is a quarantine, whatever else went wrong; otherwise the failure stands."""
+        if not mounts_under(self.work):
+            raise failure
+        try:
+            diff = diff_trees(self.before, scan(self.work, hash_limit=self._hash_limit()))
+        except TreeTooDeepError as exc:
+            return self._quarantine(None, f"validation: {exc}; and {failure}",
+                                    violations=(str(exc),))
+        self.sub = self.c.store.update(self.sub.model_copy(update={"bounded_run_diff": diff}))
+        planted = hazards(diff)
+        if planted:
+            return self._quarantine(None, "validation: " + "; ".join(planted) + f"; and "
+                                    f"{failure}", violations=planted)
+        raise failure
+
     def _commit(self, staging: Path, digest: str) -> Submission:
         self._move(State.COMMITTING)
         name, base = self.sub.request.workspace, self.sub.base_version or 0
@@ -208,11 +248,14 @@ class Job:
         request, profile = self.sub.request, self._profile()
         if self.sub.image_id is None:
             raise RuntimeUnavailableError("no image was pinned before the dry run")
+        if self.sub.sandbox_uid is None:
+            raise RuntimeUnavailableError("no sandbox uid was recorded before the dry run")
         self._prepare()
         spec = RunSpec(submission_id=self.sub.id, phase=phase, profile=profile,
                        command=COMMANDS[request.language][1], workspace_dir=self.work,
                        code_dir=self.code, image=self.sub.image_id,
-                       network=profile.network and phase is Phase.BOUNDED)
+                       network=profile.network and phase is Phase.BOUNDED,
+                       uid=self.sub.sandbox_uid)
         return self.c.runtime.run(spec)
 
     def _stage(self, digest: str) -> Path:
@@ -230,15 +273,17 @@ class Job:
                                    f"staged {copied}); nothing is committed")
         return staging
 
-    def _quarantine(self, real: RunResult, reason: str, *,
+    def _quarantine(self, real: RunResult | None, reason: str, *,
                     violations: tuple[str, ...] = ()) -> Submission:
         evidence = self.evidence
         evidence.parent.mkdir(parents=True, exist_ok=True)
         evidence.mkdir(mode=0o700, exist_ok=True)
         evidence.chmod(0o700)  # for the security team only; never the sandbox user's
-        (evidence / "stdout.log").write_bytes(real.stdout)
-        (evidence / "stderr.log").write_bytes(real.stderr)
-        (evidence / "container_changes.json").write_text(json.dumps(real.container_changes))
+        if real is not None:
+            (evidence / "stdout.log").write_bytes(real.stdout)
+            (evidence / "stderr.log").write_bytes(real.stderr)
+            (evidence / "container_changes.json").write_text(
+                json.dumps(real.container_changes))
         (evidence / "submission.json").write_text(self.sub.model_dump_json(indent=2))
         (evidence / "code").write_text(self.sub.request.code)
         if mounts_under(self.work):
@@ -248,7 +293,9 @@ class Job:
 
     def finish(self, target: State, publication: Publication | None = None,
                **changes: object) -> Submission:
-        self.sub = self.c.store.finish(self.sub, target, self.c.seal, publication, **changes)
+        self.sub = self.c.store.finish(self.sub, target, self.c.seal, publication,
+                                       **_safe_text(changes))
+        self.c.uids.release(self.sub.id)
         crash_point("sealed")
         self.c.announce(self.sub)
         return self.sub
@@ -291,7 +338,7 @@ class Job:
             remove_tree(self.dir)
 
     def _move(self, target: State, **changes: object) -> Submission:
-        self.sub = self.c.store.move(self.sub, target, **changes)
+        self.sub = self.c.store.move(self.sub, target, **_safe_text(changes))
         crash_point(target.value)
         self.c.announce(self.sub)
         return self.sub
@@ -304,11 +351,20 @@ class Job:
         mount_tmpfs(self.work, size_bytes=limits.workspace_bytes,
                     inodes=limits.workspace_files)
         self.c.workspaces.checkout(request.workspace, self.sub.base_version or 0, self.work,
-                                   request.files)
+                                   request.files, uid=self.sub.sandbox_uid or SANDBOX_UID)
         mount_tmpfs(self.code, size_bytes=CODE_TMPFS_BYTES, inodes=8)
         path = self.code / COMMANDS[request.language][0]
         path.write_text(request.code)
         path.chmod(0o644)
+
+    def _unaudited(self, profile: Profile) -> str | None:
+        """Why a run must be refused for want of a kernel audit source, if it must."""
+        if profile.accept_unaudited or self.c.runtime.audit_source() is not AuditSource.NONE:
+            return None
+        return ("admission: no kernel audit source is readable (neither the audit netlink "
+                "group nor /dev/kmsg), so a child's tripwire would go unseen; runs are "
+                f"refused unless the profile sets accept_unaudited (profile {profile.name!r} "
+                "does not)")
 
     def _profile(self) -> Profile:
         if self.profile is None:
@@ -317,6 +373,17 @@ class Job:
 
     def _hash_limit(self) -> int:
         return self._profile().limits.workspace_bytes
+
+
+def _safe_text(changes: dict[str, object]) -> dict[str, object]:
+    """Reasons and violations can quote what the sandbox made (an OSError naming a file with
+    undecodable bytes): made encodable before they reach the record and the receipt."""
+    safe = dict(changes)
+    if isinstance(reason := safe.get("reason"), str):
+        safe["reason"] = untrusted.text(reason)
+    if isinstance(found := safe.get("violations"), tuple):
+        safe["violations"] = tuple(untrusted.text(str(item)) for item in found)
+    return safe
 
 
 def _outputs(result: RunResult) -> dict[str, object]:
@@ -329,6 +396,8 @@ def _flag_reason(result: RunResult, planted: tuple[str, ...]) -> str:
     if result.observation.seccomp_killed:
         parts.append("tripwire: the bounded run was killed by seccomp (SIGSYS) after a clean "
                      "dry run")
+    if result.observation.incomplete is not None:
+        parts.append(f"the observation is incomplete: {result.observation.incomplete}")
     if planted:
         parts.append("validation: " + "; ".join(planted))
     if not result.observation.succeeded:

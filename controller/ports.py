@@ -11,9 +11,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from controller.models import Decision, Gate, Observation, Phase, Profile
+from controller.models import AuditSource, Decision, Gate, Observation, Phase, Profile
 
 SANDBOX_USER = "10001:10001"
+SANDBOX_UID = 10001
+# One uid (and gid) per submission in flight, from this range (the image names each one
+# ``sandbox``): a seccomp kill is charged by uid to the run that caused it, never to another
+# tenant's run at the same time, and per-uid kernel accounting (RLIMIT_NPROC, message queues,
+# keyrings) is not shared. SANDBOX_UID itself is kept for the tools (probes, learn).
+SUBMISSION_UIDS = range(10002, 11025)
 WORKSPACE_MOUNT = "/workspace"
 CODE_MOUNT = "/sandbox"
 OWNER_LABEL = "dev.sandgate.owner"
@@ -43,6 +49,7 @@ class RunSpec:
     image: str  # an image id from ``image_id``, resolved once: both runs use the same one
     network: bool = False
     env: Mapping[str, str] = field(default_factory=lambda: dict(SANDBOX_ENV))
+    uid: int = SANDBOX_UID  # also the gid
 
 
 @dataclass(frozen=True)
@@ -76,6 +83,10 @@ class SandboxRuntime(Protocol):
 
     def ping(self) -> None:
         """Raise ``RuntimeUnavailableError`` unless the engine answers."""
+        ...
+
+    def audit_source(self) -> AuditSource:
+        """Where runs would read the kernel's seccomp kill records (NONE: nowhere)."""
         ...
 
 

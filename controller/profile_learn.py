@@ -31,9 +31,9 @@ import pyseccomp
 from controller.errors import ProfileError
 from controller.models import Language, Phase, Profile
 from controller.pipeline import COMMANDS
-from controller.ports import RunSpec, SandboxRuntime
+from controller.ports import SANDBOX_UID, RunSpec, SandboxRuntime
 from controller.runtime.kmsg import AuditLog, open_audit_log, parse_logged
-from controller.workspace import SANDBOX_UID, hand_to_sandbox
+from controller.workspace import hand_to_sandbox
 
 MAX_ROUNDS = 12
 
@@ -155,7 +155,7 @@ DROPPED = ("audit_backlog=", "audit_lost=", "callbacks suppressed")
 
 
 def _logged(watch: AuditLog) -> set[int]:
-    records = watch.records()
+    records = list(watch.records())
     if any(marker in record for record in records for marker in DROPPED):
         watch.lost = True  # some record may be gone: this round cannot settle the learning
     return {nr for record in records if (nr := parse_logged(record, SANDBOX_UID)) is not None}

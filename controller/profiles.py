@@ -21,6 +21,15 @@ from controller.models import Limits, Profile
 
 DENYING_DEFAULTS = frozenset({"SCMP_ACT_ERRNO", "SCMP_ACT_KILL", "SCMP_ACT_KILL_PROCESS"})
 TRIPWIRE_ACTION = "SCMP_ACT_KILL_PROCESS"
+PR_SET_SECCOMP = 22
+# A filter the sandbox installs itself could return SECCOMP_RET_LOG for a harmless syscall and
+# flood the kernel's audit records, to bury a child's tripwire kill among them. Every profile
+# that allows prctl allows it for every option but that one (which then meets the default
+# action: denied); the seccomp syscall itself is left to the profile (the shipped ones deny it).
+PRCTL_WITHOUT_SECCOMP: dict[str, Any] = {
+    "names": ["prctl"], "action": "SCMP_ACT_ALLOW",
+    "args": [{"index": 0, "value": PR_SET_SECCOMP, "op": "SCMP_CMP_NE"}],
+    "comment": "prctl, except PR_SET_SECCOMP: the sandbox installs no filter of its own"}
 _ACTIONS = {
     "SCMP_ACT_ALLOW": pyseccomp.ALLOW,
     "SCMP_ACT_ERRNO": pyseccomp.ERRNO(1),
@@ -63,6 +72,7 @@ def load_profile(path: Path) -> Profile:
             seccomp_file=str(raw["seccomp"]),
             limits=limits,
             network=bool(raw.get("network", False)),
+            accept_unaudited=raw.get("accept_unaudited", False),
             tripwires=tripwires,
             seccomp=seccomp,
             digest=f"sha256:{digest}",
@@ -141,13 +151,14 @@ def _effective_seccomp(path: Path, tripwires: tuple[str, ...], *, source: Path) 
     clash = sorted(allowed.intersection(tripwires))
     if clash:
         raise ProfileError(f"{source}: tripwires {clash} are also allowed in {path}")
+    seccomp = dict(seccomp)
+    rules = _without(seccomp.get("syscalls", []), frozenset(tripwires))
+    if "prctl" in allowed:
+        rules = [*_without(rules, frozenset({"prctl"})), PRCTL_WITHOUT_SECCOMP]
     if tripwires:
-        seccomp = dict(seccomp)
-        seccomp["syscalls"] = [
-            *_without(seccomp.get("syscalls", []), frozenset(tripwires)),
-            {"names": sorted(tripwires), "action": TRIPWIRE_ACTION,
-             "comment": "tripwires: a call kills the process and flags the sandbox"},
-        ]
+        rules.append({"names": sorted(tripwires), "action": TRIPWIRE_ACTION,
+                      "comment": "tripwires: a call kills the process and flags the sandbox"})
+    seccomp["syscalls"] = rules
     return seccomp
 
 

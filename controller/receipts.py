@@ -6,12 +6,13 @@ Pure: builds the statement and its canonical bytes (RFC 8785). Signing and stori
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import rfc8785
 
-from controller import __version__
-from controller.models import Diff, Observation, Submission, utcnow
+from controller import __version__, untrusted
+from controller.models import Diff, Observation, Submission, SubmittedFile, utcnow
 from controller.verify.formats import PREDICATE_TYPE, STATEMENT_TYPE
 
 
@@ -41,7 +42,7 @@ def statement(
                 "workspace": request.workspace,
                 "profile": request.profile,
                 "labels": dict(request.labels),
-                "files": [f.path for f in request.files],
+                "files": [file_record(f) for f in request.files],
             },
             "decisions": [d.model_dump(mode="json") for d in submission.decisions],
             "profile": {"name": profile_name, "digest": submission.profile_digest},
@@ -69,9 +70,66 @@ def statement(
     }
 
 
+def file_record(item: SubmittedFile) -> dict[str, Any]:
+    """What ran beside the code: a submitted file's path, mode and the digest of its bytes."""
+    return {"path": item.path, "mode": f"{item.mode:04o}",
+            "sha256": hashlib.sha256(item.data()).hexdigest()}
+
+
+def minimal_statement(submission: Submission, *, sequence: int, previous_digest: str | None,
+                      failure: str) -> dict[str, Any]:
+    """The receipt of a submission whose full statement could not be built or encoded: the
+    terminal state, a reason naming the failure, and the digests that are plain values.
+
+    Whatever the sandbox left in the record, a terminal state never goes without a receipt.
+    """
+    suffix = "py" if submission.request.language.value == "python" else "sh"
+    reason = f"the full receipt could not be built ({failure}); {submission.reason}"
+    return {
+        "_type": STATEMENT_TYPE,
+        "subject": [{"name": f"submission/{submission.id}/main.{suffix}",
+                     "digest": {"sha256": submission.code_sha256}}],
+        "predicateType": PREDICATE_TYPE,
+        "predicate": untrusted.scrub({
+            "minimal": True,
+            "submission_id": submission.id,
+            "trace_id": submission.trace_id,
+            "agent": submission.request.agent,
+            "state": submission.state.value,
+            "reason": reason,
+            "profile": {"name": submission.request.profile,
+                        "digest": submission.profile_digest},
+            "image_id": submission.image_id,
+            "workspace": {
+                "name": submission.request.workspace,
+                "version_before": submission.base_version,
+                "version_after": submission.new_version,
+                "tree_before": submission.base_tree_digest,
+                "tree_after": submission.new_tree_digest,
+            },
+            "timestamps": {"created": submission.created_at.isoformat(),
+                           "finished": utcnow().isoformat()},
+            "controller_version": __version__,
+            "sequence": sequence,
+            "previous_receipt_digest": previous_digest,
+        }),
+    }
+
+
+def with_key_rotation(document: dict[str, Any],
+                      rotation: dict[str, Any] | None) -> dict[str, Any]:
+    """The statement with the rotation record (a DSSE envelope signed by the outgoing key) in
+    its predicate, when this receipt is the first its key signs: signed inside the receipt,
+    the handover cannot be moved to another sequence or stripped without breaking it."""
+    if rotation is not None:
+        document["predicate"]["key_rotation"] = rotation
+    return document
+
+
 def canonical(document: dict[str, Any]) -> bytes:
-    """RFC 8785 (JCS) bytes: the exact payload that is signed."""
-    return bytes(rfc8785.dumps(document))
+    """RFC 8785 (JCS) bytes: the exact payload that is signed. Integers the sandbox can push
+    past JCS's domain (a sparse file's size) are carried as decimal strings."""
+    return bytes(rfc8785.dumps(untrusted.json_safe(document)))
 
 
 def observation_summary(observation: Observation | None,

@@ -39,6 +39,7 @@ from controller.profiles import load_profiles
 from controller.scratch import release
 from controller.signing import Ed25519Signer, envelope_json
 from controller.store import Sealed, Store
+from controller.uids import UidPool
 from controller.verify.dsse import payload_digest
 from controller.workspace import (
     Workspaces,
@@ -72,6 +73,7 @@ class Controller:
         self.max_deleted_files = max_deleted_files
         self.keep_run_dirs = keep_run_dirs
         self.listeners: list[Listener] = []
+        self.uids = UidPool()
 
     def submit(self, request: SubmissionRequest) -> Submission:
         """Accept and process one submission in this thread; returns it in a terminal state."""
@@ -114,6 +116,8 @@ class Controller:
             return job.fail(f"{type(exc).__name__}: {exc}")
         finally:
             job.cleanup()
+            if job.sub.state is not State.AWAITING_APPROVAL:
+                self.uids.release(job.sub.id)
 
     def reconcile(self) -> list[Submission]:
         """After a restart: remove our containers, end every interrupted submission safely."""
@@ -121,19 +125,31 @@ class Controller:
         ended = []
         for submission in self.store.unfinished():
             if submission.state is State.AWAITING_APPROVAL:
-                continue  # parked on purpose; nothing was in flight
-            job = Job(self, submission)
+                # Parked on purpose; nothing was in flight. Its uid stays its own.
+                if submission.sandbox_uid is not None:
+                    self.uids.claim(submission.id, submission.sandbox_uid)
+                continue
+            # Each record on its own: one that cannot be ended is logged and left for the
+            # next start, and never keeps the others (or the server) from starting.
+            try:
+                ended.append(self._end_interrupted(submission))
+            except Exception:
+                log.exception("submission %s: could not be reconciled; left in %s",
+                              submission.id, submission.state)
+        self._remove_stale_run_dirs()
+        return ended
+
+    def _end_interrupted(self, submission: Submission) -> Submission:
+        job = Job(self, submission)
+        try:
             if submission.state is State.COMMITTING and submission.base_version is not None:
                 current = self.store.workspace_version(submission.request.workspace)
                 if current == submission.base_version:
                     self.workspaces.unpublish(submission.request.workspace, current + 1)
-            try:
-                ended.append(job.fail(f"controller restarted while the submission was in "
-                                      f"{submission.state}"))
-            finally:
-                job.cleanup()
-        self._remove_stale_run_dirs()
-        return ended
+            return job.fail(f"controller restarted while the submission was in "
+                            f"{submission.state}")
+        finally:
+            job.cleanup()
 
     def _remove_stale_run_dirs(self) -> None:
         """Run directories of submissions that ended (a crash can come before the cleanup),
@@ -141,11 +157,15 @@ class Controller:
         if not self.paths.runs.is_dir():
             return
         for directory in self.paths.runs.iterdir():
-            found = self.store.get(directory.name)
-            if found is None or found.state in TERMINAL:
-                release(directory)
-                if not self.keep_run_dirs:
-                    remove_tree(directory)
+            try:
+                found = self.store.get(directory.name)
+                if found is None or found.state in TERMINAL:
+                    release(directory)
+                    if not self.keep_run_dirs:
+                        remove_tree(directory)
+            except Exception:
+                log.exception("run directory %s could not be removed; left for the next "
+                              "start", directory.name)
 
     def reload_profiles(self, directory: Path) -> dict[str, Profile]:
         """Swap in every profile of ``directory`` at once; a broken one refuses them all
@@ -172,6 +192,15 @@ class Controller:
         note = f"{verdict} by {approver}: {reason}"
         if after_approval(approval) is State.DENIED:
             return Job(self, found).finish(State.DENIED, approval=approval, reason=note)
+        profile = self.profiles.get(found.request.profile)
+        if profile is None or profile.digest != found.profile_digest:
+            # The approver saw evidence gathered under the assessed profile: approving it
+            # must not run the code under another.
+            now = profile.digest if profile is not None else "no longer loaded"
+            return Job(self, found).finish(State.DENIED, approval=approval, reason=(
+                f"{note}; but profile {found.request.profile!r} changed while the submission "
+                f"awaited approval (assessed {found.profile_digest}, now {now}): submit again "
+                "to have it assessed under the profile in force"))
         moved = self.store.move(found, State.RUNNING, approval=approval, reason=note)
         self.announce(moved)
         return moved
@@ -181,15 +210,34 @@ class Controller:
         expired = []
         for found in self.store.unfinished():
             age = (utcnow() - found.updated_at).total_seconds()
-            if found.state is State.AWAITING_APPROVAL and age > ttl_s:
+            if found.state is not State.AWAITING_APPROVAL or age <= ttl_s:
+                continue
+            try:
                 expired.append(Job(self, found).finish(
                     State.DENIED, reason=f"approval expired: no answer within {ttl_s:g} s"))
+            except Exception:  # one record never stops the sweep of the others
+                log.exception("submission %s: could not expire its approval request",
+                              found.id)
         return expired
 
     def seal(self, submission: Submission, sequence: int, previous: str | None) -> Sealed:
-        document = receipts.statement(submission, sequence=sequence, previous_digest=previous,
-                                      profile_name=submission.request.profile)
-        payload = receipts.canonical(document)
+        """The signed receipt; if the full statement cannot be built or encoded (the record
+        holds something the sandbox made that we failed to make safe), a minimal one naming
+        the failure: a terminal state is never left without its receipt.
+
+        The first receipt under a new key carries the handover from the key of the receipt
+        before it (either form), so the log itself says which key signs which sequence."""
+        rotation = self.signer.handover(self.store.signer_of(sequence - 1), sequence)
+        try:
+            payload = receipts.canonical(receipts.with_key_rotation(receipts.statement(
+                submission, sequence=sequence, previous_digest=previous,
+                profile_name=submission.request.profile), rotation))
+        except Exception as exc:  # any failure here is ours; the submission must still end
+            log.exception("submission %s: full receipt failed; sealing a minimal one",
+                          submission.id)
+            payload = receipts.canonical(receipts.with_key_rotation(receipts.minimal_statement(
+                submission, sequence=sequence, previous_digest=previous,
+                failure=f"{type(exc).__name__}: {exc}"), rotation))
         return Sealed(envelope=envelope_json(payload, self.signer),
                       digest=payload_digest(payload))
 

@@ -8,6 +8,8 @@ compare-and-swap when the submission commits.
 
 from __future__ import annotations
 
+import json
+import logging
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
@@ -15,6 +17,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from pydantic_core import PydanticSerializationError
+
+from controller import untrusted
 from controller.errors import (
     CommitConflictError,
     IdempotencyConflictError,
@@ -24,6 +29,8 @@ from controller.errors import (
 from controller.faults import crash_point
 from controller.lifecycle import TERMINAL, check_transition
 from controller.models import State, Submission, utcnow
+
+log = logging.getLogger(__name__)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS submissions (
@@ -100,6 +107,17 @@ class Publication:
     tree_digest: str
     do: Callable[[], object]
     undo: Callable[[], object]
+
+
+def _record(submission: Submission) -> str:
+    """The record's JSON. Text quoting a name with undecodable bytes (an error message naming
+    a file the sandbox made) cannot be encoded as is; it is stored escapes and all rather
+    than leaving the submission unable to move."""
+    try:
+        return submission.model_dump_json()
+    except PydanticSerializationError:
+        scrubbed = untrusted.scrub(submission.model_dump(mode="json"))
+        return Submission.model_validate(scrubbed).model_dump_json()
 
 
 def _add_workspace_owner(db: sqlite3.Connection) -> None:
@@ -213,7 +231,7 @@ class Store:
                     "INSERT INTO submissions VALUES (?, ?, ?, ?, ?, ?, ?)",
                     (submission.id, submission.request.agent, submission.request.workspace,
                      submission.state.value, submission.created_at.isoformat(),
-                     submission.updated_at.isoformat(), submission.model_dump_json()))
+                     submission.updated_at.isoformat(), _record(submission)))
                 self._log(db, submission.id, None, submission.state, "")
                 if idempotency is not None:
                     db.execute("INSERT INTO idempotency VALUES (?, ?, ?, ?)",
@@ -324,12 +342,12 @@ class Store:
         cursor = db.execute(
             "UPDATE submissions SET state = ?, updated_at = ?, record = ? "
             "WHERE id = ? AND state = ?",
-            (after.state.value, after.updated_at.isoformat(), after.model_dump_json(),
+            (after.state.value, after.updated_at.isoformat(), _record(after),
              after.id, before.state.value))
         if cursor.rowcount != 1:
             raise StoreError(f"submission {after.id} is no longer in {before.state}")
         if log:
-            self._log(db, after.id, before.state, after.state, after.reason)
+            self._log(db, after.id, before.state, after.state, untrusted.text(after.reason))
 
     @staticmethod
     def _log(db: sqlite3.Connection, sid: str, source: State | None, target: State,
@@ -351,9 +369,15 @@ class Store:
         marks = ",".join("?" * len(terminal))
         with self._lock:
             rows = self._db.execute(
-                f"SELECT record FROM submissions WHERE state NOT IN ({marks})"  # noqa: S608
+                f"SELECT id, record FROM submissions WHERE state NOT IN ({marks})"  # noqa: S608
                 " ORDER BY created_at", terminal).fetchall()
-        return [Submission.model_validate_json(row[0]) for row in rows]
+        found = []
+        for sid, record in rows:
+            try:
+                found.append(Submission.model_validate_json(record))
+            except ValueError:  # a record no release can read stops no other
+                log.exception("submission %s: its record cannot be read; skipped", sid)
+        return found
 
     def workspace_version(self, name: str) -> int:
         """The current version of a workspace (0 for a new one, which is recorded)."""
@@ -432,4 +456,22 @@ class Store:
     def receipt_count(self) -> int:
         with self._lock:
             return int(self._db.execute("SELECT COUNT(*) FROM receipts").fetchone()[0])
+
+    def tree(self, size: int | None = None) -> tuple[list[str], str | None]:
+        """What a checkpoint signs: the payload digests of the first ``size`` receipts (all
+        when None) in sequence order, and the key id that signed the last of them."""
+        with self._lock:
+            rows = self._db.execute("SELECT digest FROM receipts ORDER BY seq LIMIT ?",
+                                    (-1 if size is None else size,)).fetchall()
+            return [str(row[0]) for row in rows], self.signer_of(len(rows))
+
+    def signer_of(self, sequence: int) -> str | None:
+        """The key id on the signature of the receipt at ``sequence`` (None: no such receipt).
+        Safe to call while sealing: the lock is re-entrant and the transaction is this one."""
+        with self._lock:
+            row = self._db.execute("SELECT envelope FROM receipts WHERE seq = ?",
+                                   (sequence,)).fetchone()
+        if row is None:
+            return None
+        return str(json.loads(row[0])["signatures"][0]["keyid"])
 

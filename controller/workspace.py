@@ -8,7 +8,6 @@ Nothing here follows a symlink: trees are walked with ``lstat`` and copied link 
 
 from __future__ import annotations
 
-import base64
 import errno
 import hashlib
 import os
@@ -18,6 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from controller import untrusted
 from controller.errors import InputError, NotFoundError, TreeTooDeepError, WorkspaceError
 from controller.models import (
     ChangeKind,
@@ -26,11 +26,11 @@ from controller.models import (
     FileChange,
     SubmittedFile,
 )
+from controller.ports import SANDBOX_UID
 
 MAX_READ_BYTES = 16 << 20
 MAX_TREE_PATH = 3000  # bytes of a path relative to the tree: PATH_MAX less room for the root
 
-SANDBOX_UID = SANDBOX_GID = 10001
 MAX_LINK_HOPS = 40  # the kernel's own limit (MAXSYMLINKS)
 _PRIVILEGE_BITS = stat.S_ISUID | stat.S_ISGID
 _CHUNK = 1 << 20
@@ -176,7 +176,7 @@ def diff_trees(before: dict[str, Entry], after: dict[str, Entry]) -> Diff:
         device_nodes=_paths(after, lambda e: e.type is EntryType.DEVICE),
         # Both checks: the link's text alone, and its resolution through the tree's links.
         escaping_symlinks=tuple(
-            p for p, e in sorted(after.items()) if e.type is EntryType.SYMLINK
+            untrusted.name(p) for p, e in sorted(after.items()) if e.type is EntryType.SYMLINK
             and (e.link_target is None or escapes(p, e.link_target)
                  or resolves_outside(p, after))),
         hardlinks=_paths(after, lambda e: e.type is EntryType.FILE and e.nlink > 1),
@@ -187,21 +187,26 @@ def diff_trees(before: dict[str, Entry], after: dict[str, Entry]) -> Diff:
 
 
 def _change(path: str, kind: ChangeKind, entry: Entry) -> FileChange:
-    return FileChange(path=path, kind=kind, type=entry.type, size=entry.size, mode=entry.mode,
-                      sha256=entry.sha256, link_target=entry.link_target)
+    target = entry.link_target
+    return FileChange(path=untrusted.name(path), kind=kind, type=entry.type, size=entry.size,
+                      mode=entry.mode, sha256=entry.sha256,
+                      link_target=None if target is None else untrusted.name(target))
 
 
 def _paths(entries: dict[str, Entry], predicate: Callable[[Entry], bool]) -> tuple[str, ...]:
-    return tuple(path for path, entry in sorted(entries.items()) if predicate(entry))
+    """Recorded (``untrusted.name``) forms of the paths that match, sorted by raw path."""
+    return tuple(untrusted.name(path) for path, entry in sorted(entries.items())
+                 if predicate(entry))
 
 
 def tree_digest(entries: dict[str, Entry]) -> str:
-    """A digest of a whole tree: paths, types, modes, contents and link targets."""
+    """A digest of a whole tree: paths, types, modes, contents and link targets.
+
+    Names enter as their bytes (any bytes, not only UTF-8: the sandbox chose them)."""
     digest = hashlib.sha256()
     for path, e in sorted(entries.items()):
-        digest.update(
-            f"{path}\0{e.type}\0{e.mode:o}\0{e.sha256 or e.size}\0{e.link_target or ''}\n".encode()
-        )
+        digest.update(os.fsencode(path) + f"\0{e.type}\0{e.mode:o}\0{e.sha256 or e.size}\0".encode()
+                      + os.fsencode(e.link_target or "") + b"\n")
     return f"sha256:{digest.hexdigest()}"
 
 
@@ -237,8 +242,7 @@ def copy_tree(source: Path, destination: Path, *, budget: int | None = None) -> 
 def add_files(root: Path, files: tuple[SubmittedFile, ...]) -> None:
     """Write submitted files into a run copy, refusing any path through a symlink."""
     for item in files:
-        data = base64.b64decode(item.content, validate=True) if item.encoding == "base64" \
-            else item.content.encode()
+        data = item.data()
         target = root / item.path
         for parent in reversed(target.relative_to(root).parents[:-1]):
             current = root / parent
@@ -254,14 +258,15 @@ def add_files(root: Path, files: tuple[SubmittedFile, ...]) -> None:
         os.chmod(target, item.mode)
 
 
-def hand_to_sandbox(root: Path) -> None:
-    """Let the sandbox's unprivileged user write the run copy (ownership, never modes)."""
+def hand_to_sandbox(root: Path, uid: int = SANDBOX_UID) -> None:
+    """Let the run's unprivileged user (``uid``, also its gid) write the run copy
+    (ownership, never modes)."""
     if os.geteuid() != 0:
         raise WorkspaceError("the controller must run as root to hand a run copy to the "
-                             f"sandbox user (uid {SANDBOX_UID}); widening modes is not an option")
-    os.chown(root, SANDBOX_UID, SANDBOX_GID)
+                             f"sandbox user (uid {uid}); widening modes is not an option")
+    os.chown(root, uid, uid)
     for path in scan(root, hash_limit=-1):
-        os.chown(root / path, SANDBOX_UID, SANDBOX_GID, follow_symlinks=False)
+        os.chown(root / path, uid, uid, follow_symlinks=False)
 
 
 def hand_to_root(root: Path) -> None:
@@ -272,7 +277,7 @@ def hand_to_root(root: Path) -> None:
     """
     if os.geteuid() != 0:
         raise WorkspaceError("the controller must run as root to take a tree back from the "
-                             f"sandbox user (uid {SANDBOX_UID})")
+                             "sandbox user")
     entries = scan(root, hash_limit=-1)
     for path, entry in entries.items():
         target = root / path
@@ -307,12 +312,12 @@ class Workspaces:
             first.mkdir(parents=True)
 
     def checkout(self, name: str, version: int, destination: Path,
-                 files: tuple[SubmittedFile, ...]) -> None:
-        """A private copy of ``version`` plus the submitted files, writable by the sandbox."""
+                 files: tuple[SubmittedFile, ...], *, uid: int = SANDBOX_UID) -> None:
+        """A private copy of ``version`` plus the submitted files, writable by ``uid``."""
         try:
             copy_tree(self.version_dir(name, version), destination)
             add_files(destination, files)
-            hand_to_sandbox(destination)
+            hand_to_sandbox(destination, uid)
         except OSError as exc:
             hint = (" (it does not fit the profile's workspace_bytes / workspace_files: use a "
                     "profile with room for it)") if exc.errno == errno.ENOSPC else ""

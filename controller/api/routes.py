@@ -144,6 +144,18 @@ def keys(ctx: Ctx, who: Caller) -> list[KeyView]:
             for k in ctx.keyring.public_keys()]
 
 
+@router.get("/v1/checkpoint", tags=["receipts"],
+            responses={200: {"description": "A DSSE envelope (payloadType "
+                                            "application/vnd.sandgate.checkpoint+json) over "
+                                            "the log's tree size and RFC 6962 root hash",
+                             "content": {"application/json": {}}}})
+def checkpoint(ctx: Ctx, who: Caller) -> Response:
+    """A signed tree head over the whole receipt log: keep it, and ``sandgate-verify
+    --checkpoint`` finds a later copy of the log that lost or changed a receipt it covers."""
+    signed = ctx.keyring.checkpoint(*ctx.controller.store.tree())
+    return Response(signed, media_type="application/json")
+
+
 def _workspace(ctx: ApiContext, name: str, who: Principal) -> int:
     found = ctx.controller.store.workspace(name) if WORKSPACE_NAME.match(name) else None
     if found is None or not (who.sees_everything or found[1] == who.name):

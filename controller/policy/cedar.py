@@ -8,6 +8,7 @@ from typing import Any
 
 import cedarpy
 
+from controller import untrusted
 from controller.errors import PolicyBundleError
 from controller.gate import rules_of, silence, to_outcome
 from controller.models import QUARANTINE_EFFECT, Decision, Gate, Outcome
@@ -53,7 +54,8 @@ class CedarEngine:
             "principal": f'Agent::"{_escape(principal)}"',
             "action": f'Action::"{gate.value}"',
             "resource": f'Workspace::"{_escape(resource)}"',
-            "context": context,
+            # Sizes the sandbox chose can pass Cedar's 64-bit Long; past it is past any limit.
+            "context": untrusted.saturate(context),
         }
         try:
             # The parsed schema makes cedar check the context's shape on every request.

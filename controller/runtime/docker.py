@@ -25,12 +25,11 @@ from docker.types import LogConfig, Mount, Ulimit
 from docker.utils.socket import STDERR, frames_iter
 
 from controller.errors import ContainerAuditError, RuntimeUnavailableError
-from controller.models import Observation, Phase, StreamSummary
+from controller.models import AuditSource, Observation, Phase, StreamSummary
 from controller.ports import (
     CODE_MOUNT,
     OWNER_LABEL,
     PHASE_LABEL,
-    SANDBOX_USER,
     SUBMISSION_LABEL,
     WORKSPACE_MOUNT,
     RunResult,
@@ -42,12 +41,12 @@ from controller.runtime.kmsg import (
     AuditLog,
     KmsgWatch,
     attribute,
+    audit_source,
     open_audit_log,
     read_kills,
 )
 
-SIGKILL, SIGSYS = 9, 31
-SANDBOX_UID = int(SANDBOX_USER.split(":")[0])
+SIGSYS = 31
 SAMPLE_INTERVAL_S = 0.02
 _ENGINE_ERRORS = (docker.errors.DockerException, requests.exceptions.RequestException)
 
@@ -128,6 +127,15 @@ class DockerRuntime:
                 removed.append(container.id)
         return removed
 
+    def audit_source(self) -> AuditSource:
+        """Which kernel audit source a run would read its seccomp kills from."""
+        log = open_audit_log()
+        try:
+            return audit_source(log)
+        finally:
+            if log is not None:
+                log.close()
+
     def image_id(self, image: str) -> str:
         try:
             return str(self.client.images.get(image).id)
@@ -142,6 +150,17 @@ class DockerRuntime:
         except _ENGINE_ERRORS as exc:
             raise RuntimeUnavailableError(f"cannot inspect image {image!r}: {exc}") from exc
         return True
+
+    def image_label(self, image: str, key: str) -> str | None:
+        """A label of a local image; None when the image or the label is missing."""
+        try:
+            labels = self.client.images.get(image).labels or {}
+        except docker.errors.ImageNotFound:
+            return None
+        except _ENGINE_ERRORS as exc:
+            raise RuntimeUnavailableError(f"cannot inspect image {image!r}: {exc}") from exc
+        value = labels.get(key)
+        return None if value is None else str(value)
 
     def pull(self, image: str) -> bool:
         """Try a registry; False (not an error) when none answers or the image is not there."""
@@ -159,10 +178,12 @@ class DockerRuntime:
         except _ENGINE_ERRORS as exc:
             raise RuntimeUnavailableError(f"cannot import {tarball} as {image}: {exc}") from exc
 
-    def build(self, context: Path, image: str, buildargs: dict[str, str]) -> str:
+    def build(self, context: Path, image: str, buildargs: dict[str, str],
+              labels: dict[str, str] | None = None) -> str:
         try:
             built, _ = self.client.images.build(path=str(context), tag=image,
-                                                buildargs=buildargs, rm=True, pull=False)
+                                                buildargs=buildargs, rm=True, pull=False,
+                                                labels=labels or {})
         except _ENGINE_ERRORS as exc:
             raise RuntimeUnavailableError(f"cannot build {image} from {context}: {exc}") from exc
         return str(built.id)
@@ -172,7 +193,7 @@ class DockerRuntime:
         return {
             "image": spec.image,
             "command": list(spec.command),
-            "user": SANDBOX_USER,
+            "user": f"{spec.uid}:{spec.uid}",
             "working_dir": WORKSPACE_MOUNT,
             "environment": dict(spec.env),
             "hostname": "sandbox",
@@ -190,8 +211,13 @@ class DockerRuntime:
             "nano_cpus": int(limits.cpus * 1e9),
             # msgqueue 0: no POSIX message queue can be created in /dev/mqueue (its bytes are
             # accounted per uid, which every sandbox shares).
+            # fsize: no sparse file past the profile's size (sizes the sandbox reports stay
+            # sane); core 0: a crash writes no core file anywhere.
             "ulimits": [Ulimit(name="nofile", soft=limits.nofile, hard=limits.nofile),
-                        Ulimit(name="msgqueue", soft=0, hard=0)],
+                        Ulimit(name="msgqueue", soft=0, hard=0),
+                        Ulimit(name="fsize", soft=limits.effective_file_bytes,
+                               hard=limits.effective_file_bytes),
+                        Ulimit(name="core", soft=0, hard=0)],
             "ipc_mode": "private",
             # /dev/shm is the other writable tmpfs: capped like /tmp, not the engine's 64 MiB.
             "shm_size": limits.tmpfs_bytes,
@@ -219,6 +245,7 @@ class DockerRuntime:
         # The kernel says, once per cgroup, when the pids limit refused a fork; a sampler can
         # miss a bomb that dies between two samples, the kernel's line cannot.
         kernel_messages = KmsgWatch.open()
+        since = time.time()
         try:
             reader.start()
             container.start()
@@ -244,9 +271,11 @@ class DockerRuntime:
             stopped.set()
             sampler.join(timeout=5)
             container.reload()
+            tripped, incomplete = _tripwires(kernel_log, sampler, spec.uid)
             observation = _observe(spec, container.attrs, status, sampler.result, reader,
-                                   wall_ms=wall_ms, timed_out=timed_out, changes=None,
-                                   tripped=_tripwire_hit(kernel_log, sampler))
+                                   wall_ms=wall_ms, timed_out=timed_out, tripped=tripped,
+                                   source=audit_source(kernel_log)).model_copy(
+                update={"incomplete": incomplete})
             if _forks_rejected(kernel_messages, str(container.id)):
                 observation = observation.model_copy(update={"pids_limit_hit": True})
             changes: tuple[tuple[str, str], ...] = ()
@@ -256,12 +285,13 @@ class DockerRuntime:
                 changes = tuple((str(c.get("Kind")), str(c.get("Path")))
                                 for c in container.diff() or [])
                 observation = observation.model_copy(update={"container_changes": len(changes)})
-            if observation.signal == SIGKILL and not (
-                    timed_out or reader.over_cap.is_set() or observation.oom_killed):
-                # Pid 1 of a container cannot be SIGKILLed from inside it: someone outside
-                # did, and a run cut short by a stranger tells nothing about the code.
+            ours = int(timed_out or reader.over_cap.is_set())
+            if observation.signal is not None and self._killed_outside(container, since, ours):
+                # A run cut short by a stranger tells nothing about the code. Said only on
+                # the engine's own record: an exit status of 137 is the code's to choose.
                 raise RuntimeUnavailableError(
-                    "the sandbox container was killed from outside Sandgate mid-run")
+                    "the sandbox container was killed from outside Sandgate mid-run (the "
+                    "engine recorded a kill that Sandgate did not issue)")
             return RunResult(observation, bytes(reader.out.data), bytes(reader.err.data), changes)
         finally:
             # Whatever failed above, nothing outlives the run: not the sampler, not the stream.
@@ -274,6 +304,18 @@ class DockerRuntime:
             for log in (kernel_log, kernel_messages):
                 if log is not None:
                     log.close()
+
+    def _killed_outside(self, container: Container, since: float, ours: int) -> bool:
+        """Whether the engine recorded more kills of ``container`` than the ``ours`` that
+        Sandgate issued (its kill at a deadline or an output cap)."""
+        events = self.client.events(
+            since=f"{since - 1:.9f}", until=f"{time.time():.9f}", decode=True,
+            filters={"type": "container", "container": str(container.id), "event": "kill"})
+        try:
+            kills = sum(1 for event in events if event.get("Action") == "kill")
+        finally:
+            events.close()
+        return kills > ours
 
     def _remove(self, container: Container) -> None:
         try:
@@ -331,10 +373,12 @@ class _Reader(threading.Thread):
 
 
 def _observe(spec: RunSpec, attrs: dict[str, Any], status: dict[str, Any], sample: Sample,
-             reader: _Reader, *, wall_ms: float, timed_out: bool, changes: int | None,
-             tripped: bool) -> Observation:
+             reader: _Reader, *, wall_ms: float, timed_out: bool, tripped: bool,
+             source: AuditSource) -> Observation:
     limits, state = spec.profile.limits, attrs.get("State", {})
     exit_code = int(status.get("StatusCode", state.get("ExitCode", -1)))
+    # What the status says; the code can exit(128 + n) as well as die of n, so a signal
+    # decides nothing on its own where the kernel's own record can be read.
     signal = exit_code - 128 if 128 < exit_code <= 128 + 64 else None
     return Observation(
         phase=spec.phase,
@@ -342,7 +386,7 @@ def _observe(spec: RunSpec, attrs: dict[str, Any], status: dict[str, Any], sampl
         signal=signal,
         oom_killed=bool(state.get("OOMKilled")) or bool(sample.oom_kills),
         timed_out=timed_out,
-        seccomp_killed=signal == SIGSYS or tripped,
+        seccomp_killed=tripped or (source is AuditSource.NONE and signal == SIGSYS),
         pids_limit_hit=bool(sample.pids_limit_events) or (
             sample.pids is not None and sample.pids >= limits.pids),
         peak_memory_bytes=sample.memory_peak,
@@ -352,7 +396,8 @@ def _observe(spec: RunSpec, attrs: dict[str, Any], status: dict[str, Any], sampl
         stdout=reader.out.summary(),
         stderr=reader.err.summary(),
         image_id=str(attrs.get("Image", "")),
-        container_changes=changes,
+        audit_source=source,
+        uid=spec.uid,
     )
 
 
@@ -363,16 +408,21 @@ def _forks_rejected(messages: KmsgWatch | None, container_id: str) -> bool:
                for line in messages.records())
 
 
-def _tripwire_hit(kernel_log: AuditLog | None, sampler: _Sampler) -> bool:
-    """Whether the kernel logged a seccomp kill in this run (any process, not only the main).
-
-    Fails closed: records lost to a wrapped log count as a kill. Without the log (not root,
-    or closed to us) the exit code is the only witness.
+def _tripwires(kernel_log: AuditLog | None, sampler: _Sampler,
+               uid: int) -> tuple[bool, str | None]:
+    """Whether the kernel logged a seccomp kill in this run (any process, not only the main),
+    and why the answer may be incomplete. Every record is read, however many the run made:
+    a flood cannot push a kill past the reader. Without a log (not root, or closed to us) the
+    exit status is the only witness, and the observation says which source was in force.
     """
     if kernel_log is None:
-        return False
-    kills = attribute(read_kills(kernel_log), pids=frozenset(sampler.pids), uid=SANDBOX_UID)
-    return bool(kills) or kernel_log.lost
+        return False, None
+    kills = attribute(read_kills(kernel_log), pids=frozenset(sampler.pids), uid=uid)
+    if kernel_log.lost:
+        return bool(kills), ("kernel audit records were lost or cut short during the run "
+                             f"({audit_source(kernel_log).value}); a tripwire kill may be "
+                             "among them")
+    return bool(kills), None
 
 
 def _running(container: Container) -> bool:

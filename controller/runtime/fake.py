@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from controller.errors import RuntimeUnavailableError
-from controller.models import Observation, StreamSummary
+from controller.models import AuditSource, Observation, StreamSummary
 from controller.ports import RunResult, RunSpec
 
 
@@ -26,6 +26,7 @@ class Outcome:
     seccomp_killed: bool = False
     pids_limit_hit: bool = False
     fail: bool = False  # the engine itself fails
+    incomplete: str | None = None  # kernel records lost
 
 
 Behaviour = Callable[[RunSpec], Outcome]
@@ -44,6 +45,7 @@ class FakeRuntime:
     removed: list[str] = field(default_factory=list)
     images: Callable[[str], str] = _content_id
     resolved: list[str] = field(default_factory=list)
+    source: AuditSource = AuditSource.NETLINK
 
     def run(self, spec: RunSpec) -> RunResult:
         self.runs.append(spec)
@@ -64,6 +66,9 @@ class FakeRuntime:
             stdout=summary,
             stderr=StreamSummary(size=0, sha256=hashlib.sha256(b"").hexdigest()),
             image_id=spec.image,
+            audit_source=self.source,
+            incomplete=outcome.incomplete,
+            uid=spec.uid,
         )
         return RunResult(observation, outcome.stdout, b"")
 
@@ -76,3 +81,6 @@ class FakeRuntime:
 
     def ping(self) -> None:
         return None
+
+    def audit_source(self) -> AuditSource:
+        return self.source

@@ -20,9 +20,11 @@ import os
 import re
 import socket
 import struct
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from controller.models import AuditSource
 
 KMSG = Path("/dev/kmsg")
 AUDIT_SECCOMP = 1326
@@ -30,7 +32,15 @@ SIGSYS = 31
 # SECCOMP_RET_KILL_PROCESS (our tripwires), and SECCOMP_RET_KILL_THREAD (SCMP_ACT_KILL, which a
 # profile may use as its default action): both are kills.
 KILL_CODES = frozenset({0x80000000, 0x00000000})
-MAX_RECORDS = 10_000  # per read-out: a log flooded during the run cannot hold us forever
+# Per read-out: a log flooded during the run cannot hold us forever. Reaching it marks the
+# reader ``lost`` (what came after is unread, and a kill may be there): never a silent stop.
+MAX_RECORDS = 1_000_000
+# printk's rate limit (printk_ratelimit_burst): this many rate-limited prints in one run's
+# window (segfault reports, audit records, "callbacks suppressed") may have used up the burst,
+# and then a kill record is dropped from /dev/kmsg unseen. The netlink group has no such limit.
+PRINTK_BURST = 10
+_RATE_LIMITED = ("audit: type=", "audit_lost=", "segfault at", "callbacks suppressed",
+                 "trap ", "general protection")
 _RECORD_BYTES = 8192  # larger than any one record (the kernel's limit is 1024 + prefix)
 _FIELD = re.compile(r'(\w+)=("[^"]*"|\S+)')
 
@@ -62,12 +72,12 @@ def parse_kill(record: str) -> SeccompKill | None:
 
 def attribute(kills: Iterable[SeccompKill], *, pids: frozenset[int],
               uid: int) -> tuple[SeccompKill, ...]:
-    """The kills that count against this run: a pid seen in its cgroup, or the sandbox uid.
+    """The kills that count against this run: a pid seen in its cgroup, or the run's uid.
 
     Sampling the cgroup misses children that live less than one interval, so a pid alone
-    would let a short-lived child's tripwire through. Every sandbox runs as the same uid,
-    though: a kill in another sandbox running at the same time is attributed here too. That
-    cross-attribution only ever errs toward deny or quarantine, which is the side to err on.
+    would let a short-lived child's tripwire through. Each submission in flight runs as a
+    uid of its own (``ports.SUBMISSION_UIDS``), so a kill in another tenant's sandbox at the
+    same time is never charged here.
     """
     return tuple(kill for kill in kills if kill.pid in pids or kill.uid == uid)
 
@@ -93,24 +103,34 @@ class KmsgWatch:
             return None
         return cls(fd)
 
-    def records(self) -> list[str]:
-        """Every record logged since ``open`` (or the last call), without continuation lines."""
-        found: list[str] = []
-        while self._fd is not None and len(found) < MAX_RECORDS:
+    def records(self) -> Iterator[str]:
+        """Every record logged since ``open`` (or the last call), without continuation lines.
+
+        Past ``PRINTK_BURST`` rate-limited records the log may have dropped some: ``lost``.
+        """
+        count = limited = 0
+        while self._fd is not None:
+            if count >= MAX_RECORDS:
+                self.lost = True
+                return
             try:
                 chunk = os.read(self._fd, _RECORD_BYTES)
             except BlockingIOError:
-                break
+                return
             except BrokenPipeError:
                 # The ring wrapped before we read it; the next read resumes at the oldest
                 # record left, and the caller fails closed on what may be gone.
                 self.lost = True
                 continue
             if not chunk:
-                break
-            text = chunk.decode(errors="replace")
-            found += [line for line in text.splitlines() if line and not line.startswith(" ")]
-        return found
+                return
+            for line in chunk.decode(errors="replace").splitlines():
+                if line and not line.startswith(" "):
+                    count += 1
+                    limited += any(mark in line for mark in _RATE_LIMITED)
+                    if limited >= PRINTK_BURST:
+                        self.lost = True
+                    yield line
 
     def close(self) -> None:
         if self._fd is not None:
@@ -167,20 +187,24 @@ class AuditSocket:
             return None
         return cls(sock)
 
-    def records(self) -> list[str]:
-        found: list[str] = []
-        while self._sock is not None and len(found) < MAX_RECORDS:
+    def records(self) -> Iterator[str]:
+        count = 0
+        while self._sock is not None:
+            if count >= MAX_RECORDS:
+                self.lost = True
+                return
             try:
                 data = self._sock.recv(1 << 16)
             except BlockingIOError:
-                break
+                return
             except OSError as exc:
                 if exc.errno != errno.ENOBUFS:
                     raise
                 self.lost = True  # the socket overflowed: some records are gone
                 continue
-            found += _netlink_records(data)
-        return found
+            for record in _netlink_records(data):
+                count += 1
+                yield record
 
     def close(self) -> None:
         if self._sock is not None:
@@ -207,6 +231,12 @@ AuditLog = AuditSocket | KmsgWatch
 def read_kills(log: AuditLog) -> list[SeccompKill]:
     """The seccomp kills among the records a reader has gathered since it last read."""
     return [kill for record in log.records() if (kill := parse_kill(record)) is not None]
+
+
+def audit_source(log: AuditLog | None) -> AuditSource:
+    if isinstance(log, AuditSocket):
+        return AuditSource.NETLINK
+    return AuditSource.KMSG if isinstance(log, KmsgWatch) else AuditSource.NONE
 
 
 def open_audit_log() -> AuditLog | None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from controller.models import Phase
+from controller.models import AuditSource, Phase
 from controller.ports import RunResult, RunSpec, SandboxRuntime
 from controller.service import Controller
 from tests.conftest import ROOT, make_controller
@@ -33,6 +33,9 @@ class Spy:
 
     def ping(self) -> None:
         self.inner.ping()
+
+    def audit_source(self) -> AuditSource:
+        return self.inner.audit_source()
 
 
 @pytest.fixture(scope="session")

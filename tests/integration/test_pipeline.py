@@ -11,6 +11,7 @@ import psutil
 import pytest
 
 from controller.models import Phase, State, Submission, SubmissionRequest
+from controller.ports import SUBMISSION_UIDS
 from controller.service import Controller
 from tests.conftest import python
 from tests.integration.conftest import Spy
@@ -140,7 +141,9 @@ def test_runs_see_the_same_world_in_both_phases(controller: Controller) -> None:
     assert result.state is State.COMMITTED
     assert result.dry_run is not None and result.bounded_run is not None
     assert result.dry_run.stdout.sha256 == result.bounded_run.stdout.sha256, result.stdout
-    assert result.stdout.startswith("10001 /workspace sandbox")
+    # The submission's own uid in both runs, named ``sandbox`` like every sandbox uid.
+    assert result.sandbox_uid in SUBMISSION_UIDS
+    assert result.stdout.startswith(f"{result.sandbox_uid} /workspace sandbox")
     # Each is the root of its own tmpfs: no host path, no data directory, in either run.
     assert "'/ /workspace rw,nosuid,nodev," in result.stdout
     assert "'/ /sandbox ro," in result.stdout

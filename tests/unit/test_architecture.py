@@ -10,7 +10,7 @@ from pathlib import Path
 from controller.settings import SHIPPED_ROOT
 
 PACKAGE = SHIPPED_ROOT / "controller"
-CORE = ["models", "lifecycle", "gate", "validation", "receipts", "ports", "errors"]
+CORE = ["models", "lifecycle", "gate", "validation", "receipts", "ports", "errors", "untrusted"]
 ADAPTER_LIBS = {"docker", "fastapi", "sqlite3", "cryptography", "cedarpy", "pyseccomp", "ctypes",
                 "requests", "uvicorn", "httpx", "psutil", "subprocess"}
 ADAPTER_MODULES = {"runtime", "store", "signing", "policy", "workspace", "images", "cli",

@@ -1,0 +1,264 @@
+"""Values the sandbox chose reach the controller's records, receipts and screens as data:
+every one ends in a decision naming its cause, never in a record that cannot be sealed."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from controller import untrusted
+from controller.cli import _print_result
+from controller.models import AuditSource, Phase, State, Submission
+from controller.ports import SUBMISSION_UIDS, RunSpec
+from controller.runtime.fake import FakeRuntime, Outcome
+from controller.service import Controller
+from controller.verify.chain import verify_log
+from controller.verify.dsse import load_public_keys
+from tests.conftest import make_controller, python
+
+
+def controller_with(tmp_path: Path, behaviour: object, **fake: object) -> Controller:
+    return make_controller(tmp_path, FakeRuntime(behaviour=behaviour, **fake))  # type: ignore[arg-type]
+
+
+def verified(controller: Controller, tmp_path: Path) -> list[dict[str, object]]:
+    """Every receipt of the log, after the whole log verified."""
+    from controller.signing import KeyRing
+
+    pem = "".join(k.pem for k in KeyRing(tmp_path / "keys").public_keys()).encode()
+    lines = [envelope for _, envelope in controller.store.receipts()]
+    report = verify_log(lines, load_public_keys(pem))
+    assert report.ok, report.problems
+    return [json.loads(base64.b64decode(json.loads(line)["payload"]))["predicate"]
+            for line in lines]
+
+
+def sparse(size: int, phases: tuple[Phase, ...]) -> object:
+    def behaviour(spec: RunSpec) -> Outcome:
+        if spec.phase in phases:
+            with (spec.workspace_dir / "huge").open("wb") as handle:
+                handle.truncate(size)
+        return Outcome()
+    return behaviour
+
+
+@pytest.mark.parametrize("phases", [(Phase.DRY_RUN, Phase.BOUNDED), (Phase.BOUNDED,)])
+def test_a_size_past_json_integers_is_sealed_and_the_service_restarts(
+        tmp_path: Path, phases: tuple[Phase, ...]) -> None:
+    controller = controller_with(tmp_path, sparse(1 << 60, phases))
+    result = controller.submit(python("import os; os.truncate('huge', 1 << 60)"))
+    assert result.state in (State.DENIED, State.ROLLED_BACK), result.reason
+    assert "infrastructure failure" not in result.reason
+    [predicate] = verified(controller, tmp_path)
+    run = predicate["bounded_run" if phases == (Phase.BOUNDED,) else "dry_run"]
+    assert isinstance(run, dict)
+    assert run["diff"]["size_after"] == str(1 << 60)  # a decimal string, exactly
+    # A restart: another controller on the same data reconciles and starts.
+    restarted = controller_with(tmp_path, sparse(1 << 60, phases))
+    assert restarted.reconcile() == []
+    assert restarted.store.unfinished() == []
+
+
+def test_a_name_that_is_not_utf8_commits_with_its_bytes_preserved(tmp_path: Path) -> None:
+    raw = b"caf\xe9 \x1b[32mok\n%"
+
+    def behaviour(spec: RunSpec) -> Outcome:
+        (spec.workspace_dir / os.fsdecode(raw)).write_text("x")
+        os.symlink(os.fsdecode(b"target-\xff"), spec.workspace_dir / "link")
+        return Outcome()
+
+    controller = controller_with(tmp_path, behaviour)
+    result = controller.submit(python("open(b'caf\\xe9', 'w')"))
+    assert result.state is State.COMMITTED, result.reason
+    version = controller.workspaces.version_dir("default", 1)
+    assert raw in os.listdir(os.fsencode(version))
+    assert result.bounded_run_diff is not None
+    recorded = {change.path: change for change in result.bounded_run_diff.changes}
+    assert set(recorded) == {"caf%E9 %1B[32mok%0A%25", "link"}
+    assert untrusted.name_bytes("caf%E9 %1B[32mok%0A%25") == raw
+    assert recorded["link"].link_target == "target-%FF"
+    verified(controller, tmp_path)
+
+
+def test_exit_statuses_the_code_chooses_are_only_exit_statuses(tmp_path: Path) -> None:
+    # 137 looks like SIGKILL and 159 like SIGSYS; with an audit source in force neither is
+    # taken as a kill, and a failing run is an ordinary rollback naming its status.
+    controller = controller_with(tmp_path, lambda spec: Outcome(
+        exit_code=137 if spec.phase is Phase.BOUNDED else 0))
+    result = controller.submit(python("raise SystemExit(137)"))
+    assert result.state is State.ROLLED_BACK
+    assert result.reason == "bounded run failed (exit code 137)"
+
+
+def test_a_hazard_left_by_a_run_that_lost_its_engine_is_quarantined(tmp_path: Path) -> None:
+    def behaviour(spec: RunSpec) -> Outcome:
+        if spec.phase is Phase.BOUNDED:
+            os.symlink("/etc/shadow", spec.workspace_dir / "escape")
+            return Outcome(fail=True)  # e.g. "killed from outside" as the engine recorded
+        return Outcome()
+
+    controller = controller_with(tmp_path, behaviour)
+    result = controller.submit(python("x"))
+    assert result.state is State.QUARANTINED, result.reason
+    assert "symlink leaving the workspace: escape" in result.reason
+    assert "fake engine failure" in result.reason
+    assert result.evidence_dir and (Path(result.evidence_dir) / "workspace").is_dir()
+
+
+@pytest.mark.parametrize(("phase", "state"), [(Phase.DRY_RUN, State.DENIED),
+                                              (Phase.BOUNDED, State.QUARANTINED)])
+def test_an_incomplete_observation_never_commits(tmp_path: Path, phase: Phase,
+                                                 state: State) -> None:
+    lost = "kernel audit records were lost"
+    controller = controller_with(tmp_path, lambda spec: Outcome(
+        incomplete=lost if spec.phase is phase else None))
+    result = controller.submit(python("x"))
+    assert result.state is state, result.reason
+    assert f"the observation is incomplete: {lost}" in result.reason
+
+
+def test_without_a_kernel_audit_source_runs_are_refused(tmp_path: Path) -> None:
+    runtime = FakeRuntime(source=AuditSource.NONE)
+    controller = make_controller(tmp_path, runtime)
+    result = controller.submit(python("print(1)"))
+    assert result.state is State.DENIED and "no kernel audit source" in result.reason
+    assert runtime.runs == []
+    [predicate] = verified(controller, tmp_path)
+    assert predicate["state"] == "denied"
+
+
+def test_a_profile_may_accept_unaudited_runs_and_the_receipt_says_so(tmp_path: Path) -> None:
+    profiles = tmp_path / "profiles"
+    profiles.mkdir()
+    root = Path(__file__).parents[2] / "profiles"
+    (profiles / "seccomp").symlink_to(root / "seccomp")
+    text = (root / "standard.yaml").read_text()
+    (profiles / "standard.yaml").write_text(text + "accept_unaudited: true\n")
+    runtime = FakeRuntime(source=AuditSource.NONE)
+    controller = make_controller(tmp_path / "data", runtime, profiles_dir=profiles)
+    result = controller.submit(python("print(1)"))
+    assert result.state is State.COMMITTED, result.reason
+    [predicate] = verified(controller, tmp_path / "data")
+    assert isinstance(predicate["bounded_run"], dict)
+    assert predicate["bounded_run"]["audit_source"] == "none"
+
+
+def test_each_submission_in_flight_runs_as_a_uid_of_its_own(tmp_path: Path) -> None:
+    controller = controller_with(tmp_path, lambda spec: Outcome())
+    results = [controller.submit(python(f"print({n})")) for n in range(3)]
+    runtime = controller.runtime
+    assert isinstance(runtime, FakeRuntime)
+    uids = [spec.uid for spec in runtime.runs]
+    assert all(uid in SUBMISSION_UIDS for uid in uids)
+    assert uids[0::2] == uids[1::2]  # both runs of one submission: the same uid
+    assert [r.sandbox_uid for r in results] == uids[0::2]
+    assert controller.uids.held() == {}  # released at the end
+
+
+def test_two_submissions_in_flight_never_share_a_uid(tmp_path: Path) -> None:
+    from controller.uids import UidPool
+
+    pool = UidPool(range(10002, 10004))
+    first, second = pool.claim("a"), pool.claim("b")
+    assert {first, second} == {10002, 10003} and pool.claim("a") == first
+    with pytest.raises(Exception, match="no sandbox uid is free"):
+        pool.claim("c")
+    with pytest.raises(Exception, match="held by another submission"):
+        pool.claim("c", wanted=first)
+    pool.release("a")
+    assert pool.claim("c", wanted=first) == first
+
+
+def test_the_receipt_binds_each_submitted_file_by_digest_and_mode(tmp_path: Path) -> None:
+    from controller.models import SubmissionRequest, SubmittedFile
+
+    controller = controller_with(tmp_path, lambda spec: Outcome())
+    request = SubmissionRequest(language=python("x").language, code="x", files=(
+        SubmittedFile(path="run.sh", content="echo hi", mode=0o755),
+        SubmittedFile(path="data.bin", content=base64.b64encode(b"\0\1").decode(),
+                      encoding="base64")))
+    controller.submit(request)
+    [predicate] = verified(controller, tmp_path)
+    import hashlib
+
+    assert predicate["request"]["files"] == [  # type: ignore[index]
+        {"path": "run.sh", "mode": "0755", "sha256": hashlib.sha256(b"echo hi").hexdigest()},
+        {"path": "data.bin", "mode": "0644", "sha256": hashlib.sha256(b"\0\1").hexdigest()}]
+
+
+def test_a_statement_that_cannot_be_built_gets_a_minimal_signed_receipt(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from controller import receipts
+
+    def broken(*args: object, **kwargs: object) -> dict[str, object]:
+        raise ValueError("an unforeseen value")
+
+    monkeypatch.setattr(receipts, "statement", broken)
+    controller = controller_with(tmp_path, lambda spec: Outcome())
+    result = controller.submit(python("print(1)"))
+    assert result.state is State.COMMITTED
+    [predicate] = verified(controller, tmp_path)
+    assert predicate["minimal"] is True and predicate["state"] == "committed"
+    assert "ValueError: an unforeseen value" in str(predicate["reason"])
+    assert predicate["workspace"]["tree_after"] == result.new_tree_digest  # type: ignore[index]
+
+
+def test_one_unreadable_record_stops_neither_reconcile_nor_the_others(tmp_path: Path) -> None:
+    controller = controller_with(tmp_path, lambda spec: Outcome())
+    bad, good = controller.accept(python("a")), controller.accept(python("b"))
+    db = controller.store._db  # a record written by no release we know
+    db.execute("UPDATE submissions SET record = ? WHERE id = ?", ('{"id": 1}', bad.id))
+    ended = controller.reconcile()
+    assert [s.id for s in ended] == [good.id] and ended[0].state is State.DENIED
+
+
+def test_reconcile_goes_on_past_a_record_that_fails_to_end(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    controller = controller_with(tmp_path, lambda spec: Outcome())
+    first, second = controller.accept(python("a")), controller.accept(python("b"))
+    from controller.pipeline import Job
+
+    original = Job.fail
+
+    def fail(job: Job, reason: str) -> Submission:
+        if job.sub.id == first.id:
+            raise OSError("disk trouble for this one")
+        return original(job, reason)
+
+    monkeypatch.setattr(Job, "fail", fail)
+    ended = controller.reconcile()
+    assert [s.id for s in ended] == [second.id]
+
+
+def test_reasons_quoting_undecodable_names_are_stored_and_sealed(tmp_path: Path) -> None:
+    def behaviour(spec: RunSpec) -> Outcome:
+        if spec.phase is Phase.BOUNDED:
+            raise OSError(2, "No such file", os.fsdecode(b"/w/\xff\xfe"))
+        return Outcome()
+
+    controller = controller_with(tmp_path, behaviour)
+    result = controller.submit(python("x"))
+    assert result.state is State.ROLLED_BACK
+    stored = controller.store.get(result.id)
+    assert stored is not None and "\\udcff\\udcfe" in stored.reason
+    verified(controller, tmp_path)
+
+
+def test_the_cli_shows_what_the_sandbox_chose_escaped(capsys: pytest.CaptureFixture[str],
+                                                      tmp_path: Path) -> None:
+    forged = "\n0123  committed  (receipt #1)\r\x1b[2K\x1b]0;title\x07"
+    submission = Submission(id="s1", trace_id="t", request=python("x"), code_sha256="0",
+                            state=State.QUARANTINED, reason=f"validation: {forged}",
+                            stdout=f"hi{forged}\n", stderr="\x9b31m")
+    _print_result(submission)
+    shown = capsys.readouterr().out
+    assert "\x1b" not in shown and "\r" not in shown and "\x07" not in shown
+    assert "\x9b" not in shown
+    lines = shown.splitlines()
+    assert lines[0] == "s1  quarantined  (receipt #None)"
+    assert not any(line.startswith("0123") for line in lines)  # no forged line of its own
+    assert "\\x1b[2K" in shown
