@@ -34,17 +34,20 @@ def open_controller(settings: Settings | None = None) -> Controller:
     runtime.ping()
     store = Store(settings.db_path)
     signer = KeyRing(settings.keys_dir).signer(create=store.receipt_count() == 0)
-    return Controller(
+    controller = Controller(
         store=store,
         runtime=runtime,
         engine=engine,
         signer=signer,
         profiles=profiles,
         workspaces=Workspaces(settings.workspaces_dir),
-        paths=Paths(runs=settings.runs_dir, quarantine=settings.quarantine_dir),
+        paths=Paths(runs=settings.runs_dir, quarantine=settings.quarantine_dir,
+                    profiles=settings.profile_archive_dir),
         max_deleted_files=settings.max_deleted_files,
         keep_run_dirs=settings.keep_run_dirs,
     )
+    controller.archive_profiles(profiles)
+    return controller
 
 
 def open_api(settings: Settings | None = None) -> FastAPI:

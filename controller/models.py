@@ -310,6 +310,24 @@ class Approval(Frozen):
     at: datetime = Field(default_factory=utcnow)
 
 
+class EvidenceFile(Frozen):
+    path: str = Field(description="Relative to the evidence directory (``untrusted.name`` form)")
+    size: int
+    sha256: str | None = Field(None, description="None for a file over the hashing budget")
+
+
+class Evidence(Frozen):
+    """What a quarantine kept aside, as a manifest: its digest binds every file."""
+
+    manifest_sha256: str = Field(description="sha256 of manifest.json in the evidence directory")
+    files: int
+    bytes: int
+    entries: tuple[EvidenceFile, ...] = Field(description="The first entries, by path")
+
+
+MAX_EVIDENCE_ENTRIES = 50
+
+
 class Submission(Frozen):
     """One submission's record: everything the lifecycle knows so far."""
 
@@ -336,6 +354,7 @@ class Submission(Frozen):
     stdout: str = ""
     stderr: str = ""
     evidence_dir: str | None = None
+    evidence: Evidence | None = None
     approval: Approval | None = None
     receipt_seq: int | None = None
     sandbox_uid: int | None = Field(None, description=(

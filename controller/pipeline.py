@@ -59,6 +59,7 @@ from controller.workspace import (
     as_published,
     copy_tree,
     diff_trees,
+    evidence_manifest,
     hand_to_root,
     remove_tree,
     scan,
@@ -288,8 +289,10 @@ class Job:
         (evidence / "code").write_text(self.sub.request.code)
         if mounts_under(self.work):
             self._keep_workspace(evidence / "workspace")
+        manifest, summary = evidence_manifest(evidence, hash_limit=self._hash_limit())
+        (evidence / "manifest.json").write_bytes(manifest)
         return self.finish(State.QUARANTINED, reason=reason, violations=violations,
-                           evidence_dir=str(evidence))
+                           evidence_dir=str(evidence), evidence=summary)
 
     def finish(self, target: State, publication: Publication | None = None,
                **changes: object) -> Submission:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +80,19 @@ def load_profile(path: Path) -> Profile:
         )
     except (KeyError, ValidationError) as exc:
         raise ProfileError(f"{path}: missing or invalid field: {exc}") from exc
+
+
+def archive_profile(profile: Profile, archive: Path) -> Path:
+    """Keep the profile as loaded (limits, image and effective seccomp) under its digest, so
+    the digest any receipt cites resolves to what the runs had."""
+    target = archive / f"{profile.digest.removeprefix('sha256:')}.json"
+    if target.exists():
+        return target
+    archive.mkdir(parents=True, exist_ok=True)
+    staging = archive / f".{target.name}.tmp"
+    staging.write_text(profile.model_dump_json(indent=2))
+    os.replace(staging, target)
+    return target
 
 
 def load_profiles(directory: Path) -> dict[str, Profile]:

@@ -60,7 +60,8 @@ def statement(
                 "tree_before": submission.base_tree_digest,
                 "tree_after": submission.new_tree_digest,
             },
-            "evidence": submission.evidence_dir is not None,
+            "evidence": submission.evidence.model_dump(mode="json")
+            if submission.evidence is not None else None,
             "timestamps": {"created": submission.created_at.isoformat(),
                            "finished": utcnow().isoformat()},
             "controller_version": __version__,

@@ -35,7 +35,7 @@ from controller.models import (
 from controller.pipeline import Job
 from controller.policy.shadow import ShadowedEngine
 from controller.ports import SandboxRuntime
-from controller.profiles import load_profiles
+from controller.profiles import archive_profile, load_profiles
 from controller.scratch import release
 from controller.signing import Ed25519Signer, envelope_json
 from controller.store import Sealed, Store
@@ -55,6 +55,7 @@ Listener = Callable[[Submission], None]
 class Paths:
     runs: Path
     quarantine: Path
+    profiles: Path | None = None  # the archive of every profile loaded, by digest
 
 
 class Controller:
@@ -172,8 +173,14 @@ class Controller:
         (``ProfileError``) and the loaded ones stay. Submissions keep the profile they began
         with; the digest in each receipt says which."""
         loaded = load_profiles(directory)
+        self.archive_profiles(loaded)
         self.profiles = loaded
         return loaded
+
+    def archive_profiles(self, profiles: dict[str, Profile]) -> None:
+        if self.paths.profiles is not None:
+            for profile in profiles.values():
+                archive_profile(profile, self.paths.profiles)
 
     def approve(self, submission_id: str, approver: str, approve: bool,
                 reason: str) -> Submission:

@@ -70,5 +70,10 @@ class Settings(BaseSettings):
         return self.data_dir / "bundles"
 
     @property
+    def profile_archive_dir(self) -> Path:
+        """Every profile a run used, by digest: what a receipt's profile digest meant."""
+        return self.data_dir / "profiles"
+
+    @property
     def quarantine_dir(self) -> Path:
         return self.data_dir / "quarantine"

@@ -133,8 +133,8 @@ class KeyRing:
 
     def checkpoint(self, digests: Sequence[str], last_signer: str | None) -> str:
         """A signed tree head over receipts with these payload digests (sequence order),
-        signed by ``last_signer``, the key that signed the last of them: the key active at
-        the tree's size, whichever key signs next."""
+        signed by ``last_signer``, the key that signed the last of them: the log names that
+        key active at the tree's size, even when a newer key is waiting to sign the next."""
         payload = checkpoint_payload(len(digests), tree_head(digests),
                                      datetime.now(UTC).isoformat())
         return envelope_json(payload, self.signer_for(last_signer),

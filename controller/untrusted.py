@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from typing import Any
 
 MAX_JSON_INT = 2**53 - 1
@@ -55,30 +56,27 @@ def name_bytes(recorded: str) -> bytes:
     return _PERCENT.sub(lambda m: bytes([int(m.group(1), 16)]), recorded.encode())
 
 
-def json_safe(value: Any) -> Any:
-    """``value`` with every integer outside RFC 8785's domain as a decimal string."""
+def _map_ints(value: Any, change: Callable[[int], Any]) -> Any:
+    """``value`` (JSON-shaped) with ``change`` applied to every integer (bools excepted)."""
     if isinstance(value, bool):
         return value
     if isinstance(value, int):
-        return value if -MAX_JSON_INT <= value <= MAX_JSON_INT else str(value)
+        return change(value)
     if isinstance(value, dict):
-        return {key: json_safe(item) for key, item in value.items()}
+        return {key: _map_ints(item, change) for key, item in value.items()}
     if isinstance(value, list | tuple):
-        return [json_safe(item) for item in value]
+        return [_map_ints(item, change) for item in value]
     return value
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with every integer outside RFC 8785's domain as a decimal string."""
+    return _map_ints(value, lambda n: n if -MAX_JSON_INT <= n <= MAX_JSON_INT else str(n))
 
 
 def saturate(value: Any) -> Any:
     """``value`` with every integer clamped to a signed 64-bit range (policy engines)."""
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, int):
-        return min(max(value, MIN_LONG), MAX_LONG)
-    if isinstance(value, dict):
-        return {key: saturate(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [saturate(item) for item in value]
-    return value
+    return _map_ints(value, lambda n: min(max(n, MIN_LONG), MAX_LONG))
 
 
 def printable(text: str) -> str:

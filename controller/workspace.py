@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import json
 import os
 import shutil
 import stat
@@ -20,9 +21,12 @@ from pathlib import Path
 from controller import untrusted
 from controller.errors import InputError, NotFoundError, TreeTooDeepError, WorkspaceError
 from controller.models import (
+    MAX_EVIDENCE_ENTRIES,
     ChangeKind,
     Diff,
     EntryType,
+    Evidence,
+    EvidenceFile,
     FileChange,
     SubmittedFile,
 )
@@ -208,6 +212,18 @@ def tree_digest(entries: dict[str, Entry]) -> str:
         digest.update(os.fsencode(path) + f"\0{e.type}\0{e.mode:o}\0{e.sha256 or e.size}\0".encode()
                       + os.fsencode(e.link_target or "") + b"\n")
     return f"sha256:{digest.hexdigest()}"
+
+
+def evidence_manifest(root: Path, *, hash_limit: int) -> tuple[bytes, Evidence]:
+    """The manifest of an evidence directory (every regular file: path, size, digest) as the
+    JSON to keep beside it, and its summary: the digest binds the files into the receipt."""
+    listed = [EvidenceFile(path=untrusted.name(path), size=entry.size, sha256=entry.sha256)
+              for path, entry in sorted(scan(root, hash_limit=hash_limit).items())
+              if entry.type is EntryType.FILE]
+    data = json.dumps([item.model_dump() for item in listed], sort_keys=True).encode()
+    return data, Evidence(manifest_sha256=hashlib.sha256(data).hexdigest(), files=len(listed),
+                          bytes=sum(item.size for item in listed),
+                          entries=tuple(listed[:MAX_EVIDENCE_ENTRIES]))
 
 
 def copy_tree(source: Path, destination: Path, *, budget: int | None = None) -> list[str]:

@@ -38,7 +38,7 @@ from controller.errors import (
     UnavailableError,
 )
 from controller.lifecycle import TERMINAL
-from controller.models import WORKSPACE_NAME, Principal, Role, SubmissionRequest
+from controller.models import WORKSPACE_NAME, AuditSource, Principal, Role, SubmissionRequest
 from controller.store import Store
 from controller.workspace import read_file
 
@@ -268,6 +268,7 @@ def _readiness(ctx: ApiContext) -> dict[str, str]:
         "policy_bundle": lambda: _require(ctx.controller.engine.bundle is not None,
                                           "no policy bundle loaded"),
         "accepting": lambda: _require(not ctx.dispatcher.draining, "draining"),
+        "kernel_audit": lambda: _audited(ctx),
     }
     checks: dict[str, str] = {}
     for name, probe in probes.items():
@@ -277,6 +278,18 @@ def _readiness(ctx: ApiContext) -> dict[str, str]:
         except (SandgateError, OSError) as exc:
             checks[name] = str(exc)
     return checks
+
+
+def _audited(ctx: ApiContext) -> None:
+    """Without a kernel audit source a child's tripwire goes unseen: not ready, unless some
+    loaded profile accepts that (its runs are the only ones that will be let through)."""
+    if ctx.controller.runtime.audit_source() is not AuditSource.NONE:
+        return
+    accepting = sorted(name for name, profile in ctx.controller.profiles.items()
+                       if profile.accept_unaudited)
+    _require(bool(accepting), "no kernel audit source is readable (neither the audit netlink "
+             "group nor /dev/kmsg): child tripwires cannot be seen, and every run is refused "
+             "(no profile sets accept_unaudited)")
 
 
 def _can_sign(ctx: ApiContext) -> None:

@@ -1,15 +1,24 @@
 """Reading a container's cgroup counters, on cgroup v1 (incl. hybrid) and v2.
 
 A container's cgroup vanishes when it exits, so the runtime samples while it runs and keeps
-the maxima; ``Sample`` values are None when a counter could not be read.
+the maxima. Samples miss what happens between them (a run shorter than one period, a worker
+that lives a few milliseconds), so each run's container is also created under a parent cgroup
+of its own (``run_parent``), which outlives it: the kernel's own peak memory, CPU time and
+peak pids of the whole run are read there once it has ended (``final_sample``). ``Sample``
+values are None when a counter could not be read.
 """
 
 from __future__ import annotations
 
+import errno
+import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
+
+log = logging.getLogger(__name__)
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 
@@ -70,6 +79,14 @@ class CgroupReader:
                 paths[controller] = root / controller / relative.lstrip("/")
         return cls(pid, paths, unified)
 
+    @classmethod
+    def for_parent(cls, relative: str, root: Path = CGROUP_ROOT) -> CgroupReader:
+        """The counters of a parent cgroup we named (``relative`` to each hierarchy)."""
+        paths = {name: root / name / relative for name in ("memory", "cpuacct", "cpu", "pids")
+                 if (root / name / relative).is_dir()}
+        unified = root / relative if (root / relative / "cgroup.controllers").exists() else None
+        return cls(0, paths, None if paths else unified)
+
     def sample(self) -> Sample:
         if self._unified is not None and not self._paths.get("memory"):
             return self._sample_v2(self._unified)
@@ -81,7 +98,8 @@ class CgroupReader:
         return Sample(
             memory_peak=_read_int(memory, "memory.max_usage_in_bytes"),
             cpu_ns=_read_int(cpu, "cpuacct.usage"),
-            pids=_read_int(pids, "pids.current") or self._tree_size(),
+            pids=_read_int(pids, "pids.peak") or _read_int(pids, "pids.current")
+            or self._tree_size(),
             pids_limit_events=_read_key(pids, "pids.events", "max"),
             oom_kills=_read_key(memory, "memory.oom_control", "oom_kill"),
         )
@@ -109,12 +127,59 @@ class CgroupReader:
 
     def _tree_size(self) -> int | None:
         """Where no pids controller is readable: count the process tree instead."""
-        if not self._paths and self._unified is None:
+        if self.pid <= 0 or (not self._paths and self._unified is None):
             return None  # not proven to be the container's process
         try:
             return 1 + len(psutil.Process(self.pid).children(recursive=True))
         except psutil.Error:
             return None
+
+
+def run_parent(owner: str, key: str) -> str:
+    """The parent cgroup (relative to each hierarchy) of one run's container."""
+    return f"sandgate/{_component(owner)}/{_component(key)}"
+
+
+def _component(name: str) -> str:
+    """One path component, whatever the setting holds (never ``..`` or a ``/``)."""
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", name)
+    return safe if safe.strip(".") else f"_{safe}"
+
+
+def final_sample(relative: str, root: Path = CGROUP_ROOT) -> Sample:
+    """The kernel's counters for a whole run, read from its parent cgroup after it ended:
+    hierarchical peaks and totals that no sampling period can miss."""
+    return CgroupReader.for_parent(relative, root).sample()
+
+
+def remove_parent(relative: str, root: Path = CGROUP_ROOT) -> None:
+    """Remove a run's parent cgroup from every hierarchy (empty once its container is gone).
+
+    Never fails the run: one that cannot go now (still busy) is logged and taken by the next
+    reconcile (``remove_owned_parents``)."""
+    for hierarchy in [root, *(path for path in root.iterdir() if path.is_dir())]:
+        directory = hierarchy / relative
+        try:
+            if directory.is_dir():
+                directory.rmdir()
+        except OSError as exc:
+            if exc.errno != errno.ENOENT:
+                log.warning("cgroup %s left for the next reconcile: %s", directory, exc)
+
+
+def remove_owned_parents(owner: str, root: Path = CGROUP_ROOT) -> None:
+    """Every run parent of this controller's, left by a crash (reconcile)."""
+    if not root.is_dir():
+        return
+    for hierarchy in [root, *(path for path in root.iterdir() if path.is_dir())]:
+        base = hierarchy / "sandgate" / _component(owner)
+        try:
+            names = [d.name for d in base.iterdir() if d.is_dir()] if base.is_dir() else []
+        except OSError as exc:
+            log.warning("cannot list %s: %s", base, exc)
+            continue
+        for name in names:
+            remove_parent(f"sandgate/{_component(owner)}/{name}", root)
 
 
 def _read_int(directory: Path | None, name: str) -> int | None:

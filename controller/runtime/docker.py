@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import secrets
 import socket
 import threading
 import time
@@ -36,7 +37,14 @@ from controller.ports import (
     RunSpec,
 )
 from controller.runtime.audit import CHECKS, audit
-from controller.runtime.cgroups import CgroupReader, Sample
+from controller.runtime.cgroups import (
+    CgroupReader,
+    Sample,
+    final_sample,
+    remove_owned_parents,
+    remove_parent,
+    run_parent,
+)
 from controller.runtime.kmsg import (
     AuditLog,
     KmsgWatch,
@@ -83,6 +91,7 @@ class DockerRuntime:
         except _ENGINE_ERRORS as exc:
             raise RuntimeUnavailableError(f"the Docker engine does not answer: {exc}") from exc
         self.owner = owner
+        self._cgroup_driver: str | None = None
 
     def ping(self) -> None:
         try:
@@ -91,8 +100,29 @@ class DockerRuntime:
             raise RuntimeUnavailableError(f"the Docker engine does not answer: {exc}") from exc
 
     def run(self, spec: RunSpec) -> RunResult:
+        parent = self._run_parent(spec)
         try:
-            container = self.client.containers.create(**self._create_args(spec))
+            return self._run_under(spec, parent)
+        finally:
+            if parent is not None:
+                remove_parent(parent)
+
+    def _run_parent(self, spec: RunSpec) -> str | None:
+        """A parent cgroup of the run's own (cgroupfs driver only: the systemd driver wants
+        slices), where the kernel's counters outlive the container."""
+        if self._cgroup_driver is None:
+            try:
+                self._cgroup_driver = str(self.client.info().get("CgroupDriver", ""))
+            except _ENGINE_ERRORS as exc:
+                raise RuntimeUnavailableError(f"the Docker engine does not answer: {exc}") from exc
+        if self._cgroup_driver != "cgroupfs":
+            return None
+        return run_parent(self.owner, f"{spec.submission_id}-{spec.phase.value}-"
+                                      f"{secrets.token_hex(4)}")
+
+    def _run_under(self, spec: RunSpec, parent: str | None) -> RunResult:
+        try:
+            container = self.client.containers.create(**self._create_args(spec, parent))
         except docker.errors.ImageNotFound as exc:
             raise RuntimeUnavailableError(
                 f"image {spec.image!r} ({spec.profile.image}) not found: run `sandgate images "
@@ -105,7 +135,7 @@ class DockerRuntime:
                 raise ContainerAuditError(
                     "the sandbox container failed its configuration audit and was not "
                     "started: " + "; ".join(failed))
-            result = self._supervise(container, spec)
+            result = self._supervise(container, spec, parent)
             checks = len(CHECKS)
             return replace(result, observation=result.observation.model_copy(
                 update={"audit_checks": checks}))
@@ -115,6 +145,8 @@ class DockerRuntime:
             self._remove(container)
 
     def remove_owned(self, keep: frozenset[str] = frozenset()) -> list[str]:
+        """Remove this controller's containers (but ``keep``'s) and, once none is kept, the
+        run parent cgroups a crash left behind."""
         try:
             found = self.client.containers.list(
                 all=True, filters={"label": f"{OWNER_LABEL}={self.owner}"})
@@ -125,6 +157,8 @@ class DockerRuntime:
             if container.labels.get(SUBMISSION_LABEL) not in keep:
                 self._remove(container)
                 removed.append(container.id)
+        if not keep:
+            remove_owned_parents(self.owner)
         return removed
 
     def audit_source(self) -> AuditSource:
@@ -188,9 +222,10 @@ class DockerRuntime:
             raise RuntimeUnavailableError(f"cannot build {image} from {context}: {exc}") from exc
         return str(built.id)
 
-    def _create_args(self, spec: RunSpec) -> dict[str, Any]:
+    def _create_args(self, spec: RunSpec, parent: str | None = None) -> dict[str, Any]:
         limits = spec.profile.limits
         return {
+            **({"cgroup_parent": f"/{parent}"} if parent is not None else {}),
             "image": spec.image,
             "command": list(spec.command),
             "user": f"{spec.uid}:{spec.uid}",
@@ -234,7 +269,7 @@ class DockerRuntime:
             "detach": True,
         }
 
-    def _supervise(self, container: Container, spec: RunSpec) -> RunResult:
+    def _supervise(self, container: Container, spec: RunSpec, parent: str | None) -> RunResult:
         limits = spec.profile.limits
         sock = self.client.api.attach_socket(container.id,
                                              params={"stdout": 1, "stderr": 1, "stream": 1})
@@ -272,7 +307,10 @@ class DockerRuntime:
             sampler.join(timeout=5)
             container.reload()
             tripped, incomplete = _tripwires(kernel_log, sampler, spec.uid)
-            observation = _observe(spec, container.attrs, status, sampler.result, reader,
+            # The kernel's own totals for the run, which no sampling period can miss.
+            sample = sampler.result if parent is None else sampler.result.merge(
+                final_sample(parent))
+            observation = _observe(spec, container.attrs, status, sample, reader,
                                    wall_ms=wall_ms, timed_out=timed_out, tripped=tripped,
                                    source=audit_source(kernel_log)).model_copy(
                 update={"incomplete": incomplete})

@@ -110,9 +110,6 @@ class KmsgWatch:
         """
         count = limited = 0
         while self._fd is not None:
-            if count >= MAX_RECORDS:
-                self.lost = True
-                return
             try:
                 chunk = os.read(self._fd, _RECORD_BYTES)
             except BlockingIOError:
@@ -126,6 +123,9 @@ class KmsgWatch:
                 return
             for line in chunk.decode(errors="replace").splitlines():
                 if line and not line.startswith(" "):
+                    if count >= MAX_RECORDS:
+                        self.lost = True
+                        return
                     count += 1
                     limited += any(mark in line for mark in _RATE_LIMITED)
                     if limited >= PRINTK_BURST:
@@ -190,9 +190,6 @@ class AuditSocket:
     def records(self) -> Iterator[str]:
         count = 0
         while self._sock is not None:
-            if count >= MAX_RECORDS:
-                self.lost = True
-                return
             try:
                 data = self._sock.recv(1 << 16)
             except BlockingIOError:
@@ -203,6 +200,9 @@ class AuditSocket:
                 self.lost = True  # the socket overflowed: some records are gone
                 continue
             for record in _netlink_records(data):
+                if count >= MAX_RECORDS:
+                    self.lost = True
+                    return
                 count += 1
                 yield record
 

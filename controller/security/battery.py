@@ -50,6 +50,8 @@ def observe(sub: Submission) -> str:
         parts.append("rules " + ",".join(rules))
     if printed:
         parts.append(f"result: {printed[-1]}")
+    if len(parts) == 1 and sub.reason:  # nothing above says why: the reason does
+        parts.append(f"reason: {sub.reason}")
     return "; ".join(parts)
 
 

@@ -25,8 +25,7 @@ from controller.verify.dsse import (
     HEX_SHA256,
     VerificationError,
     is_int,
-    open_signed,
-    strict_json,
+    open_signed_json,
 )
 from controller.verify.formats import CHECKPOINT_PAYLOAD_TYPE, CHECKPOINT_TYPE
 from controller.verify.report import Entry, Problem
@@ -81,11 +80,7 @@ def checkpoint_payload(tree_size: int, root_hash: str, issued_at: str) -> bytes:
 
 def open_checkpoint(envelope: Any, keys: dict[str, Ed25519PublicKey]) -> Checkpoint:
     """A checkpoint whose signature (by one of ``keys``) and shape verify."""
-    payload, signers = open_signed(envelope, keys, CHECKPOINT_PAYLOAD_TYPE)
-    try:
-        body = strict_json(payload)
-    except ValueError as exc:
-        raise VerificationError(f"payload is not JSON: {exc}") from exc
+    body, _, signers = open_signed_json(envelope, keys, CHECKPOINT_PAYLOAD_TYPE)
     if not isinstance(body, dict) or body.get("_type") != CHECKPOINT_TYPE:
         raise VerificationError(f"payload is not a {CHECKPOINT_TYPE}")
     size, root, issued = body.get("tree_size"), body.get("root_hash"), body.get("issued_at")

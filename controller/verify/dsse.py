@@ -165,13 +165,19 @@ def _signatures(envelope: dict[str, Any]) -> list[tuple[str, bytes]]:
         raise VerificationError(f"malformed envelope: {exc}") from exc
 
 
-def open_receipt(envelope: Any, keys: dict[str, Ed25519PublicKey]) -> Receipt:
-    """Check a receipt's signature and statement shape."""
-    payload, signers = open_signed(envelope, keys, PAYLOAD_TYPE)
+def open_signed_json(envelope: Any, keys: dict[str, Ed25519PublicKey],
+                     payload_type: str) -> tuple[Any, bytes, tuple[str, ...]]:
+    """``open_signed``, and the payload parsed as strict JSON."""
+    payload, signers = open_signed(envelope, keys, payload_type)
     try:
-        statement = strict_json(payload)
+        return strict_json(payload), payload, signers
     except ValueError as exc:
         raise VerificationError(f"payload is not JSON: {exc}") from exc
+
+
+def open_receipt(envelope: Any, keys: dict[str, Ed25519PublicKey]) -> Receipt:
+    """Check a receipt's signature and statement shape."""
+    statement, payload, signers = open_signed_json(envelope, keys, PAYLOAD_TYPE)
     check_statement(statement)
     return Receipt(statement=statement, payload=payload, key_id=signers[0])
 

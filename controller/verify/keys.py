@@ -21,8 +21,7 @@ from controller.verify.dsse import (
     MAX_SEQUENCE,
     VerificationError,
     is_int,
-    open_signed,
-    strict_json,
+    open_signed_json,
 )
 from controller.verify.formats import ROTATION_PAYLOAD_TYPE, ROTATION_TYPE
 from controller.verify.report import Entry, Problem
@@ -45,11 +44,7 @@ def rotation_payload(outgoing: str, incoming: str, from_sequence: int) -> bytes:
 
 def open_rotation(record: Any, keys: dict[str, Ed25519PublicKey]) -> Rotation:
     """A rotation record whose signature by its own outgoing key verifies."""
-    payload, signers = open_signed(record, keys, ROTATION_PAYLOAD_TYPE)
-    try:
-        body = strict_json(payload)
-    except ValueError as exc:
-        raise VerificationError(f"payload is not JSON: {exc}") from exc
+    body, _, signers = open_signed_json(record, keys, ROTATION_PAYLOAD_TYPE)
     rotation = _rotation(body)
     if rotation.outgoing not in signers:
         raise VerificationError(f"not signed by its outgoing key {rotation.outgoing[:12]}")

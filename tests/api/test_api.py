@@ -45,15 +45,19 @@ def test_the_whole_log_verifies_for_an_auditor(server: Server, tmp_path: Path) -
         alice.post("/v1/submissions?wait=30", json={"language": "sh", "code": "echo x",
                                                     "workspace": "alice-ws"})
     with server.client("audrey") as auditor:
+        checkpoint = auditor.get("/v1/checkpoint").text  # nothing runs between the two reads
         receipts = auditor.get("/v1/receipts", params={"limit": 1000}).json()["receipts"]
         keys = auditor.get("/v1/keys").json()
     assert len(receipts) >= 1
     (tmp_path / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in receipts))
     (tmp_path / "keys.pem").write_text("".join(k["pem"] for k in keys))
+    (tmp_path / "checkpoint.json").write_text(checkpoint)
     done = subprocess.run([str(BIN / "sandgate-verify"), str(tmp_path / "log.jsonl"), "--key",
-                           str(tmp_path / "keys.pem")], capture_output=True, text=True,
+                           str(tmp_path / "keys.pem"), "--checkpoint",
+                           str(tmp_path / "checkpoint.json")], capture_output=True, text=True,
                           check=False)
     assert done.returncode == 0, done.stdout + done.stderr
+    assert f"checkpoint holds: tree size {len(receipts)}," in done.stdout
 
 
 def test_tenants_cannot_see_each_other(server: Server) -> None:

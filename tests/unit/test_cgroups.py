@@ -60,3 +60,34 @@ def test_a_reused_pid_in_another_cgroup_reads_nothing(tmp_path: Path,
     fake_proc(monkeypatch, "8:pids:/\n")
     assert CgroupReader.for_pid(1, owner="abc123", root=tmp_path).sample() == Sample()
     assert cgroups.Sample(pids=3).merge(Sample(pids=5, cpu_ns=1)) == Sample(pids=5, cpu_ns=1)
+
+
+def test_a_run_parent_is_read_after_its_container_is_gone_then_removed(tmp_path: Path) -> None:
+    from controller.runtime.cgroups import (
+        final_sample,
+        remove_owned_parents,
+        remove_parent,
+        run_parent,
+    )
+
+    parent = run_parent("../../etc", "s1-dry_run-ab12")
+    assert parent == "sandgate/.._.._etc/s1-dry_run-ab12"
+    for hierarchy, files in {"memory": {"memory.max_usage_in_bytes": "5000\n"},
+                             "cpuacct": {"cpuacct.usage": "777\n"},
+                             "pids": {"pids.peak": "3\n", "pids.current": "0\n"}}.items():
+        directory = tmp_path / hierarchy / parent
+        directory.mkdir(parents=True)
+        for name, text in files.items():
+            (directory / name).write_text(text)
+    sample = final_sample(parent, tmp_path)
+    assert (sample.memory_peak, sample.cpu_ns, sample.pids) == (5000, 777, 3)
+    for hierarchy in ("memory", "cpuacct", "pids"):  # a cgroup directory rmdirs with its files
+        for item in (tmp_path / hierarchy / parent).iterdir():
+            item.unlink()
+    (tmp_path / "pids" / parent / "busy").mkdir()  # one that cannot go yet: left, no error
+    remove_parent(parent, tmp_path)
+    assert not (tmp_path / "memory" / parent).exists()
+    assert (tmp_path / "pids" / parent).exists()
+    (tmp_path / "pids" / parent / "busy").rmdir()
+    remove_owned_parents("../../etc", tmp_path)
+    assert not (tmp_path / "pids" / parent).exists()

@@ -262,3 +262,29 @@ def test_the_cli_shows_what_the_sandbox_chose_escaped(capsys: pytest.CaptureFixt
     assert lines[0] == "s1  quarantined  (receipt #None)"
     assert not any(line.startswith("0123") for line in lines)  # no forged line of its own
     assert "\\x1b[2K" in shown
+
+
+def test_the_quarantine_evidence_is_bound_into_the_receipt_by_its_manifest(
+        tmp_path: Path) -> None:
+    import hashlib
+
+    def behaviour(spec: RunSpec) -> Outcome:
+        if spec.phase is Phase.BOUNDED:
+            os.symlink("/etc/shadow", spec.workspace_dir / "escape")
+            (spec.workspace_dir / os.fsdecode(b"note-\xff")).write_text("kept")
+        return Outcome()
+
+    controller = controller_with(tmp_path, behaviour)
+    result = controller.submit(python("x"))
+    assert result.state is State.QUARANTINED and result.evidence_dir
+    evidence = Path(result.evidence_dir)
+    manifest = (evidence / "manifest.json").read_bytes()
+    [predicate] = verified(controller, tmp_path)
+    bound = predicate["evidence"]
+    assert isinstance(bound, dict)
+    assert bound["manifest_sha256"] == hashlib.sha256(manifest).hexdigest()
+    listed = {entry["path"]: entry for entry in json.loads(manifest)}
+    assert listed["workspace/note-%FF"]["sha256"] == hashlib.sha256(b"kept").hexdigest()
+    assert listed["code"]["sha256"] == hashlib.sha256(b"x").hexdigest()
+    assert bound["files"] == len(listed) and bound["entries"] == sorted(
+        listed.values(), key=lambda entry: entry["path"])

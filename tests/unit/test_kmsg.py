@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from controller.runtime.kmsg import KmsgWatch, SeccompKill, attribute, parse_kill, read_kills
+import pytest
+
+from controller.runtime.kmsg import (
+    PRINTK_BURST,
+    KmsgWatch,
+    SeccompKill,
+    attribute,
+    parse_kill,
+    read_kills,
+)
 
 CHILD_KILL = ('5,1047,1477084760,-;audit: type=1326 audit(1795314107.332:14): auid=4294967295 '
               'uid=10001 gid=10001 ses=4294967295 pid=25387 comm="python3" '
@@ -44,3 +53,51 @@ def test_the_watch_reads_only_what_was_logged_after_it_opened(tmp_path: Path) ->
     assert read_kills(watch) == []
     watch.close()
     assert KmsgWatch.open(tmp_path / "missing") is None
+
+
+def test_a_flood_past_the_cap_marks_the_reader_lost_never_stops_silently(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from controller.runtime import kmsg
+
+    monkeypatch.setattr(kmsg, "MAX_RECORDS", 50)
+    log = tmp_path / "kmsg"
+    log.write_text("")
+    watch = KmsgWatch.open(log)
+    assert watch is not None
+    with log.open("a") as handle:
+        handle.write("".join(f"6,{n},1,-;harmless record {n}\n" for n in range(60)))
+        handle.write(CHILD_KILL + "\n")  # the kill comes after the flood
+    assert read_kills(watch) == [] and watch.lost
+    watch.close()
+
+
+def test_every_record_is_read_however_many_came_before_the_kill(tmp_path: Path) -> None:
+    log = tmp_path / "kmsg"
+    log.write_text("")
+    watch = KmsgWatch.open(log)
+    assert watch is not None
+    with log.open("a") as handle:
+        handle.write("".join(f"6,{n},1,-;harmless record {n}\n" for n in range(12_000)))
+        handle.write(CHILD_KILL + "\n")
+    assert [kill.pid for kill in read_kills(watch)] == [25387] and not watch.lost
+    watch.close()
+
+
+def test_printk_rate_limited_records_past_the_burst_mark_the_kmsg_reader_lost(
+        tmp_path: Path) -> None:
+    # Segfault reports share printk's rate limit with the kill records: past its burst, a
+    # kill can be dropped from /dev/kmsg unseen.
+    log = tmp_path / "kmsg"
+    log.write_text("")
+    watch = KmsgWatch.open(log)
+    assert watch is not None
+    with log.open("a") as handle:
+        handle.write("".join(f"6,{n},1,-;python3[{n}]: segfault at 0 ip 0 sp 0 error 4\n"
+                             for n in range(PRINTK_BURST)))
+    assert read_kills(watch) == [] and watch.lost
+    watch.close()
+
+
+def test_kills_of_another_uid_are_never_charged_to_this_run() -> None:
+    neighbour = SeccompKill(pid=8, uid=10007, syscall=101, comm="x")
+    assert attribute([neighbour], pids=frozenset({7}), uid=10002) == ()

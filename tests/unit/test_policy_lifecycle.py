@@ -223,3 +223,45 @@ def test_the_watcher_reloads_bundles_and_profiles_and_skips_broken_ones(tmp_path
     finally:
         stop.set()
         thread.join(timeout=5)
+
+
+def test_an_approval_after_the_profile_changed_denies_and_runs_nothing(tmp_path: Path) -> None:
+    controller, runtime = seeded(tmp_path, bundle_with(tmp_path, "b", APPROVAL_RULE))
+    parked = controller.submit(python("delete"))
+    assert parked.state is State.AWAITING_APPROVAL and parked.sandbox_uid is not None
+    assert controller.uids.held() == {parked.id: parked.sandbox_uid}  # kept while parked
+    standard = controller.profiles["standard"]
+    looser = standard.model_copy(update={"digest": "sha256:" + "0" * 64})
+    controller.profiles = {**controller.profiles, "standard": looser}
+    answered = controller.approve(parked.id, "carol", True, "looks fine")
+    assert answered.state is State.DENIED
+    assert "profile 'standard' changed while the submission awaited approval" in answered.reason
+    assert standard.digest in answered.reason and looser.digest in answered.reason
+    assert [spec.phase for spec in runtime.runs] == [Phase.DRY_RUN]
+    assert controller.uids.held() == {}
+
+
+def test_a_parked_submission_keeps_its_uid_across_a_restart(tmp_path: Path) -> None:
+    controller, runtime = seeded(tmp_path, bundle_with(tmp_path, "b", APPROVAL_RULE))
+    parked = controller.submit(python("delete"))
+    from controller.uids import UidPool
+
+    restarted = make_controller(tmp_path / "data", runtime,
+                                policy_dir=tmp_path / "b")  # type: ignore[arg-type]
+    assert parked.sandbox_uid is not None
+    restarted.uids = UidPool(range(parked.sandbox_uid, parked.sandbox_uid + 2))
+    assert restarted.reconcile() == []
+    assert restarted.uids.claim("another") == parked.sandbox_uid + 1  # its uid is taken
+    done = restarted.process(restarted.approve(parked.id, "carol", True, "fine"))
+    assert done.state is State.COMMITTED
+    assert runtime.runs[-1].uid == parked.sandbox_uid == runtime.runs[-2].uid
+
+
+def test_every_loaded_profile_is_archived_under_its_digest(tmp_path: Path) -> None:
+    from controller.profiles import archive_profile, load_profiles
+    from controller.settings import SHIPPED_ROOT
+
+    for profile in load_profiles(SHIPPED_ROOT / "profiles").values():
+        path = archive_profile(profile, tmp_path / "archive")
+        assert path.name == profile.digest.removeprefix("sha256:") + ".json"
+        assert json.loads(path.read_text())["seccomp"] == profile.seccomp
