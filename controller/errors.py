@@ -17,6 +17,7 @@
     │   └── UnavailableError      draining or not ready
     ├── IllegalTransitionError    the lifecycle refused a move (a bug, never user input)
     ├── RuntimeUnavailableError   the container engine cannot be reached or failed
+    │   ├── KilledFromOutsideError  the engine recorded a kill Sandgate did not issue
     │   └── ContainerAuditError   a container failed the CIS configuration audit
     ├── WorkspaceError
     │   └── CommitConflictError   another commit moved the workspace first
@@ -109,6 +110,17 @@ class IllegalTransitionError(SandgateError):
 class RuntimeUnavailableError(SandgateError):
     code = "runtime_unavailable"
     hint = "Check that the Docker engine answers (`docker info`) and the sandbox image exists."
+
+
+class KilledFromOutsideError(RuntimeUnavailableError):
+    """The engine recorded a kill of the sandbox that Sandgate did not issue; what the run
+    showed up to then (``observation``) still decides a quarantine."""
+
+    code = "killed_from_outside"
+
+    def __init__(self, message: str, observation: object = None) -> None:
+        super().__init__(message)
+        self.observation = observation
 
 
 class ContainerAuditError(RuntimeUnavailableError):

@@ -44,13 +44,14 @@ from controller.models import (
     Decision,
     Gate,
     Language,
+    Observation,
     Outcome,
     Phase,
     Profile,
     State,
     Submission,
 )
-from controller.ports import SANDBOX_UID, RunResult, RunSpec
+from controller.ports import SANDBOX_UID, SUBMISSION_UIDS, RunResult, RunSpec
 from controller.scratch import mount_tmpfs, mounts_under, release
 from controller.store import Publication
 from controller.validation import hazards, violations
@@ -114,7 +115,7 @@ class Job:
         if after_admission(admission) is State.DENIED:
             return self.finish(State.DENIED, reason=f"admission: {matched(admission)}",
                                base_version=base, profile_digest=profile.digest)
-        uid = self.c.uids.claim(self.sub.id)
+        uid = self.c.store.claim_uid(self.sub.id, SUBMISSION_UIDS)
         self._move(State.DRY_RUN, base_version=base, base_tree_digest=tree_digest(self.before),
                    profile_digest=profile.digest, image_id=image, sandbox_uid=uid)
         dry = self._run(Phase.DRY_RUN)
@@ -139,6 +140,8 @@ class Job:
         if target is State.DENIED:
             return self.finish(State.DENIED, reason=f"assessment: {matched(decision)}")
         if target is State.AWAITING_APPROVAL:
+            # Nothing runs while a human looks: the uid goes back to the pool meanwhile.
+            self.c.store.release_uid(self.sub.id)
             return self._move(target, reason=f"assessment: {matched(decision)}")
         return self._bounded_run(context)
 
@@ -154,12 +157,16 @@ class Job:
                 f"profile {profile.name!r} changed while the submission awaited approval "
                 f"(assessed {self.sub.profile_digest}, now {profile.digest}); the real run "
                 "did not start: submit again to have it assessed under the new profile"))
-        self.c.uids.claim(self.sub.id, self.sub.sandbox_uid)
+        context = assessment_context(request, profile, self.sub.dry_run, self.sub.dry_run_diff,
+                                     max_deleted_files=self.c.max_deleted_files)
+        # The uid the dry run had, unless another submission took it while this one waited
+        # (a parked submission holds none): the clock told the runs apart already.
+        uid = self.c.store.claim_uid(self.sub.id, SUBMISSION_UIDS, wanted=self.sub.sandbox_uid)
+        if uid != self.sub.sandbox_uid:
+            self.sub = self.c.store.update(self.sub.model_copy(update={"sandbox_uid": uid}))
         self.before = scan(self.c.workspaces.version_dir(request.workspace,
                                                          self.sub.base_version or 0),
                            hash_limit=profile.limits.workspace_bytes)
-        context = assessment_context(request, profile, self.sub.dry_run, self.sub.dry_run_diff,
-                                     max_deleted_files=self.c.max_deleted_files)
         return self._bounded_run(context, approved=True)
 
     def _bounded_run(self, context: dict[str, object], *, approved: bool = False) -> Submission:
@@ -207,6 +214,12 @@ class Job:
         """The real run failed without an observation (the engine failed, or a stranger
         killed the container): what it left in its workspace still decides. A hazard there
         is a quarantine, whatever else went wrong; otherwise the failure stands."""
+        seen = getattr(failure, "observation", None)
+        if isinstance(seen, Observation) and seen.seccomp_killed:
+            # A tripwire fired before the stranger's kill: that decides, whatever came after.
+            self.sub = self.c.store.update(self.sub.model_copy(update={"bounded_run": seen}))
+            return self._quarantine(None, "tripwire: the bounded run was killed by seccomp "
+                                    f"(SIGSYS) after a clean dry run; and {failure}")
         if not mounts_under(self.work):
             raise failure
         try:
@@ -298,7 +311,6 @@ class Job:
                **changes: object) -> Submission:
         self.sub = self.c.store.finish(self.sub, target, self.c.seal, publication,
                                        **_safe_text(changes))
-        self.c.uids.release(self.sub.id)
         crash_point("sealed")
         self.c.announce(self.sub)
         return self.sub

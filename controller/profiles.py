@@ -23,14 +23,25 @@ from controller.models import Limits, Profile
 DENYING_DEFAULTS = frozenset({"SCMP_ACT_ERRNO", "SCMP_ACT_KILL", "SCMP_ACT_KILL_PROCESS"})
 TRIPWIRE_ACTION = "SCMP_ACT_KILL_PROCESS"
 PR_SET_SECCOMP = 22
-# A filter the sandbox installs itself could return SECCOMP_RET_LOG for a harmless syscall and
-# flood the kernel's audit records, to bury a child's tripwire kill among them. Every profile
-# that allows prctl allows it for every option but that one (which then meets the default
-# action: denied); the seccomp syscall itself is left to the profile (the shipped ones deny it).
-PRCTL_WITHOUT_SECCOMP: dict[str, Any] = {
-    "names": ["prctl"], "action": "SCMP_ACT_ALLOW",
-    "args": [{"index": 0, "value": PR_SET_SECCOMP, "op": "SCMP_CMP_NE"}],
-    "comment": "prctl, except PR_SET_SECCOMP: the sandbox installs no filter of its own"}
+
+
+def _prctl_without_seccomp() -> list[dict[str, Any]]:
+    """prctl allowed for every option but PR_SET_SECCOMP.
+
+    A filter the sandbox installs itself could return SECCOMP_RET_LOG for a harmless syscall
+    and flood the kernel's audit records, to bury a child's tripwire kill among them. The
+    kernel reads the option as a 32-bit int while a filter sees 64 bits (``22 | 1 << 32`` is
+    PR_SET_SECCOMP to the kernel and not 22 to ``SCMP_CMP_NE``), and a second, denying rule
+    for the same syscall is not reliably kept beside an allow. So: one allow per bit of the
+    low 32 in which the option differs from 22 — together exactly "the int is not 22"; 22
+    meets the default action (denied).
+    """
+    return [{"names": ["prctl"], "action": "SCMP_ACT_ALLOW",
+             "args": [{"index": 0, "value": 1 << bit,
+                       "valueTwo": 0 if PR_SET_SECCOMP & (1 << bit) else 1 << bit,
+                       "op": "SCMP_CMP_MASKED_EQ"}],
+             "comment": f"prctl with bit {bit} of the option unlike PR_SET_SECCOMP's"}
+            for bit in range(32)]
 _ACTIONS = {
     "SCMP_ACT_ALLOW": pyseccomp.ALLOW,
     "SCMP_ACT_ERRNO": pyseccomp.ERRNO(1),
@@ -167,8 +178,12 @@ def _effective_seccomp(path: Path, tripwires: tuple[str, ...], *, source: Path) 
         raise ProfileError(f"{source}: tripwires {clash} are also allowed in {path}")
     seccomp = dict(seccomp)
     rules = _without(seccomp.get("syscalls", []), frozenset(tripwires))
+    if "seccomp" in allowed:
+        raise ProfileError(f"{source}: {path} allows seccomp: the sandbox could install a "
+                           "filter of its own that floods the audit records and buries a "
+                           "tripwire kill; remove it from the allowed syscalls")
     if "prctl" in allowed:
-        rules = [*_without(rules, frozenset({"prctl"})), PRCTL_WITHOUT_SECCOMP]
+        rules = [*_without(rules, frozenset({"prctl"})), *_prctl_without_seccomp()]
     if tripwires:
         rules.append({"names": sorted(tripwires), "action": TRIPWIRE_ACTION,
                       "comment": "tripwires: a call kills the process and flags the sandbox"})

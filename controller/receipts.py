@@ -73,7 +73,7 @@ def statement(
 
 def file_record(item: SubmittedFile) -> dict[str, Any]:
     """What ran beside the code: a submitted file's path, mode and the digest of its bytes."""
-    return {"path": item.path, "mode": f"{item.mode:04o}",
+    return {"path": untrusted.name(item.path), "mode": f"{item.mode:04o}",
             "sha256": hashlib.sha256(item.data()).hexdigest()}
 
 

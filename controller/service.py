@@ -39,7 +39,6 @@ from controller.profiles import archive_profile, load_profiles
 from controller.scratch import release
 from controller.signing import Ed25519Signer, envelope_json
 from controller.store import Sealed, Store
-from controller.uids import UidPool
 from controller.verify.dsse import payload_digest
 from controller.workspace import (
     Workspaces,
@@ -74,7 +73,6 @@ class Controller:
         self.max_deleted_files = max_deleted_files
         self.keep_run_dirs = keep_run_dirs
         self.listeners: list[Listener] = []
-        self.uids = UidPool()
 
     def submit(self, request: SubmissionRequest) -> Submission:
         """Accept and process one submission in this thread; returns it in a terminal state."""
@@ -117,8 +115,6 @@ class Controller:
             return job.fail(f"{type(exc).__name__}: {exc}")
         finally:
             job.cleanup()
-            if job.sub.state is not State.AWAITING_APPROVAL:
-                self.uids.release(job.sub.id)
 
     def reconcile(self) -> list[Submission]:
         """After a restart: remove our containers, end every interrupted submission safely."""
@@ -126,10 +122,7 @@ class Controller:
         ended = []
         for submission in self.store.unfinished():
             if submission.state is State.AWAITING_APPROVAL:
-                # Parked on purpose; nothing was in flight. Its uid stays its own.
-                if submission.sandbox_uid is not None:
-                    self.uids.claim(submission.id, submission.sandbox_uid)
-                continue
+                continue  # parked on purpose; nothing was in flight
             # Each record on its own: one that cannot be ended is logged and left for the
             # next start, and never keeps the others (or the server) from starting.
             try:

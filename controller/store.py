@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import secrets
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
@@ -24,6 +25,7 @@ from controller.errors import (
     CommitConflictError,
     IdempotencyConflictError,
     NotFoundError,
+    RuntimeUnavailableError,
     StoreError,
 )
 from controller.faults import crash_point
@@ -40,7 +42,8 @@ CREATE TABLE IF NOT EXISTS submissions (
     state TEXT NOT NULL,
     created_at TEXT NOT NULL,
     updated_at TEXT NOT NULL,
-    record TEXT NOT NULL
+    record TEXT NOT NULL,
+    sandbox_uid INTEGER
 );
 CREATE INDEX IF NOT EXISTS submissions_state ON submissions(state);
 CREATE TABLE IF NOT EXISTS transitions (
@@ -126,9 +129,27 @@ def _add_workspace_owner(db: sqlite3.Connection) -> None:
         db.execute("ALTER TABLE workspaces ADD COLUMN owner TEXT")
 
 
+_UNFINISHED = "state NOT IN ('committed', 'rolled_back', 'quarantined', 'denied')"
+
+
+_TAKEN_UIDS = ("SELECT sandbox_uid FROM submissions WHERE sandbox_uid IS NOT NULL AND state NOT "
+               "IN ('committed', 'rolled_back', 'quarantined', 'denied') AND id != ?")
+
+
+def _add_sandbox_uids(db: sqlite3.Connection) -> None:
+    columns = {row[1] for row in db.execute("PRAGMA table_info(submissions)")}
+    if "sandbox_uid" not in columns:
+        db.execute("ALTER TABLE submissions ADD COLUMN sandbox_uid INTEGER")
+    # No two submissions in flight share a uid, whichever process (serve, run) claimed it.
+    db.execute("CREATE UNIQUE INDEX IF NOT EXISTS submissions_sandbox_uid ON "
+               f"submissions(sandbox_uid) WHERE sandbox_uid IS NOT NULL AND {_UNFINISHED}")
+
+
 # Version n of the schema is reached by MIGRATIONS[n - 1] from version n - 1. ``SCHEMA`` is
-# always the newest; a migration brings a database created by an older release up to it.
-MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_add_workspace_owner,)
+# always the newest (but for the index over a column a migration adds); a migration brings a
+# database created by an older release up to it.
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_add_workspace_owner,
+                                                                 _add_sandbox_uids)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -228,7 +249,8 @@ class Store:
                         return earlier
                 self._claim_workspace(db, submission.request.workspace, submission.request.agent)
                 db.execute(
-                    "INSERT INTO submissions VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO submissions (id, agent, workspace, state, created_at, "
+                    "updated_at, record) VALUES (?, ?, ?, ?, ?, ?, ?)",
                     (submission.id, submission.request.agent, submission.request.workspace,
                      submission.state.value, submission.created_at.isoformat(),
                      submission.updated_at.isoformat(), _record(submission)))
@@ -253,6 +275,31 @@ class Store:
                 f"Idempotency-Key {key!r} was used for a different submission body")
         record = db.execute("SELECT record FROM submissions WHERE id = ?", (row[1],)).fetchone()
         return Submission.model_validate_json(record[0])
+
+    def claim_uid(self, submission_id: str, uids: range, wanted: int | None = None) -> int:
+        """A sandbox uid for ``submission_id`` that no other submission in flight holds, in
+        the database every controller process shares: ``wanted`` (the uid its dry run had)
+        if free, else one of the free ones at random. ``RuntimeUnavailableError`` when none is.
+        """
+        with self._transaction() as db:
+            taken = {int(row[0]) for row in db.execute(_TAKEN_UIDS, (submission_id,))}
+            if wanted is not None and wanted in uids and wanted not in taken:
+                uid = wanted
+            else:
+                free = [uid for uid in uids if uid not in taken]
+                if not free:
+                    raise RuntimeUnavailableError(
+                        f"no sandbox uid is free: {len(taken)} submissions are running")
+                uid = secrets.choice(free)
+            db.execute("UPDATE submissions SET sandbox_uid = ? WHERE id = ?",
+                       (uid, submission_id))
+        return uid
+
+    def release_uid(self, submission_id: str) -> None:
+        """Give the uid back while nothing of the submission runs (it awaits a human)."""
+        with self._transaction() as db:
+            db.execute("UPDATE submissions SET sandbox_uid = NULL WHERE id = ?",
+                       (submission_id,))
 
     def _claim_workspace(self, db: sqlite3.Connection, name: str, agent: str) -> None:
         """A workspace belongs to the agent that used it first; others cannot see it."""

@@ -56,7 +56,7 @@ class Entry:
             other.type, other.mode, other.sha256, other.link_target, other.size)
 
 
-def scan(root: Path, *, hash_limit: int) -> dict[str, Entry]:
+def scan(root: Path, *, hash_limit: int, max_path: int = MAX_TREE_PATH) -> dict[str, Entry]:
     """Every path under ``root`` (relative, '/'-separated), without following symlinks.
 
     Files larger than ``hash_limit`` (e.g. a sparse terabyte) are not read: their digest is
@@ -70,9 +70,9 @@ def scan(root: Path, *, hash_limit: int) -> dict[str, Entry]:
         with os.scandir(root / relative if relative else root) as it:
             for item in it:
                 path = f"{relative}/{item.name}" if relative else item.name
-                if len(os.fsencode(path)) > MAX_TREE_PATH:
+                if len(os.fsencode(path)) > max_path:
                     raise TreeTooDeepError(
-                        f"the tree has a path longer than {MAX_TREE_PATH} bytes "
+                        f"the tree has a path longer than {max_path} bytes "
                         f"({path.count('/') + 1} levels deep); it cannot be validated")
                 entry = _entry(Path(item.path), item.stat(follow_symlinks=False), hash_limit)
                 entries[path] = entry
@@ -217,8 +217,10 @@ def tree_digest(entries: dict[str, Entry]) -> str:
 def evidence_manifest(root: Path, *, hash_limit: int) -> tuple[bytes, Evidence]:
     """The manifest of an evidence directory (every regular file: path, size, digest) as the
     JSON to keep beside it, and its summary: the digest binds the files into the receipt."""
+    # The workspace copy sits one level down: its longest paths are a prefix longer.
+    entries = scan(root, hash_limit=hash_limit, max_path=MAX_TREE_PATH + 64)
     listed = [EvidenceFile(path=untrusted.name(path), size=entry.size, sha256=entry.sha256)
-              for path, entry in sorted(scan(root, hash_limit=hash_limit).items())
+              for path, entry in sorted(entries.items())
               if entry.type is EntryType.FILE]
     data = json.dumps([item.model_dump() for item in listed], sort_keys=True).encode()
     return data, Evidence(manifest_sha256=hashlib.sha256(data).hexdigest(), files=len(listed),

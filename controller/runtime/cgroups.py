@@ -114,17 +114,6 @@ class CgroupReader:
             oom_kills=_read_key(path, "memory.events", "oom_kill"),
         )
 
-    def processes(self) -> frozenset[int]:
-        """Host pids in the container's cgroup now (``cgroup.procs``; every v1 hierarchy has
-        the same members, so the first readable one will do)."""
-        directory = self._unified or self._paths.get("pids") or self._paths.get("memory")
-        if directory is None:
-            return frozenset()
-        try:
-            return frozenset(int(line) for line in (directory / "cgroup.procs").read_text().split())
-        except (OSError, ValueError):
-            return frozenset()
-
     def _tree_size(self) -> int | None:
         """Where no pids controller is readable: count the process tree instead."""
         if self.pid <= 0 or (not self._paths and self._unified is None):
@@ -180,6 +169,11 @@ def remove_owned_parents(owner: str, root: Path = CGROUP_ROOT) -> None:
             continue
         for name in names:
             remove_parent(f"sandgate/{_component(owner)}/{name}", root)
+        try:  # this owner's own level too: empty cgroups still take kernel ids
+            base.rmdir()
+        except OSError as exc:
+            if exc.errno not in (errno.ENOENT, errno.EBUSY, errno.ENOTEMPTY):
+                log.warning("cgroup %s left: %s", base, exc)
 
 
 def _read_int(directory: Path | None, name: str) -> int | None:

@@ -25,7 +25,11 @@ from docker.models.containers import Container
 from docker.types import LogConfig, Mount, Ulimit
 from docker.utils.socket import STDERR, frames_iter
 
-from controller.errors import ContainerAuditError, RuntimeUnavailableError
+from controller.errors import (
+    ContainerAuditError,
+    KilledFromOutsideError,
+    RuntimeUnavailableError,
+)
 from controller.models import AuditSource, Observation, Phase, StreamSummary
 from controller.ports import (
     CODE_MOUNT,
@@ -306,7 +310,7 @@ class DockerRuntime:
             stopped.set()
             sampler.join(timeout=5)
             container.reload()
-            tripped, incomplete = _tripwires(kernel_log, sampler, spec.uid)
+            tripped, incomplete = _tripwires(kernel_log, spec.uid)
             # The kernel's own totals for the run, which no sampling period can miss.
             sample = sampler.result if parent is None else sampler.result.merge(
                 final_sample(parent))
@@ -327,9 +331,9 @@ class DockerRuntime:
             if observation.signal is not None and self._killed_outside(container, since, ours):
                 # A run cut short by a stranger tells nothing about the code. Said only on
                 # the engine's own record: an exit status of 137 is the code's to choose.
-                raise RuntimeUnavailableError(
+                raise KilledFromOutsideError(
                     "the sandbox container was killed from outside Sandgate mid-run (the "
-                    "engine recorded a kill that Sandgate did not issue)")
+                    "engine recorded a kill that Sandgate did not issue)", observation)
             return RunResult(observation, bytes(reader.out.data), bytes(reader.err.data), changes)
         finally:
             # Whatever failed above, nothing outlives the run: not the sampler, not the stream.
@@ -446,8 +450,7 @@ def _forks_rejected(messages: KmsgWatch | None, container_id: str) -> bool:
                for line in messages.records())
 
 
-def _tripwires(kernel_log: AuditLog | None, sampler: _Sampler,
-               uid: int) -> tuple[bool, str | None]:
+def _tripwires(kernel_log: AuditLog | None, uid: int) -> tuple[bool, str | None]:
     """Whether the kernel logged a seccomp kill in this run (any process, not only the main),
     and why the answer may be incomplete. Every record is read, however many the run made:
     a flood cannot push a kill past the reader. Without a log (not root, or closed to us) the
@@ -455,7 +458,7 @@ def _tripwires(kernel_log: AuditLog | None, sampler: _Sampler,
     """
     if kernel_log is None:
         return False, None
-    kills = attribute(read_kills(kernel_log), pids=frozenset(sampler.pids), uid=uid)
+    kills = attribute(read_kills(kernel_log, uid=uid), uid=uid)
     if kernel_log.lost:
         return bool(kills), ("kernel audit records were lost or cut short during the run "
                              f"({audit_source(kernel_log).value}); a tripwire kill may be "
@@ -485,7 +488,6 @@ class _Sampler(threading.Thread):
         self.container = container
         self.stopped = stopped
         self.result = Sample()
-        self.pids: set[int] = set()  # host pids seen in the cgroup, to attribute kernel records
 
     def run(self) -> None:
         try:
@@ -495,10 +497,8 @@ class _Sampler(threading.Thread):
         pid = int(self.container.attrs.get("State", {}).get("Pid") or 0)
         if pid <= 0:
             return
-        self.pids.add(pid)
         reader = CgroupReader.for_pid(pid, owner=self.container.id)
         while True:
             self.result = self.result.merge(reader.sample())
-            self.pids |= reader.processes()
             if self.stopped.wait(SAMPLE_INTERVAL_S):
                 return

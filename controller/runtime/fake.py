@@ -10,7 +10,7 @@ import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from controller.errors import RuntimeUnavailableError
+from controller.errors import KilledFromOutsideError, RuntimeUnavailableError
 from controller.models import AuditSource, Observation, StreamSummary
 from controller.ports import RunResult, RunSpec
 
@@ -27,6 +27,7 @@ class Outcome:
     pids_limit_hit: bool = False
     fail: bool = False  # the engine itself fails
     incomplete: str | None = None  # kernel records lost
+    killed_outside: bool = False  # the engine recorded a stranger's kill (after the run)
 
 
 Behaviour = Callable[[RunSpec], Outcome]
@@ -70,6 +71,8 @@ class FakeRuntime:
             incomplete=outcome.incomplete,
             uid=spec.uid,
         )
+        if outcome.killed_outside:
+            raise KilledFromOutsideError("fake: killed from outside", observation)
         return RunResult(observation, outcome.stdout, b"")
 
     def remove_owned(self, keep: frozenset[str] = frozenset()) -> list[str]:

@@ -70,16 +70,15 @@ def parse_kill(record: str) -> SeccompKill | None:
     return kill if signal == SIGSYS and code in KILL_CODES else None
 
 
-def attribute(kills: Iterable[SeccompKill], *, pids: frozenset[int],
-              uid: int) -> tuple[SeccompKill, ...]:
-    """The kills that count against this run: a pid seen in its cgroup, or the run's uid.
+def attribute(kills: Iterable[SeccompKill], *, uid: int) -> tuple[SeccompKill, ...]:
+    """The kills that count against this run: those of its uid.
 
-    Sampling the cgroup misses children that live less than one interval, so a pid alone
-    would let a short-lived child's tripwire through. Each submission in flight runs as a
-    uid of its own (``ports.SUBMISSION_UIDS``), so a kill in another tenant's sandbox at the
-    same time is never charged here.
+    Each submission in flight runs as a uid of its own (``ports.SUBMISSION_UIDS``), which no
+    process in the sandbox can change (no capabilities, no new privileges), so a kill in
+    another tenant's sandbox at the same time is never charged here. Pids are no witness: a
+    tenant that forks fast is handed the pids another run's children had a moment ago.
     """
-    return tuple(kill for kill in kills if kill.pid in pids or kill.uid == uid)
+    return tuple(kill for kill in kills if kill.uid == uid)
 
 
 class KmsgWatch:
@@ -228,9 +227,32 @@ def _netlink_records(data: bytes) -> list[str]:
 AuditLog = AuditSocket | KmsgWatch
 
 
-def read_kills(log: AuditLog) -> list[SeccompKill]:
-    """The seccomp kills among the records a reader has gathered since it last read."""
-    return [kill for record in log.records() if (kill := parse_kill(record)) is not None]
+def read_kills(log: AuditLog, *, uid: int | None = None) -> list[SeccompKill]:
+    """The seccomp kills among the records a reader has gathered since it last read.
+
+    With ``uid``, a seccomp record of that uid cut short before its action (printk keeps
+    1024 bytes, and a sandbox can make its ``exe=`` path long) counts as a kill: fail closed.
+    """
+    found = []
+    for record in log.records():
+        kill = parse_kill(record)
+        if kill is None and uid is not None:
+            kill = _cut_short(record, uid)
+        if kill is not None:
+            found.append(kill)
+    return found
+
+
+def _cut_short(record: str, uid: int) -> SeccompKill | None:
+    _, separator, text = record.partition(";")
+    if not separator or not text.startswith(f"audit: type={AUDIT_SECCOMP} "):
+        return None
+    fields = {key: value.strip('"') for key, value in _FIELD.findall(text)}
+    if "code" in fields or fields.get("uid") != str(uid):
+        return None  # whole: parse_kill has said what it is
+    pid = fields.get("pid", "")
+    return SeccompKill(pid=int(pid) if pid.isdigit() else -1, uid=uid, syscall=-1,
+                       comm=fields.get("comm", ""))
 
 
 def audit_source(log: AuditLog | None) -> AuditSource:

@@ -199,6 +199,11 @@ KERNEL = [
     _syscall("prctl", 157, 22, 2, 0,
              notes="PR_SET_SECCOMP: a filter of the sandbox's own could log a flood of audit "
                    "records to bury a child's tripwire; every profile refuses it"),
+    Probe("prctl-set-seccomp-high-bits", "kernel surface", syscall="prctl",
+          code=SYSCALL.format(nr=157, args=f"ctypes.c_long({22 | 1 << 32}), ctypes.c_long(2), "
+                                         "ctypes.c_long(0)"),
+          notes="the kernel reads prctl's option as a 32-bit int: 22 with high bits set is "
+                "PR_SET_SECCOMP all the same, and must be refused all the same"),
     _syscall("seccomp", 317, 1, 0, 0,
              notes="SECCOMP_SET_MODE_FILTER by the seccomp syscall: refused likewise"),
     Probe("unshare-user-namespace", "kernel surface", syscall="unshare",

@@ -156,21 +156,26 @@ def test_each_submission_in_flight_runs_as_a_uid_of_its_own(tmp_path: Path) -> N
     assert all(uid in SUBMISSION_UIDS for uid in uids)
     assert uids[0::2] == uids[1::2]  # both runs of one submission: the same uid
     assert [r.sandbox_uid for r in results] == uids[0::2]
-    assert controller.uids.held() == {}  # released at the end
 
 
-def test_two_submissions_in_flight_never_share_a_uid(tmp_path: Path) -> None:
-    from controller.uids import UidPool
+def test_no_two_submissions_in_flight_share_a_uid_across_processes(tmp_path: Path) -> None:
+    from controller.errors import RuntimeUnavailableError
+    from controller.store import Store
 
-    pool = UidPool(range(10002, 10004))
-    first, second = pool.claim("a"), pool.claim("b")
-    assert {first, second} == {10002, 10003} and pool.claim("a") == first
-    with pytest.raises(Exception, match="no sandbox uid is free"):
-        pool.claim("c")
-    with pytest.raises(Exception, match="held by another submission"):
-        pool.claim("c", wanted=first)
-    pool.release("a")
-    assert pool.claim("c", wanted=first) == first
+    controller = controller_with(tmp_path, lambda spec: Outcome())
+    a, b, c = (controller.accept(python(x)) for x in "abc")
+    other = Store(tmp_path / "sandgate.db")  # another process on the same database
+    pair = range(10002, 10004)
+    first = controller.store.claim_uid(a.id, pair)
+    second = other.claim_uid(b.id, pair)
+    assert {first, second} == set(pair)
+    assert controller.store.claim_uid(a.id, pair, wanted=first) == first  # its own: kept
+    with pytest.raises(RuntimeUnavailableError, match="no sandbox uid is free"):
+        other.claim_uid(c.id, pair, wanted=first)
+    controller.store.finish(controller.store.get(a.id), State.DENIED,  # type: ignore[arg-type]
+                            controller.seal, reason="done")
+    assert other.claim_uid(c.id, pair, wanted=first) == first  # a finished one holds none
+    other.close()
 
 
 def test_the_receipt_binds_each_submitted_file_by_digest_and_mode(tmp_path: Path) -> None:
@@ -288,3 +293,35 @@ def test_the_quarantine_evidence_is_bound_into_the_receipt_by_its_manifest(
     assert listed["code"]["sha256"] == hashlib.sha256(b"x").hexdigest()
     assert bound["files"] == len(listed) and bound["entries"] == sorted(
         listed.values(), key=lambda entry: entry["path"])
+
+
+def test_a_tripwire_seen_before_a_strangers_kill_still_quarantines(tmp_path: Path) -> None:
+    controller = controller_with(tmp_path, lambda spec: Outcome(
+        seccomp_killed=spec.phase is Phase.BOUNDED, killed_outside=spec.phase is Phase.BOUNDED))
+    result = controller.submit(python("x"))
+    assert result.state is State.QUARANTINED, result.reason
+    assert result.reason.startswith("tripwire:") and "killed from outside" in result.reason
+    assert result.bounded_run is not None and result.bounded_run.seccomp_killed
+
+
+def test_a_quarantine_near_the_path_limit_keeps_its_cause_and_its_manifest(
+        tmp_path: Path) -> None:
+    def behaviour(spec: RunSpec) -> Outcome:
+        if spec.phase is Phase.BOUNDED:
+            fd = os.open(spec.workspace_dir, os.O_RDONLY)
+            try:  # 2,990 bytes of path: within the workspace's limit, past it one level down
+                for _ in range(12):
+                    os.mkdir("d" * 240, dir_fd=fd)
+                    fd = os.open("d" * 240, os.O_RDONLY, dir_fd=fd) or fd
+                os.mkdir("e" * 100, dir_fd=fd)
+            finally:
+                os.close(fd)
+            os.symlink("/etc/shadow", spec.workspace_dir / "escape")
+        return Outcome()
+
+    controller = controller_with(tmp_path, behaviour)
+    result = controller.submit(python("x"))
+    assert result.state is State.QUARANTINED, result.reason
+    assert "symlink leaving the workspace: escape" in result.reason
+    assert "infrastructure failure" not in result.reason
+    assert result.evidence is not None and result.evidence.files >= 1

@@ -35,11 +35,24 @@ def test_other_records_are_not_kills() -> None:
     assert parse_kill("5,1,1,-;audit: type=1326 pid=oops sig=31") is None
 
 
-def test_kills_are_attributed_by_pid_or_by_the_sandbox_uid() -> None:
-    ours = SeccompKill(pid=7, uid=0, syscall=101, comm="x")  # pid seen in the cgroup
-    child = SeccompKill(pid=8, uid=10001, syscall=101, comm="x")  # too short-lived to sample
+def test_kills_are_attributed_by_the_runs_uid_alone() -> None:
+    # A pid is no witness: another tenant that forks fast reuses the pids this run had.
+    reused = SeccompKill(pid=7, uid=10005, syscall=101, comm="x")
+    child = SeccompKill(pid=8, uid=10001, syscall=101, comm="x")
     host = SeccompKill(pid=9, uid=0, syscall=101, comm="x")
-    assert attribute([ours, child, host], pids=frozenset({7}), uid=10001) == (ours, child)
+    assert attribute([reused, child, host], uid=10001) == (child,)
+
+
+def test_a_kill_record_cut_short_counts_as_a_kill_of_its_uid(tmp_path: Path) -> None:
+    cut = CHILD_KILL[:CHILD_KILL.index(" sig=31")]  # printk kept 1024 bytes of a long exe=
+    log = tmp_path / "kmsg"
+    log.write_text("")
+    watch = KmsgWatch.open(log)
+    assert watch is not None
+    with log.open("a") as handle:
+        handle.write(cut + "\n" + cut.replace("uid=10001", "uid=10009") + "\n")
+    assert [(k.pid, k.uid) for k in read_kills(watch, uid=10001)] == [(25387, 10001)]
+    watch.close()
 
 
 def test_the_watch_reads_only_what_was_logged_after_it_opened(tmp_path: Path) -> None:
@@ -100,4 +113,4 @@ def test_printk_rate_limited_records_past_the_burst_mark_the_kmsg_reader_lost(
 
 def test_kills_of_another_uid_are_never_charged_to_this_run() -> None:
     neighbour = SeccompKill(pid=8, uid=10007, syscall=101, comm="x")
-    assert attribute([neighbour], pids=frozenset({7}), uid=10002) == ()
+    assert attribute([neighbour], uid=10002) == ()

@@ -229,7 +229,6 @@ def test_an_approval_after_the_profile_changed_denies_and_runs_nothing(tmp_path:
     controller, runtime = seeded(tmp_path, bundle_with(tmp_path, "b", APPROVAL_RULE))
     parked = controller.submit(python("delete"))
     assert parked.state is State.AWAITING_APPROVAL and parked.sandbox_uid is not None
-    assert controller.uids.held() == {parked.id: parked.sandbox_uid}  # kept while parked
     standard = controller.profiles["standard"]
     looser = standard.model_copy(update={"digest": "sha256:" + "0" * 64})
     controller.profiles = {**controller.profiles, "standard": looser}
@@ -238,23 +237,30 @@ def test_an_approval_after_the_profile_changed_denies_and_runs_nothing(tmp_path:
     assert "profile 'standard' changed while the submission awaited approval" in answered.reason
     assert standard.digest in answered.reason and looser.digest in answered.reason
     assert [spec.phase for spec in runtime.runs] == [Phase.DRY_RUN]
-    assert controller.uids.held() == {}
 
 
-def test_a_parked_submission_keeps_its_uid_across_a_restart(tmp_path: Path) -> None:
+def test_a_parked_submission_holds_no_uid_and_gets_its_own_back_when_free(
+        tmp_path: Path) -> None:
+    from controller.ports import SUBMISSION_UIDS
+
     controller, runtime = seeded(tmp_path, bundle_with(tmp_path, "b", APPROVAL_RULE))
-    parked = controller.submit(python("delete"))
-    from controller.uids import UidPool
-
+    first, second = controller.submit(python("a")), controller.submit(python("b"))
+    assert first.sandbox_uid is not None and second.sandbox_uid is not None
+    # While both wait, their uids are free: another submission may run as one of them.
+    squatter = controller.accept(python("c"))
+    taken = controller.store.claim_uid(squatter.id, SUBMISSION_UIDS, wanted=first.sandbox_uid)
+    assert taken == first.sandbox_uid
     restarted = make_controller(tmp_path / "data", runtime,
                                 policy_dir=tmp_path / "b")  # type: ignore[arg-type]
-    assert parked.sandbox_uid is not None
-    restarted.uids = UidPool(range(parked.sandbox_uid, parked.sandbox_uid + 2))
-    assert restarted.reconcile() == []
-    assert restarted.uids.claim("another") == parked.sandbox_uid + 1  # its uid is taken
-    done = restarted.process(restarted.approve(parked.id, "carol", True, "fine"))
-    assert done.state is State.COMMITTED
-    assert runtime.runs[-1].uid == parked.sandbox_uid == runtime.runs[-2].uid
+    assert [s.id for s in restarted.reconcile()] == [squatter.id]  # it was in flight
+    done = restarted.process(restarted.approve(second.id, "carol", True, "fine"))
+    assert done.state is State.COMMITTED and runtime.runs[-1].uid == second.sandbox_uid
+    blocker = restarted.accept(python("d"))  # in flight with the uid first's dry run had
+    restarted.store.claim_uid(blocker.id, SUBMISSION_UIDS, wanted=first.sandbox_uid)
+    moved = restarted.process(restarted.approve(first.id, "carol", True, "fine"))
+    assert runtime.runs[-1].phase is Phase.BOUNDED  # it ran (then lost a commit race)
+    assert moved.sandbox_uid != first.sandbox_uid
+    assert moved.sandbox_uid == runtime.runs[-1].uid
 
 
 def test_every_loaded_profile_is_archived_under_its_digest(tmp_path: Path) -> None:

@@ -122,6 +122,25 @@ def test_a_database_of_an_older_release_is_migrated_in_place(tmp_path: Path) -> 
     Store(tmp_path / "db.sqlite").close()  # opening again changes nothing
 
 
+def test_a_version_1_database_gains_sandbox_uids_in_place(tmp_path: Path) -> None:
+    old = sqlite3.connect(tmp_path / "db.sqlite")
+    old.executescript("CREATE TABLE submissions (id TEXT PRIMARY KEY, agent TEXT NOT NULL, "
+                      "workspace TEXT NOT NULL, state TEXT NOT NULL, created_at TEXT NOT NULL, "
+                      "updated_at TEXT NOT NULL, record TEXT NOT NULL);"
+                      "PRAGMA user_version = 1;")
+    old.close()
+    store = Store(tmp_path / "db.sqlite")
+    store.insert(sub(1))
+    store.insert(sub(2))
+    pair = range(10002, 10004)
+    assert {store.claim_uid("s1", pair), store.claim_uid("s2", pair)} == set(pair)
+    store.close()
+    db = sqlite3.connect(tmp_path / "db.sqlite")
+    with pytest.raises(sqlite3.IntegrityError):  # the database itself refuses a shared uid
+        db.execute("UPDATE submissions SET sandbox_uid = 10002")
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+
+
 def test_a_database_of_a_newer_release_is_refused(tmp_path: Path) -> None:
     db = sqlite3.connect(tmp_path / "db.sqlite")
     db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
