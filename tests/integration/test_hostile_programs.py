@@ -161,3 +161,19 @@ def test_a_child_tripwire_cannot_be_hidden_behind_a_flood(controller: Controller
     assert result.state is not State.COMMITTED
     assert result.dry_run is not None and result.dry_run.seccomp_killed, result.reason
     assert result.stdout.startswith("prctl -1 ")  # the sandbox installs no filter of its own
+
+
+def test_resource_figures_come_from_the_kernels_counters(controller: Controller) -> None:
+    # Runs shorter than one sampling period, and workers that live a few milliseconds: the
+    # run's parent cgroup outlives the container and holds the kernel's own peaks and totals.
+    quick = controller.submit(python("pass"))
+    pool = controller.submit(python(
+        "import multiprocessing as m\nwith m.Pool(2) as p:\n    print(p.map(abs, [-1, -2]))"))
+    for result in (quick, pool):
+        assert result.state is State.COMMITTED, result.reason
+        for run in (result.dry_run, result.bounded_run):
+            assert run is not None and run.audit_source.value == "audit_netlink"
+            assert run.peak_memory_bytes and run.cpu_time_ns and run.peak_pids
+            assert run.uid == result.sandbox_uid
+    assert pool.bounded_run is not None and pool.bounded_run.peak_pids is not None
+    assert pool.bounded_run.peak_pids >= 3  # the parent and its two workers at least

@@ -325,3 +325,22 @@ def test_a_quarantine_near_the_path_limit_keeps_its_cause_and_its_manifest(
     assert "symlink leaving the workspace: escape" in result.reason
     assert "infrastructure failure" not in result.reason
     assert result.evidence is not None and result.evidence.files >= 1
+
+
+def test_readyz_says_when_child_tripwires_cannot_be_seen(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from controller.api.routes import _audited
+    from controller.errors import SandgateError
+
+    controller = make_controller(tmp_path, FakeRuntime(source=AuditSource.NONE))
+    ctx = SimpleNamespace(controller=controller)
+    with pytest.raises(SandgateError, match="no kernel audit source is readable"):
+        _audited(ctx)  # type: ignore[arg-type]
+    accepting = controller.profiles["standard"].model_copy(update={"accept_unaudited": True})
+    controller.profiles = {**controller.profiles, "standard": accepting}
+    _audited(ctx)  # type: ignore[arg-type]  # a profile accepts it: ready
+    controller.runtime = FakeRuntime(source=AuditSource.NETLINK)
+    controller.profiles = {**controller.profiles, "standard": accepting.model_copy(
+        update={"accept_unaudited": False})}
+    _audited(ctx)  # type: ignore[arg-type]
