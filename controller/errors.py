@@ -27,6 +27,11 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # models imports nothing of ours: no cycle at run time either
+    from controller.models import Observation
+
 
 class SandgateError(Exception):
     """Root of every deliberate Sandgate error."""
@@ -118,7 +123,7 @@ class KilledFromOutsideError(RuntimeUnavailableError):
 
     code = "killed_from_outside"
 
-    def __init__(self, message: str, observation: object = None) -> None:
+    def __init__(self, message: str, observation: Observation | None = None) -> None:
         super().__init__(message)
         self.observation = observation
 

@@ -17,6 +17,7 @@ from controller import untrusted
 from controller.errors import (
     CommitConflictError,
     InputError,
+    KilledFromOutsideError,
     RuntimeUnavailableError,
     TreeChangedError,
     TreeTooDeepError,
@@ -44,14 +45,13 @@ from controller.models import (
     Decision,
     Gate,
     Language,
-    Observation,
     Outcome,
     Phase,
     Profile,
     State,
     Submission,
 )
-from controller.ports import SANDBOX_UID, SUBMISSION_UIDS, RunResult, RunSpec
+from controller.ports import SUBMISSION_UIDS, RunResult, RunSpec
 from controller.scratch import mount_tmpfs, mounts_under, release
 from controller.store import Publication
 from controller.validation import hazards, violations
@@ -211,11 +211,12 @@ class Job:
         return self._commit(staging, digest)
 
     def _run_lost(self, failure: RuntimeUnavailableError) -> Submission:
-        """The real run failed without an observation (the engine failed, or a stranger
-        killed the container): what it left in its workspace still decides. A hazard there
-        is a quarantine, whatever else went wrong; otherwise the failure stands."""
-        seen = getattr(failure, "observation", None)
-        if isinstance(seen, Observation) and seen.seccomp_killed:
+        """The real run failed without a result (the engine failed, or a stranger killed the
+        container, after which the error holds what the run showed): a tripwire it fired, or
+        a hazard it left in its workspace, still decides — a quarantine, whatever else went
+        wrong; otherwise the failure stands."""
+        seen = failure.observation if isinstance(failure, KilledFromOutsideError) else None
+        if seen is not None and seen.seccomp_killed:
             # A tripwire fired before the stranger's kill: that decides, whatever came after.
             self.sub = self.c.store.update(self.sub.model_copy(update={"bounded_run": seen}))
             return self._quarantine(None, "tripwire: the bounded run was killed by seccomp "
@@ -264,7 +265,7 @@ class Job:
             raise RuntimeUnavailableError("no image was pinned before the dry run")
         if self.sub.sandbox_uid is None:
             raise RuntimeUnavailableError("no sandbox uid was recorded before the dry run")
-        self._prepare()
+        self._prepare(self.sub.sandbox_uid)
         spec = RunSpec(submission_id=self.sub.id, phase=phase, profile=profile,
                        command=COMMANDS[request.language][1], workspace_dir=self.work,
                        code_dir=self.code, image=self.sub.image_id,
@@ -358,7 +359,7 @@ class Job:
         self.c.announce(self.sub)
         return self.sub
 
-    def _prepare(self) -> None:
+    def _prepare(self, uid: int) -> None:
         """Fresh scratch filesystems for a run: the workspace copy and the code, written anew
         before each run so their times do not age between the runs."""
         request, limits = self.sub.request, self._profile().limits
@@ -366,7 +367,7 @@ class Job:
         mount_tmpfs(self.work, size_bytes=limits.workspace_bytes,
                     inodes=limits.workspace_files)
         self.c.workspaces.checkout(request.workspace, self.sub.base_version or 0, self.work,
-                                   request.files, uid=self.sub.sandbox_uid or SANDBOX_UID)
+                                   request.files, uid=uid)
         mount_tmpfs(self.code, size_bytes=CODE_TMPFS_BYTES, inodes=8)
         path = self.code / COMMANDS[request.language][0]
         path.write_text(request.code)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from controller.errors import InputError, NotFoundError, StoreError
 from controller.models import Principal, Role, utcnow
-from controller.store import connect
+from controller.schema import connect
 
 KEY_PREFIX = "sg_"
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")

@@ -25,12 +25,8 @@ def statement(
 ) -> dict[str, Any]:
     """The in-toto Statement v1 of a submission in its terminal state."""
     request = submission.request
-    suffix = "py" if request.language.value == "python" else "sh"
     return {
-        "_type": STATEMENT_TYPE,
-        "subject": [{"name": f"submission/{submission.id}/main.{suffix}",
-                     "digest": {"sha256": submission.code_sha256}}],
-        "predicateType": PREDICATE_TYPE,
+        **_statement_head(submission),
         "predicate": {
             "submission_id": submission.id,
             "trace_id": submission.trace_id,
@@ -53,13 +49,7 @@ def statement(
             "violations": list(submission.violations),
             "approval": submission.approval.model_dump(mode="json")
             if submission.approval else None,
-            "workspace": {
-                "name": request.workspace,
-                "version_before": submission.base_version,
-                "version_after": submission.new_version,
-                "tree_before": submission.base_tree_digest,
-                "tree_after": submission.new_tree_digest,
-            },
+            "workspace": _workspace(submission),
             "evidence": submission.evidence.model_dump(mode="json")
             if submission.evidence is not None else None,
             "timestamps": {"created": submission.created_at.isoformat(),
@@ -84,13 +74,9 @@ def minimal_statement(submission: Submission, *, sequence: int, previous_digest:
 
     Whatever the sandbox left in the record, a terminal state never goes without a receipt.
     """
-    suffix = "py" if submission.request.language.value == "python" else "sh"
     reason = f"the full receipt could not be built ({failure}); {submission.reason}"
     return {
-        "_type": STATEMENT_TYPE,
-        "subject": [{"name": f"submission/{submission.id}/main.{suffix}",
-                     "digest": {"sha256": submission.code_sha256}}],
-        "predicateType": PREDICATE_TYPE,
+        **_statement_head(submission),
         "predicate": untrusted.scrub({
             "minimal": True,
             "submission_id": submission.id,
@@ -101,13 +87,7 @@ def minimal_statement(submission: Submission, *, sequence: int, previous_digest:
             "profile": {"name": submission.request.profile,
                         "digest": submission.profile_digest},
             "image_id": submission.image_id,
-            "workspace": {
-                "name": submission.request.workspace,
-                "version_before": submission.base_version,
-                "version_after": submission.new_version,
-                "tree_before": submission.base_tree_digest,
-                "tree_after": submission.new_tree_digest,
-            },
+            "workspace": _workspace(submission),
             "timestamps": {"created": submission.created_at.isoformat(),
                            "finished": utcnow().isoformat()},
             "controller_version": __version__,
@@ -115,6 +95,23 @@ def minimal_statement(submission: Submission, *, sequence: int, previous_digest:
             "previous_receipt_digest": previous_digest,
         }),
     }
+
+
+def _statement_head(submission: Submission) -> dict[str, Any]:
+    """The statement's type, subject (the submitted code by digest) and predicate type."""
+    suffix = "py" if submission.request.language.value == "python" else "sh"
+    return {"_type": STATEMENT_TYPE,
+            "subject": [{"name": f"submission/{submission.id}/main.{suffix}",
+                         "digest": {"sha256": submission.code_sha256}}],
+            "predicateType": PREDICATE_TYPE}
+
+
+def _workspace(submission: Submission) -> dict[str, Any]:
+    return {"name": submission.request.workspace,
+            "version_before": submission.base_version,
+            "version_after": submission.new_version,
+            "tree_before": submission.base_tree_digest,
+            "tree_after": submission.new_tree_digest}
 
 
 def with_key_rotation(document: dict[str, Any],

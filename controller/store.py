@@ -31,61 +31,9 @@ from controller.errors import (
 from controller.faults import crash_point
 from controller.lifecycle import TERMINAL, check_transition
 from controller.models import State, Submission, utcnow
+from controller.schema import UNFINISHED, connect, migrate
 
 log = logging.getLogger(__name__)
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS submissions (
-    id TEXT PRIMARY KEY,
-    agent TEXT NOT NULL,
-    workspace TEXT NOT NULL,
-    state TEXT NOT NULL,
-    created_at TEXT NOT NULL,
-    updated_at TEXT NOT NULL,
-    record TEXT NOT NULL,
-    sandbox_uid INTEGER
-);
-CREATE INDEX IF NOT EXISTS submissions_state ON submissions(state);
-CREATE TABLE IF NOT EXISTS transitions (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    submission_id TEXT NOT NULL REFERENCES submissions(id),
-    from_state TEXT,
-    to_state TEXT NOT NULL,
-    at TEXT NOT NULL,
-    reason TEXT NOT NULL DEFAULT ''
-);
-CREATE TABLE IF NOT EXISTS receipts (
-    seq INTEGER PRIMARY KEY,
-    submission_id TEXT NOT NULL UNIQUE REFERENCES submissions(id),
-    state TEXT NOT NULL,
-    digest TEXT NOT NULL,
-    envelope TEXT NOT NULL,
-    created_at TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS workspaces (
-    name TEXT PRIMARY KEY,
-    version INTEGER NOT NULL,
-    tree_digest TEXT,
-    updated_at TEXT NOT NULL,
-    owner TEXT
-);
-CREATE TABLE IF NOT EXISTS idempotency (
-    principal TEXT NOT NULL,
-    key TEXT NOT NULL,
-    body_digest TEXT NOT NULL,
-    submission_id TEXT NOT NULL REFERENCES submissions(id),
-    PRIMARY KEY (principal, key)
-);
-CREATE INDEX IF NOT EXISTS submissions_agent ON submissions(agent, created_at);
-CREATE TRIGGER IF NOT EXISTS receipts_no_update BEFORE UPDATE ON receipts
-BEGIN SELECT RAISE(ABORT, 'receipts are append-only'); END;
-CREATE TRIGGER IF NOT EXISTS receipts_no_delete BEFORE DELETE ON receipts
-BEGIN SELECT RAISE(ABORT, 'receipts are append-only'); END;
-CREATE TRIGGER IF NOT EXISTS transitions_no_update BEFORE UPDATE ON transitions
-BEGIN SELECT RAISE(ABORT, 'transitions are append-only'); END;
-CREATE TRIGGER IF NOT EXISTS transitions_no_delete BEFORE DELETE ON transitions
-BEGIN SELECT RAISE(ABORT, 'transitions are append-only'); END;
-"""
 
 
 @dataclass(frozen=True)
@@ -123,85 +71,9 @@ def _record(submission: Submission) -> str:
         return Submission.model_validate(scrubbed).model_dump_json()
 
 
-def _add_workspace_owner(db: sqlite3.Connection) -> None:
-    columns = {row[1] for row in db.execute("PRAGMA table_info(workspaces)")}
-    if "owner" not in columns:  # created before workspaces had owners
-        db.execute("ALTER TABLE workspaces ADD COLUMN owner TEXT")
-
-
-_UNFINISHED = "state NOT IN ('committed', 'rolled_back', 'quarantined', 'denied')"
-
-
-_TAKEN_UIDS = ("SELECT sandbox_uid FROM submissions WHERE sandbox_uid IS NOT NULL AND state NOT "
-               "IN ('committed', 'rolled_back', 'quarantined', 'denied') AND id != ?")
-
-
-def _add_sandbox_uids(db: sqlite3.Connection) -> None:
-    columns = {row[1] for row in db.execute("PRAGMA table_info(submissions)")}
-    if "sandbox_uid" not in columns:
-        db.execute("ALTER TABLE submissions ADD COLUMN sandbox_uid INTEGER")
-    # No two submissions in flight share a uid, whichever process (serve, run) claimed it.
-    db.execute("CREATE UNIQUE INDEX IF NOT EXISTS submissions_sandbox_uid ON "
-               f"submissions(sandbox_uid) WHERE sandbox_uid IS NOT NULL AND {_UNFINISHED}")
-
-
-# Version n of the schema is reached by MIGRATIONS[n - 1] from version n - 1. ``SCHEMA`` is
-# always the newest (but for the index over a column a migration adds); a migration brings a
-# database created by an older release up to it.
-MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_add_workspace_owner,
-                                                                 _add_sandbox_uids)
-SCHEMA_VERSION = len(MIGRATIONS)
-
-
-def migrate(db: sqlite3.Connection) -> None:
-    """Bring the database to ``SCHEMA_VERSION`` in one transaction; refuse a newer one."""
-    if _version(db) == SCHEMA_VERSION:
-        return
-    db.execute("BEGIN IMMEDIATE")
-    try:
-        # Read again under the write lock: another process may have migrated meanwhile,
-        # perhaps a newer release, whose schema this one must not touch.
-        found = _version(db)
-        if found > SCHEMA_VERSION:
-            raise StoreError(f"the database has schema version {found}, newer than this "
-                             f"release's {SCHEMA_VERSION}: run the release that wrote it")
-        if found < SCHEMA_VERSION:
-            for statement in _statements(SCHEMA):
-                db.execute(statement)
-            for step in MIGRATIONS[found:]:
-                step(db)
-            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-        db.execute("COMMIT")
-    except BaseException:
-        if db.in_transaction:  # SQLite may have rolled back already (a full disk)
-            db.execute("ROLLBACK")
-        raise
-
-
-def _version(db: sqlite3.Connection) -> int:
-    return int(db.execute("PRAGMA user_version").fetchone()[0])
-
-
-def _statements(script: str) -> list[str]:
-    """The statements of a script, for running inside a transaction (``executescript``
-    would commit first); a trigger's body holds semicolons, so it is kept whole."""
-    statements, current = [], ""
-    for line in script.strip().splitlines():
-        current += line + "\n"
-        if sqlite3.complete_statement(current):
-            statements.append(current)
-            current = ""
-    return statements
-
-
-def connect(path: Path) -> sqlite3.Connection:
-    """A connection shared by threads (callers hold their own lock), WAL, durable commits."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
-    db.execute("PRAGMA journal_mode=WAL")
-    db.execute("PRAGMA synchronous=FULL")
-    db.execute("PRAGMA foreign_keys=ON")
-    return db
+# Sandbox uids held by the other submissions in flight (a constant: see ``UNFINISHED``).
+_TAKEN_UIDS = ("SELECT sandbox_uid FROM submissions WHERE sandbox_uid IS NOT NULL AND "  # noqa: S608
+               f"{UNFINISHED} AND id != ?")
 
 
 class Store:
@@ -412,12 +284,10 @@ class Store:
 
     def unfinished(self) -> list[Submission]:
         """Every submission not yet in a terminal state (for reconciliation after a crash)."""
-        terminal = tuple(state.value for state in TERMINAL)
-        marks = ",".join("?" * len(terminal))
         with self._lock:
             rows = self._db.execute(
-                f"SELECT id, record FROM submissions WHERE state NOT IN ({marks})"  # noqa: S608
-                " ORDER BY created_at", terminal).fetchall()
+                f"SELECT id, record FROM submissions WHERE {UNFINISHED}"  # noqa: S608
+                " ORDER BY created_at").fetchall()
         found = []
         for sid, record in rows:
             try:

@@ -330,7 +330,7 @@ class Workspaces:
             first.mkdir(parents=True)
 
     def checkout(self, name: str, version: int, destination: Path,
-                 files: tuple[SubmittedFile, ...], *, uid: int = SANDBOX_UID) -> None:
+                 files: tuple[SubmittedFile, ...], *, uid: int) -> None:
         """A private copy of ``version`` plus the submitted files, writable by ``uid``."""
         try:
             copy_tree(self.version_dir(name, version), destination)

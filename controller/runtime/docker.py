@@ -8,13 +8,12 @@ inspected after it stops, and force-removed whatever happened.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import secrets
 import socket
 import threading
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +29,7 @@ from controller.errors import (
     KilledFromOutsideError,
     RuntimeUnavailableError,
 )
-from controller.models import AuditSource, Observation, Phase, StreamSummary
+from controller.models import AuditSource, Observation, Phase
 from controller.ports import (
     CODE_MOUNT,
     OWNER_LABEL,
@@ -41,6 +40,7 @@ from controller.ports import (
     RunSpec,
 )
 from controller.runtime.audit import CHECKS, audit
+from controller.runtime.capture import Capture
 from controller.runtime.cgroups import (
     CgroupReader,
     Sample,
@@ -50,40 +50,16 @@ from controller.runtime.cgroups import (
     run_parent,
 )
 from controller.runtime.kmsg import (
-    AuditLog,
     KmsgWatch,
-    attribute,
     audit_source,
+    forks_rejected,
     open_audit_log,
-    read_kills,
+    tripwires,
 )
 
 SIGSYS = 31
 SAMPLE_INTERVAL_S = 0.02
 _ENGINE_ERRORS = (docker.errors.DockerException, requests.exceptions.RequestException)
-
-
-@dataclass
-class _Capture:
-    """One output stream: a capped prefix, its digest and the bytes seen."""
-
-    cap: int
-    data: bytearray = field(default_factory=bytearray)
-    seen: int = 0
-    digest: Any = field(default_factory=hashlib.sha256)
-
-    def add(self, chunk: bytes) -> bool:
-        """Keep what fits under the cap; return False once the cap is exceeded."""
-        self.seen += len(chunk)
-        room = self.cap - len(self.data)
-        kept = chunk[: max(room, 0)]
-        self.data += kept
-        self.digest.update(kept)
-        return self.seen <= self.cap
-
-    def summary(self) -> StreamSummary:
-        return StreamSummary(size=self.seen, sha256=self.digest.hexdigest(),
-                             truncated=self.seen > self.cap)
 
 
 class DockerRuntime:
@@ -310,7 +286,7 @@ class DockerRuntime:
             stopped.set()
             sampler.join(timeout=5)
             container.reload()
-            tripped, incomplete = _tripwires(kernel_log, spec.uid)
+            tripped, incomplete = tripwires(kernel_log, spec.uid)
             # The kernel's own totals for the run, which no sampling period can miss.
             sample = sampler.result if parent is None else sampler.result.merge(
                 final_sample(parent))
@@ -318,7 +294,7 @@ class DockerRuntime:
                                    wall_ms=wall_ms, timed_out=timed_out, tripped=tripped,
                                    source=audit_source(kernel_log)).model_copy(
                 update={"incomplete": incomplete})
-            if _forks_rejected(kernel_messages, str(container.id)):
+            if forks_rejected(kernel_messages, str(container.id)):
                 observation = observation.model_copy(update={"pids_limit_hit": True})
             changes: tuple[tuple[str, str], ...] = ()
             if spec.phase is Phase.BOUNDED and not observation.succeeded:
@@ -379,7 +355,7 @@ class _Reader(threading.Thread):
     def __init__(self, sock: Any, cap: int) -> None:
         super().__init__(daemon=True)
         self.sock = sock
-        self.out, self.err = _Capture(cap), _Capture(cap)
+        self.out, self.err = Capture(cap), Capture(cap)
         self.wake = threading.Event()
         self.over_cap = threading.Event()
         self.failure: Exception | None = None
@@ -441,29 +417,6 @@ def _observe(spec: RunSpec, attrs: dict[str, Any], status: dict[str, Any], sampl
         audit_source=source,
         uid=spec.uid,
     )
-
-
-def _forks_rejected(messages: KmsgWatch | None, container_id: str) -> bool:
-    if messages is None:
-        return False
-    return any("fork rejected by pids controller" in line and container_id in line
-               for line in messages.records())
-
-
-def _tripwires(kernel_log: AuditLog | None, uid: int) -> tuple[bool, str | None]:
-    """Whether the kernel logged a seccomp kill in this run (any process, not only the main),
-    and why the answer may be incomplete. Every record is read, however many the run made:
-    a flood cannot push a kill past the reader. Without a log (not root, or closed to us) the
-    exit status is the only witness, and the observation says which source was in force.
-    """
-    if kernel_log is None:
-        return False, None
-    kills = attribute(read_kills(kernel_log, uid=uid), uid=uid)
-    if kernel_log.lost:
-        return bool(kills), ("kernel audit records were lost or cut short during the run "
-                             f"({audit_source(kernel_log).value}); a tripwire kill may be "
-                             "among them")
-    return bool(kills), None
 
 
 def _running(container: Container) -> bool:

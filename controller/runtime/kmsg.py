@@ -55,12 +55,20 @@ class SeccompKill:
     comm: str
 
 
-def parse_kill(record: str) -> SeccompKill | None:
-    """The seccomp kill in one ``/dev/kmsg`` record (``prio,seq,usec,flags;text``), if any."""
+def _seccomp_fields(record: str) -> dict[str, str] | None:
+    """The ``key=value`` fields of a seccomp audit record (``prio,seq,usec,flags;text``, the
+    ``/dev/kmsg`` shape both readers give), or None for any other record."""
     _, separator, text = record.partition(";")
     if not separator or not text.startswith(f"audit: type={AUDIT_SECCOMP} "):
         return None
-    fields = {key: value.strip('"') for key, value in _FIELD.findall(text)}
+    return {key: value.strip('"') for key, value in _FIELD.findall(text)}
+
+
+def parse_kill(record: str) -> SeccompKill | None:
+    """The seccomp kill in one record, if it is one."""
+    fields = _seccomp_fields(record)
+    if fields is None:
+        return None
     try:
         kill = SeccompKill(pid=int(fields["pid"]), uid=int(fields["uid"]),
                            syscall=int(fields["syscall"]), comm=fields.get("comm", ""))
@@ -142,10 +150,9 @@ LOG_CODE = 0x7FFC0000  # SECCOMP_RET_LOG: allowed, and logged
 
 def parse_logged(record: str, uid: int) -> int | None:
     """The syscall number of a SECCOMP_RET_LOG record by ``uid``, if the record is one."""
-    _, separator, text = record.partition(";")
-    if not separator or not text.startswith(f"audit: type={AUDIT_SECCOMP} "):
+    fields = _seccomp_fields(record)
+    if fields is None:
         return None
-    fields = {key: value.strip('"') for key, value in _FIELD.findall(text)}
     try:
         if int(fields["code"], 16) != LOG_CODE or int(fields["uid"]) != uid:
             return None
@@ -244,11 +251,8 @@ def read_kills(log: AuditLog, *, uid: int | None = None) -> list[SeccompKill]:
 
 
 def _cut_short(record: str, uid: int) -> SeccompKill | None:
-    _, separator, text = record.partition(";")
-    if not separator or not text.startswith(f"audit: type={AUDIT_SECCOMP} "):
-        return None
-    fields = {key: value.strip('"') for key, value in _FIELD.findall(text)}
-    if "code" in fields or fields.get("uid") != str(uid):
+    fields = _seccomp_fields(record)
+    if fields is None or "code" in fields or fields.get("uid") != str(uid):
         return None  # whole: parse_kill has said what it is
     pid = fields.get("pid", "")
     return SeccompKill(pid=int(pid) if pid.isdigit() else -1, uid=uid, syscall=-1,
@@ -264,3 +268,27 @@ def audit_source(log: AuditLog | None) -> AuditSource:
 def open_audit_log() -> AuditLog | None:
     """The best reader of seccomp audit records: the netlink group, else ``/dev/kmsg``."""
     return AuditSocket.open() or KmsgWatch.open()
+
+
+def forks_rejected(messages: KmsgWatch | None, container_id: str) -> bool:
+    """Whether the kernel said the pids limit refused a fork in this container's cgroup."""
+    if messages is None:
+        return False
+    return any("fork rejected by pids controller" in line and container_id in line
+               for line in messages.records())
+
+
+def tripwires(kernel_log: AuditLog | None, uid: int) -> tuple[bool, str | None]:
+    """Whether the kernel logged a seccomp kill in this run (any process, not only the main),
+    and why the answer may be incomplete. Every record is read, however many the run made:
+    a flood cannot push a kill past the reader. Without a log (not root, or closed to us) the
+    exit status is the only witness, and the observation says which source was in force.
+    """
+    if kernel_log is None:
+        return False, None
+    kills = attribute(read_kills(kernel_log, uid=uid), uid=uid)
+    if kernel_log.lost:
+        return bool(kills), ("kernel audit records were lost or cut short during the run "
+                             f"({audit_source(kernel_log).value}); a tripwire kill may be "
+                             "among them")
+    return bool(kills), None

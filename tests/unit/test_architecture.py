@@ -13,7 +13,7 @@ PACKAGE = SHIPPED_ROOT / "controller"
 CORE = ["models", "lifecycle", "gate", "validation", "receipts", "ports", "errors", "untrusted"]
 ADAPTER_LIBS = {"docker", "fastapi", "sqlite3", "cryptography", "cedarpy", "pyseccomp", "ctypes",
                 "requests", "uvicorn", "httpx", "psutil", "subprocess"}
-ADAPTER_MODULES = {"runtime", "store", "signing", "policy", "workspace", "images", "cli",
+ADAPTER_MODULES = {"runtime", "store", "schema", "signing", "policy", "workspace", "images", "cli",
                    "service", "bootstrap", "profiles", "scratch"}
 
 

@@ -43,14 +43,20 @@ def test_kills_are_attributed_by_the_runs_uid_alone() -> None:
     assert attribute([reused, child, host], uid=10001) == (child,)
 
 
-def test_a_kill_record_cut_short_counts_as_a_kill_of_its_uid(tmp_path: Path) -> None:
-    cut = CHILD_KILL[:CHILD_KILL.index(" sig=31")]  # printk kept 1024 bytes of a long exe=
+def logged_after_open(tmp_path: Path, text: str) -> KmsgWatch:
+    """A watch on a stand-in kernel log, and ``text`` logged after it opened."""
     log = tmp_path / "kmsg"
     log.write_text("")
     watch = KmsgWatch.open(log)
     assert watch is not None
     with log.open("a") as handle:
-        handle.write(cut + "\n" + cut.replace("uid=10001", "uid=10009") + "\n")
+        handle.write(text)
+    return watch
+
+
+def test_a_kill_record_cut_short_counts_as_a_kill_of_its_uid(tmp_path: Path) -> None:
+    cut = CHILD_KILL[:CHILD_KILL.index(" sig=31")]  # printk kept 1024 bytes of a long exe=
+    watch = logged_after_open(tmp_path, cut + "\n" + cut.replace("uid=10001", "uid=10009") + "\n")
     assert [(k.pid, k.uid) for k in read_kills(watch, uid=10001)] == [(25387, 10001)]
     watch.close()
 
@@ -73,25 +79,16 @@ def test_a_flood_past_the_cap_marks_the_reader_lost_never_stops_silently(
     from controller.runtime import kmsg
 
     monkeypatch.setattr(kmsg, "MAX_RECORDS", 50)
-    log = tmp_path / "kmsg"
-    log.write_text("")
-    watch = KmsgWatch.open(log)
-    assert watch is not None
-    with log.open("a") as handle:
-        handle.write("".join(f"6,{n},1,-;harmless record {n}\n" for n in range(60)))
-        handle.write(CHILD_KILL + "\n")  # the kill comes after the flood
+    # The kill comes after the flood.
+    watch = logged_after_open(tmp_path, "".join(
+        f"6,{n},1,-;harmless record {n}\n" for n in range(60)) + CHILD_KILL + "\n")
     assert read_kills(watch) == [] and watch.lost
     watch.close()
 
 
 def test_every_record_is_read_however_many_came_before_the_kill(tmp_path: Path) -> None:
-    log = tmp_path / "kmsg"
-    log.write_text("")
-    watch = KmsgWatch.open(log)
-    assert watch is not None
-    with log.open("a") as handle:
-        handle.write("".join(f"6,{n},1,-;harmless record {n}\n" for n in range(12_000)))
-        handle.write(CHILD_KILL + "\n")
+    watch = logged_after_open(tmp_path, "".join(
+        f"6,{n},1,-;harmless record {n}\n" for n in range(12_000)) + CHILD_KILL + "\n")
     assert [kill.pid for kill in read_kills(watch)] == [25387] and not watch.lost
     watch.close()
 
@@ -100,13 +97,8 @@ def test_printk_rate_limited_records_past_the_burst_mark_the_kmsg_reader_lost(
         tmp_path: Path) -> None:
     # Segfault reports share printk's rate limit with the kill records: past its burst, a
     # kill can be dropped from /dev/kmsg unseen.
-    log = tmp_path / "kmsg"
-    log.write_text("")
-    watch = KmsgWatch.open(log)
-    assert watch is not None
-    with log.open("a") as handle:
-        handle.write("".join(f"6,{n},1,-;python3[{n}]: segfault at 0 ip 0 sp 0 error 4\n"
-                             for n in range(PRINTK_BURST)))
+    watch = logged_after_open(tmp_path, "".join(
+        f"6,{n},1,-;python3[{n}]: segfault at 0 ip 0 sp 0 error 4\n" for n in range(PRINTK_BURST)))
     assert read_kills(watch) == [] and watch.lost
     watch.close()
 

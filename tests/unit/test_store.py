@@ -9,7 +9,8 @@ import pytest
 
 from controller.errors import CommitConflictError, IllegalTransitionError, StoreError
 from controller.models import State, Submission
-from controller.store import SCHEMA_VERSION, Publication, Sealed, Store
+from controller.schema import SCHEMA_VERSION
+from controller.store import Publication, Sealed, Store
 from tests.conftest import python
 
 
