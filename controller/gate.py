@@ -9,7 +9,7 @@ from typing import Any
 
 from controller.models import (
     Decision,
-    Diff,
+    DiffSummary,
     Gate,
     Observation,
     Outcome,
@@ -71,13 +71,13 @@ def assessment_context(
     request: SubmissionRequest,
     profile: Profile,
     dry_run: Observation,
-    dry_run_diff: Diff,
+    dry_run_diff: DiffSummary,
     *,
     max_deleted_files: int,
 ) -> dict[str, Any]:
     """Context of the ``run`` and ``run_unattended`` decisions, taken after the dry run."""
     return {**admission_context(request, profile, max_deleted_files=max_deleted_files),
-            "dry_run": run_summary(dry_run), "dry_run_diff": dry_run_diff.summary()}
+            "dry_run": run_summary(dry_run), "dry_run_diff": dry_run_diff.counts()}
 
 
 def unattended(decision: Decision) -> Decision:
@@ -96,10 +96,10 @@ def assessment(run: Decision, unattended_decision: Decision) -> Decision:
 
 
 def validation_context(
-    assessment: dict[str, Any], bounded_run: Observation, diff: Diff
+    assessment: dict[str, Any], bounded_run: Observation, diff: DiffSummary
 ) -> dict[str, Any]:
     """Context of the ``commit`` decision: the assessment's, plus the real run's effects."""
-    return {**assessment, "bounded_run": run_summary(bounded_run), "diff": diff.summary()}
+    return {**assessment, "bounded_run": run_summary(bounded_run), "diff": diff.counts()}
 
 
 def matched(decision: Decision) -> str:

@@ -87,11 +87,20 @@ class Limit(StrEnum):
 
 
 WORKSPACE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+LABEL_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,62}$")
 MAX_FILE_PATH = 255
 MAX_CODE_CHARS = 1 << 20
 MAX_FILES = 1000
 MAX_FILE_CHARS = 1 << 20
 MAX_LABELS = 32
+MAX_LABEL_VALUE = 256
+LOCAL_AGENT = "local"  # the agent of submissions made in process (``sandgate run``)
+
+# What a record keeps of values the sandbox sizes; the rest is kept apart, fetched on demand.
+OUTPUT_PREVIEW_BYTES = 16 << 10  # of stdout and of stderr, per run
+MAX_REASON_CHARS = 2000
+MAX_VIOLATIONS = 50
+HAZARD_SAMPLE = 20
 
 
 class Role(StrEnum):
@@ -164,8 +173,9 @@ class SubmissionRequest(Frozen):
     files: tuple[SubmittedFile, ...] = Field(default=(), max_length=MAX_FILES)
     workspace: Annotated[str, Field(pattern=WORKSPACE_NAME.pattern)] = "default"
     profile: Annotated[str, Field(pattern=WORKSPACE_NAME.pattern)] = "standard"
-    agent: str = "local"
-    labels: dict[str, Annotated[str, Field(max_length=256)]] = Field(
+    agent: str = LOCAL_AGENT
+    labels: dict[Annotated[str, Field(pattern=LABEL_KEY.pattern)],
+                 Annotated[str, Field(max_length=MAX_LABEL_VALUE)]] = Field(
         default_factory=dict, max_length=MAX_LABELS)
 
 
@@ -259,20 +269,53 @@ class Diff(Frozen):
     def count(self, kind: ChangeKind) -> int:
         return sum(1 for change in self.changes if change.kind is kind)
 
-    def summary(self) -> dict[str, int]:
-        """Counts only: what receipts and policy contexts carry."""
-        return {
-            "created": self.count(ChangeKind.CREATED),
-            "modified": self.count(ChangeKind.MODIFIED),
-            "deleted": self.count(ChangeKind.DELETED),
-            "setuid_files": len(self.setuid_files),
-            "device_nodes": len(self.device_nodes),
-            "escaping_symlinks": len(self.escaping_symlinks),
-            "hardlinks": len(self.hardlinks),
-            "special_files": len(self.special_files),
-            "size_after": self.size_after,
-            "files_after": self.files_after,
-        }
+    def summary(self, changes_sha256: str) -> DiffSummary:
+        """What records, receipts and policy contexts carry: counts, a sample of the hazards,
+        and the digest of the full change list (kept apart, fetched a page at a time)."""
+        hazards = (*self.setuid_files, *self.device_nodes, *self.escaping_symlinks,
+                   *self.special_files, *self.hardlinks)
+        return DiffSummary(
+            created=self.count(ChangeKind.CREATED), modified=self.count(ChangeKind.MODIFIED),
+            deleted=self.count(ChangeKind.DELETED), setuid_files=len(self.setuid_files),
+            device_nodes=len(self.device_nodes), escaping_symlinks=len(self.escaping_symlinks),
+            hardlinks=len(self.hardlinks), special_files=len(self.special_files),
+            size_after=self.size_after, files_after=self.files_after,
+            changes_sha256=changes_sha256, hazard_sample=tuple(sorted(hazards)[:HAZARD_SAMPLE]))
+
+
+class DiffSummary(Frozen):
+    """A workspace diff as a record keeps it: bounded whatever the sandbox did."""
+
+    created: int = 0
+    modified: int = 0
+    deleted: int = 0
+    setuid_files: int = 0
+    device_nodes: int = 0
+    escaping_symlinks: int = 0
+    hardlinks: int = 0
+    special_files: int = 0
+    size_after: int = 0
+    files_after: int = 0
+    changes_sha256: str = Field(description=(
+        "sha256 of the RFC 8785 JSON array of every change, in path order: what the "
+        "paginated diff route serves"))
+    hazard_sample: tuple[str, ...] = Field((), description=(
+        f"Up to {HAZARD_SAMPLE} hazardous paths (setuid, devices, escaping links, special "
+        "files, hard links), by path"))
+
+    @property
+    def changed(self) -> int:
+        return self.created + self.modified + self.deleted
+
+    @property
+    def hazardous(self) -> bool:
+        """Whether the diff holds a hazard validation quarantines (hard links are allowed)."""
+        return bool(self.setuid_files or self.device_nodes or self.escaping_symlinks
+                    or self.special_files)
+
+    def counts(self) -> dict[str, int]:
+        """Counts only: what policy contexts carry."""
+        return self.model_dump(exclude={"changes_sha256", "hazard_sample"})
 
 
 class RuleMatch(Frozen):
@@ -344,14 +387,17 @@ class Submission(Frozen):
     decisions: tuple[Decision, ...] = ()
     dry_run: Observation | None = None
     bounded_run: Observation | None = None
-    dry_run_diff: Diff | None = None
-    bounded_run_diff: Diff | None = None
-    violations: tuple[str, ...] = ()
+    dry_run_diff: DiffSummary | None = None
+    bounded_run_diff: DiffSummary | None = None
+    violations: tuple[str, ...] = Field((), description=(
+        f"At most {MAX_VIOLATIONS}, the last one saying how many more there were"))
     base_version: int | None = None
     new_version: int | None = None
     base_tree_digest: str | None = None
     new_tree_digest: str | None = None
-    stdout: str = ""
+    stdout: str = Field("", description=(
+        f"The first {OUTPUT_PREVIEW_BYTES} bytes of the last run's stdout, decoded; the whole "
+        "of each run's output is kept apart"))
     stderr: str = ""
     evidence_dir: str | None = None
     evidence: Evidence | None = None

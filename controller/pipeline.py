@@ -43,6 +43,8 @@ from controller.models import (
     MAX_CODE_CHARS,
     AuditSource,
     Decision,
+    Diff,
+    DiffSummary,
     Gate,
     Language,
     Outcome,
@@ -52,6 +54,7 @@ from controller.models import (
     Submission,
 )
 from controller.ports import SUBMISSION_UIDS, RunResult, RunSpec
+from controller.records import capped, capped_list, preview, without_paths
 from controller.scratch import mount_tmpfs, mounts_under, release
 from controller.store import Publication
 from controller.validation import hazards, violations
@@ -94,14 +97,15 @@ class Job:
         self.evidence = controller.paths.quarantine / submission.id
         self.profile = controller.profiles.get(submission.request.profile)
         self.before: dict[str, Entry] = {}
+        self._dir: str | None = None
 
     # -- the pipeline -------------------------------------------------------------------
 
     def drive(self) -> Submission:
         request, profile = self.sub.request, self._profile()
-        base = self.c.store.workspace_version(request.workspace)
-        self.c.workspaces.ensure(request.workspace)
-        self.before = scan(self.c.workspaces.version_dir(request.workspace, base),
+        base, self._dir = self.c.store.open_workspace(request.agent, request.workspace)
+        self.c.workspaces.ensure(self._dir)
+        self.before = scan(self.c.workspaces.version_dir(self._dir, base),
                            hash_limit=profile.limits.workspace_bytes)
         # Pinned once, before the dry run: both runs start from this id even if the tag moves
         # in between. An engine that cannot resolve it raises, and ``fail`` denies.
@@ -123,15 +127,15 @@ class Job:
             dry_diff = diff_trees(self.before, scan(self.work, hash_limit=self._hash_limit()))
         except TreeTooDeepError as exc:
             return self.finish(State.DENIED, None, reason=f"dry run: {exc}",
-                               dry_run=dry.observation, **_outputs(dry))
+                               dry_run=dry.observation, **self._keep(Phase.DRY_RUN, dry, None))
         release(self.dir)
+        kept = self._keep(Phase.DRY_RUN, dry, dry_diff)
         if after_dry_run(dry.observation) is State.DENIED:
             return self.finish(State.DENIED, None, reason="dry run: the observation is incomplete: "
-                               f"{dry.observation.incomplete}", dry_run=dry.observation,
-                               dry_run_diff=dry_diff, **_outputs(dry))
-        self._move(State.ASSESSING, dry_run=dry.observation, dry_run_diff=dry_diff,
-                   **_outputs(dry))
-        context = assessment_context(request, profile, dry.observation, dry_diff,
+                               f"{dry.observation.incomplete}", dry_run=dry.observation, **kept)
+        self._move(State.ASSESSING, dry_run=dry.observation, **kept)
+        context = assessment_context(request, profile, dry.observation,
+                                     _recorded(self.sub.dry_run_diff),
                                      max_deleted_files=self.c.max_deleted_files)
         decision = self._decide(Gate.ASSESSMENT, context)
         if decision.outcome is Outcome.PERMIT:
@@ -143,6 +147,7 @@ class Job:
             # Nothing runs while a human looks: the uid goes back to the pool meanwhile.
             self.c.store.release_uid(self.sub.id)
             return self._move(target, reason=f"assessment: {matched(decision)}")
+        self._move(State.RUNNING)
         return self._bounded_run(context)
 
     def resume(self) -> Submission:
@@ -164,14 +169,13 @@ class Job:
         uid = self.c.store.claim_uid(self.sub.id, SUBMISSION_UIDS, wanted=self.sub.sandbox_uid)
         if uid != self.sub.sandbox_uid:
             self.sub = self.c.store.update(self.sub.model_copy(update={"sandbox_uid": uid}))
-        self.before = scan(self.c.workspaces.version_dir(request.workspace,
+        self.before = scan(self.c.workspaces.version_dir(self._space(),
                                                          self.sub.base_version or 0),
                            hash_limit=profile.limits.workspace_bytes)
-        return self._bounded_run(context, approved=True)
+        return self._bounded_run(context)
 
-    def _bounded_run(self, context: dict[str, object], *, approved: bool = False) -> Submission:
-        if not approved:
-            self._move(State.RUNNING)
+    def _bounded_run(self, context: dict[str, object]) -> Submission:
+        """The real run, from ``running`` (moved there by the caller, or by the approval)."""
         try:
             real = self._run(Phase.BOUNDED)
         except RuntimeUnavailableError as exc:
@@ -180,11 +184,11 @@ class Job:
             after = scan(self.work, hash_limit=self._hash_limit())
         except TreeTooDeepError as exc:  # a clean dry run, then this: planted
             self.sub = self.c.store.update(self.sub.model_copy(update={
-                "bounded_run": real.observation, **_outputs(real)}))
+                "bounded_run": real.observation, **self._keep(Phase.BOUNDED, real, None)}))
             return self._quarantine(real, f"validation: {exc}", violations=(str(exc),))
         diff = diff_trees(self.before, after)
         self.sub = self.c.store.update(self.sub.model_copy(update={
-            "bounded_run": real.observation, "bounded_run_diff": diff, **_outputs(real)}))
+            "bounded_run": real.observation, **self._keep(Phase.BOUNDED, real, diff)}))
         planted = hazards(diff)  # weighed before the failure branch, see after_bounded_run
         target = after_bounded_run(real.observation, planted)
         if target is State.QUARANTINED:
@@ -195,8 +199,8 @@ class Job:
         broken = violations(diff, real.observation, self._profile().limits)
         if broken:
             return self._quarantine(real, "validation: " + "; ".join(broken), violations=broken)
-        decision = self._decide(Gate.VALIDATION,
-                                validation_context(context, real.observation, diff))
+        decision = self._decide(Gate.VALIDATION, validation_context(
+            context, real.observation, _recorded(self.sub.bounded_run_diff)))
         target = after_validation(broken, decision)
         if target is State.QUARANTINED:
             return self._quarantine(real, f"validation: {matched(decision)}")
@@ -228,7 +232,8 @@ class Job:
         except TreeTooDeepError as exc:
             return self._quarantine(None, f"validation: {exc}; and {failure}",
                                     violations=(str(exc),))
-        self.sub = self.c.store.update(self.sub.model_copy(update={"bounded_run_diff": diff}))
+        summary = self.c.store.keep_run(self.sub.id, Phase.BOUNDED, diff, {})
+        self.sub = self.c.store.update(self.sub.model_copy(update={"bounded_run_diff": summary}))
         planted = hazards(diff)
         if planted:
             return self._quarantine(None, "validation: " + "; ".join(planted) + f"; and "
@@ -237,12 +242,13 @@ class Job:
 
     def _commit(self, staging: Path, digest: str) -> Submission:
         self._move(State.COMMITTING)
-        name, base = self.sub.request.workspace, self.sub.base_version or 0
+        request, base, space = self.sub.request, self.sub.base_version or 0, self._space()
         new = base + 1
         publication = Publication(
-            workspace=name, base_version=base, new_version=new, tree_digest=digest,
-            do=lambda: self.c.workspaces.publish(staging, name, new),
-            undo=lambda: self.c.workspaces.unpublish(name, new))
+            owner=request.agent, workspace=request.workspace, base_version=base,
+            new_version=new, tree_digest=digest,
+            do=lambda: self.c.workspaces.publish(staging, space, new),
+            undo=lambda: self.c.workspaces.unpublish(space, new))
         try:
             return self.finish(State.COMMITTED, publication=publication, new_version=new,
                                new_tree_digest=digest, reason="committed")
@@ -311,7 +317,7 @@ class Job:
     def finish(self, target: State, publication: Publication | None = None,
                **changes: object) -> Submission:
         self.sub = self.c.store.finish(self.sub, target, self.c.seal, publication,
-                                       **_safe_text(changes))
+                                       **self._safe(changes))
         crash_point("sealed")
         self.c.announce(self.sub)
         return self.sub
@@ -322,7 +328,7 @@ class Job:
         # Evidence on disk means a quarantine was under way (a crash between keeping the
         # evidence and the terminal state): finish it, never downgrade it to a rollback.
         flagged = (bounded is not None and bounded.seccomp_killed) or (
-            diff is not None and bool(hazards(diff))) or self.evidence.exists()
+            diff is not None and diff.hazardous) or self.evidence.exists()
         target = safe_terminal(self.sub.state, flagged=flagged)
         if target is self.sub.state:
             return self.sub
@@ -354,7 +360,7 @@ class Job:
             remove_tree(self.dir)
 
     def _move(self, target: State, **changes: object) -> Submission:
-        self.sub = self.c.store.move(self.sub, target, **_safe_text(changes))
+        self.sub = self.c.store.move(self.sub, target, **self._safe(changes))
         crash_point(target.value)
         self.c.announce(self.sub)
         return self.sub
@@ -366,7 +372,7 @@ class Job:
         release(self.dir)
         mount_tmpfs(self.work, size_bytes=limits.workspace_bytes,
                     inodes=limits.workspace_files)
-        self.c.workspaces.checkout(request.workspace, self.sub.base_version or 0, self.work,
+        self.c.workspaces.checkout(self._space(), self.sub.base_version or 0, self.work,
                                    request.files, uid=uid)
         mount_tmpfs(self.code, size_bytes=CODE_TMPFS_BYTES, inodes=8)
         path = self.code / COMMANDS[request.language][0]
@@ -382,6 +388,37 @@ class Job:
                 f"refused unless the profile sets accept_unaudited (profile {profile.name!r} "
                 "does not)")
 
+    def _space(self) -> str:
+        """The directory of the submission's workspace (names are per agent)."""
+        if self._dir is None:
+            request = self.sub.request
+            self._dir = self.c.store.open_workspace(request.agent, request.workspace)[1]
+        return self._dir
+
+    def _keep(self, phase: Phase, result: RunResult, diff: Diff | None) -> dict[str, object]:
+        """Keep a run's whole diff and outputs apart; what the record keeps of them."""
+        summary = self.c.store.keep_run(self.sub.id, phase, diff,
+                                        {"stdout": result.stdout, "stderr": result.stderr})
+        kept: dict[str, object] = {"stdout": preview(result.stdout),
+                                   "stderr": preview(result.stderr)}
+        if summary is not None:
+            kept["dry_run_diff" if phase is Phase.DRY_RUN else "bounded_run_diff"] = summary
+        return kept
+
+    def _safe(self, changes: dict[str, object]) -> dict[str, object]:
+        """Reasons and violations can quote what the sandbox made (an OSError naming a file
+        with undecodable bytes, thousands of hazardous paths) and the controller's own
+        paths: made encodable, bounded and free of host paths before they reach the record
+        and the receipt."""
+        roots = [str(path) for path in self.c.paths.roots()] + [str(self.c.workspaces.root)]
+        safe = dict(changes)
+        if isinstance(reason := safe.get("reason"), str):
+            safe["reason"] = capped(without_paths(untrusted.text(reason), roots))
+        if isinstance(found := safe.get("violations"), tuple):
+            safe["violations"] = capped_list(tuple(
+                without_paths(untrusted.text(str(item)), roots) for item in found))
+        return safe
+
     def _profile(self) -> Profile:
         if self.profile is None:
             raise InputError(f"profile {self.sub.request.profile!r} is no longer loaded")
@@ -391,20 +428,10 @@ class Job:
         return self._profile().limits.workspace_bytes
 
 
-def _safe_text(changes: dict[str, object]) -> dict[str, object]:
-    """Reasons and violations can quote what the sandbox made (an OSError naming a file with
-    undecodable bytes): made encodable before they reach the record and the receipt."""
-    safe = dict(changes)
-    if isinstance(reason := safe.get("reason"), str):
-        safe["reason"] = untrusted.text(reason)
-    if isinstance(found := safe.get("violations"), tuple):
-        safe["violations"] = tuple(untrusted.text(str(item)) for item in found)
-    return safe
-
-
-def _outputs(result: RunResult) -> dict[str, object]:
-    return {"stdout": result.stdout.decode(errors="replace"),
-            "stderr": result.stderr.decode(errors="replace")}
+def _recorded(diff: DiffSummary | None) -> DiffSummary:
+    if diff is None:
+        raise RuntimeUnavailableError("a run's diff was not recorded")
+    return diff
 
 
 def _flag_reason(result: RunResult, planted: tuple[str, ...]) -> str:

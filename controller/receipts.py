@@ -12,7 +12,7 @@ from typing import Any
 import rfc8785
 
 from controller import __version__, untrusted
-from controller.models import Diff, Observation, Submission, SubmittedFile, utcnow
+from controller.models import DiffSummary, Observation, Submission, SubmittedFile, utcnow
 from controller.verify.formats import PREDICATE_TYPE, STATEMENT_TYPE
 
 
@@ -131,11 +131,11 @@ def canonical(document: dict[str, Any]) -> bytes:
 
 
 def observation_summary(observation: Observation | None,
-                        diff: Diff | None) -> dict[str, Any] | None:
+                        diff: DiffSummary | None) -> dict[str, Any] | None:
     """An observation with its limits hit and diff counts, as receipts and the API show it."""
     if observation is None:
         return None
     summary = observation.model_dump(mode="json")
     summary["limits_hit"] = [limit.value for limit in observation.limits_hit]
-    summary["diff"] = diff.summary() if diff is not None else None
+    summary["diff"] = diff.model_dump(mode="json") if diff is not None else None
     return summary

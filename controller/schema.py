@@ -6,12 +6,16 @@ up to it, in one transaction, under the write lock (``migrate``).
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
+from controller import legacy
 from controller.errors import StoreError
 from controller.lifecycle import TERMINAL
+
+log = logging.getLogger(__name__)
 
 # The rows of submissions still in flight (a constant: SQL built from our own enum).
 UNFINISHED = "state NOT IN ({})".format(
@@ -26,9 +30,25 @@ CREATE TABLE IF NOT EXISTS submissions (
     created_at TEXT NOT NULL,
     updated_at TEXT NOT NULL,
     record TEXT NOT NULL,
-    sandbox_uid INTEGER
+    sandbox_uid INTEGER,
+    request TEXT NOT NULL DEFAULT '{}',
+    summary TEXT NOT NULL DEFAULT '{}'
 );
-CREATE INDEX IF NOT EXISTS submissions_state ON submissions(state);
+CREATE INDEX IF NOT EXISTS submissions_state_updated ON submissions(state, updated_at);
+CREATE TABLE IF NOT EXISTS changes (
+    submission_id TEXT NOT NULL REFERENCES submissions(id),
+    phase TEXT NOT NULL,
+    idx INTEGER NOT NULL,
+    change TEXT NOT NULL,
+    PRIMARY KEY (submission_id, phase, idx)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS outputs (
+    submission_id TEXT NOT NULL REFERENCES submissions(id),
+    phase TEXT NOT NULL,
+    stream TEXT NOT NULL,
+    data BLOB NOT NULL,
+    PRIMARY KEY (submission_id, phase, stream)
+);
 CREATE TABLE IF NOT EXISTS transitions (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     submission_id TEXT NOT NULL REFERENCES submissions(id),
@@ -46,11 +66,13 @@ CREATE TABLE IF NOT EXISTS receipts (
     created_at TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS workspaces (
-    name TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    name TEXT NOT NULL,
+    dir TEXT NOT NULL,
     version INTEGER NOT NULL,
     tree_digest TEXT,
     updated_at TEXT NOT NULL,
-    owner TEXT
+    PRIMARY KEY (owner, name)
 );
 CREATE TABLE IF NOT EXISTS idempotency (
     principal TEXT NOT NULL,
@@ -86,11 +108,62 @@ def _add_sandbox_uids(db: sqlite3.Connection) -> None:
                f"submissions(sandbox_uid) WHERE sandbox_uid IS NOT NULL AND {UNFINISHED}")
 
 
+def _index_transitions(db: sqlite3.Connection) -> None:
+    # An event stream asks for one submission's transitions after an id: without this index
+    # every poll scans the whole (append-only, ever-growing) log.
+    db.execute("CREATE INDEX IF NOT EXISTS transitions_submission ON "
+               "transitions(submission_id, id)")
+
+
+def _split_records(db: sqlite3.Connection) -> None:
+    """Records written before they were bounded: the request to its own column, each diff
+    to its rows and a summary, each output to its row and a preview (``legacy``)."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(submissions)")}
+    for column in ("request", "summary"):
+        if column not in columns:
+            db.execute(f"ALTER TABLE submissions ADD COLUMN {column} TEXT NOT NULL "
+                       "DEFAULT '{}'")
+    for sid, record in db.execute("SELECT id, record FROM submissions WHERE summary = '{}'"
+                                  ).fetchall():
+        try:
+            split = legacy.split(record)
+        except ValueError:  # unreadable before, unreadable now: skipped where records are read
+            log.exception("submission %s: its record cannot be migrated; left as is", sid)
+            continue
+        db.execute("UPDATE submissions SET record = ?, request = ?, summary = ? WHERE id = ?",
+                   (split.record, split.request, split.summary, sid))
+        db.executemany("INSERT OR REPLACE INTO changes VALUES (?, ?, ?, ?)",
+                       [(sid, *row) for row in split.changes])
+        db.executemany("INSERT OR REPLACE INTO outputs VALUES (?, ?, ?, ?)",
+                       [(sid, *row) for row in split.outputs])
+
+
+def _workspaces_per_owner(db: sqlite3.Connection) -> None:
+    """Workspace names per principal: (owner, name) is the key. A workspace made before
+    keeps its directory (``dir`` = its name); its owner is the agent that used it first."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(workspaces)")}
+    if "dir" in columns:
+        return
+    db.execute("ALTER TABLE workspaces RENAME TO workspaces_global")
+    for statement in _statements(SCHEMA):
+        if "TABLE IF NOT EXISTS workspaces " in statement:
+            db.execute(statement)
+    db.execute(
+        "INSERT INTO workspaces (owner, name, dir, version, tree_digest, updated_at) "
+        "SELECT COALESCE(w.owner, (SELECT s.agent FROM submissions s WHERE s.workspace = w.name "
+        "ORDER BY s.created_at LIMIT 1), ''), w.name, w.name, w.version, w.tree_digest, "
+        "w.updated_at FROM workspaces_global w")
+    db.execute("DROP TABLE workspaces_global")
+
+
 # Version n of the schema is reached by MIGRATIONS[n - 1] from version n - 1. ``SCHEMA`` is
 # always the newest (but for the index over a column a migration adds); a migration brings a
 # database created by an older release up to it.
 MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_add_workspace_owner,
-                                                                 _add_sandbox_uids)
+                                                                 _add_sandbox_uids,
+                                                                 _index_transitions,
+                                                                 _split_records,
+                                                                 _workspaces_per_owner)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -11,6 +11,7 @@ import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 from controller import receipts
@@ -55,6 +56,12 @@ class Paths:
     runs: Path
     quarantine: Path
     profiles: Path | None = None  # the archive of every profile loaded, by digest
+    data: Path | None = None  # the data directory holding them all
+
+    def roots(self) -> list[Path]:
+        """The controller's own directories: never named to a client or in a receipt."""
+        return [path for path in (self.data, self.runs, self.quarantine, self.profiles)
+                if path is not None]
 
 
 class Controller:
@@ -136,10 +143,11 @@ class Controller:
     def _end_interrupted(self, submission: Submission) -> Submission:
         job = Job(self, submission)
         try:
+            request = submission.request
             if submission.state is State.COMMITTING and submission.base_version is not None:
-                current = self.store.workspace_version(submission.request.workspace)
+                current, space = self.store.open_workspace(request.agent, request.workspace)
                 if current == submission.base_version:
-                    self.workspaces.unpublish(submission.request.workspace, current + 1)
+                    self.workspaces.unpublish(space, current + 1)
             return job.fail(f"controller restarted while the submission was in "
                             f"{submission.state}")
         finally:
@@ -152,8 +160,8 @@ class Controller:
             return
         for directory in self.paths.runs.iterdir():
             try:
-                found = self.store.get(directory.name)
-                if found is None or found.state in TERMINAL:
+                found = self.store.owner_of(directory.name)
+                if found is None or State(found[1]) in TERMINAL:
                     release(directory)
                     if not self.keep_run_dirs:
                         remove_tree(directory)
@@ -208,10 +216,8 @@ class Controller:
     def expire_approvals(self, ttl_s: float) -> list[Submission]:
         """Deny every approval request left unanswered for longer than ``ttl_s``."""
         expired = []
-        for found in self.store.unfinished():
-            age = (utcnow() - found.updated_at).total_seconds()
-            if found.state is not State.AWAITING_APPROVAL or age <= ttl_s:
-                continue
+        cutoff = (utcnow() - timedelta(seconds=ttl_s)).isoformat()
+        for found in self.store.awaiting_approval(updated_before=cutoff, limit=1000):
             try:
                 expired.append(Job(self, found).finish(
                     State.DENIED, reason=f"approval expired: no answer within {ttl_s:g} s"))

@@ -24,13 +24,13 @@ from controller import untrusted
 from controller.errors import (
     CommitConflictError,
     IdempotencyConflictError,
-    NotFoundError,
     RuntimeUnavailableError,
     StoreError,
 )
 from controller.faults import crash_point
 from controller.lifecycle import TERMINAL, check_transition
-from controller.models import State, Submission, utcnow
+from controller.models import LOCAL_AGENT, Diff, DiffSummary, Phase, State, Submission, utcnow
+from controller.records import SubmissionSummary, change_json, changes_digest, summarize
 from controller.schema import UNFINISHED, connect, migrate
 
 log = logging.getLogger(__name__)
@@ -52,6 +52,7 @@ Sealer = Callable[[Submission, int, str | None], Sealed]
 class Publication:
     """The workspace move that goes with a commit: do it inside the transaction, undo on failure."""
 
+    owner: str
     workspace: str
     base_version: int
     new_version: int
@@ -61,14 +62,40 @@ class Publication:
 
 
 def _record(submission: Submission) -> str:
-    """The record's JSON. Text quoting a name with undecodable bytes (an error message naming
-    a file the sandbox made) cannot be encoded as is; it is stored escapes and all rather
-    than leaving the submission unable to move."""
+    """The record's JSON, without the request (its own column, written once). Text quoting a
+    name with undecodable bytes (an error message naming a file the sandbox made) cannot be
+    encoded as is; it is stored escapes and all rather than leaving the submission unable to
+    move."""
     try:
-        return submission.model_dump_json()
+        return submission.model_dump_json(exclude={"request"})
     except PydanticSerializationError:
         scrubbed = untrusted.scrub(submission.model_dump(mode="json"))
-        return Submission.model_validate(scrubbed).model_dump_json()
+        return Submission.model_validate(scrubbed).model_dump_json(exclude={"request"})
+
+
+def _load(record: str, request: str) -> Submission:
+    return Submission.model_validate({**json.loads(record), "request": json.loads(request)})
+
+
+def _summary(submission: Submission) -> str:
+    """The listing line, small whatever the submission did (see ``records.summarize``)."""
+    return SubmissionSummary.model_validate(
+        untrusted.scrub(summarize(submission).model_dump(mode="json"))).model_dump_json()
+
+
+def _page(columns: str, agent: str | None, state: str | None, since: str | None,
+          after_id: str | None, limit: int) -> tuple[str, list[object]]:
+    """A listing query, newest first; ``after_id`` continues a page (keyset on created_at,
+    id). ``columns`` is one of our constants."""
+    query = (f"SELECT {columns} FROM submissions WHERE (? IS NULL OR agent = ?) "  # noqa: S608
+             "AND (? IS NULL OR state = ?) AND (? IS NULL OR created_at >= ?)")
+    params: list[object] = [agent, agent, state, state, since, since]
+    if after_id is not None:
+        query += " AND (created_at, id) < (SELECT created_at, id FROM submissions WHERE id = ?)"
+        params.append(after_id)
+    query += " ORDER BY created_at DESC, id DESC LIMIT ?"
+    params.append(limit)
+    return query, params
 
 
 # Sandbox uids held by the other submissions in flight (a constant: see ``UNFINISHED``).
@@ -119,13 +146,13 @@ class Store:
                     earlier = self._idempotent(db, submission, *idempotency)
                     if earlier is not None:
                         return earlier
-                self._claim_workspace(db, submission.request.workspace, submission.request.agent)
                 db.execute(
                     "INSERT INTO submissions (id, agent, workspace, state, created_at, "
-                    "updated_at, record) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    "updated_at, record, request, summary) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (submission.id, submission.request.agent, submission.request.workspace,
                      submission.state.value, submission.created_at.isoformat(),
-                     submission.updated_at.isoformat(), _record(submission)))
+                     submission.updated_at.isoformat(), _record(submission),
+                     submission.request.model_dump_json(), _summary(submission)))
                 self._log(db, submission.id, None, submission.state, "")
                 if idempotency is not None:
                     db.execute("INSERT INTO idempotency VALUES (?, ?, ?, ?)",
@@ -145,8 +172,9 @@ class Store:
         if row[0] != digest:
             raise IdempotencyConflictError(
                 f"Idempotency-Key {key!r} was used for a different submission body")
-        record = db.execute("SELECT record FROM submissions WHERE id = ?", (row[1],)).fetchone()
-        return Submission.model_validate_json(record[0])
+        record = db.execute("SELECT record, request FROM submissions WHERE id = ?",
+                            (row[1],)).fetchone()
+        return _load(*record)
 
     def claim_uid(self, submission_id: str, uids: range, wanted: int | None = None) -> int:
         """A sandbox uid for ``submission_id`` that no other submission in flight holds, in
@@ -173,15 +201,52 @@ class Store:
             db.execute("UPDATE submissions SET sandbox_uid = NULL WHERE id = ?",
                        (submission_id,))
 
-    def _claim_workspace(self, db: sqlite3.Connection, name: str, agent: str) -> None:
-        """A workspace belongs to the agent that used it first; others cannot see it."""
-        db.execute("INSERT OR IGNORE INTO workspaces VALUES (?, 0, NULL, ?, ?)",
-                   (name, utcnow().isoformat(), agent))
-        row = db.execute("SELECT owner FROM workspaces WHERE name = ?", (name,)).fetchone()
-        if row[0] is None:
-            db.execute("UPDATE workspaces SET owner = ? WHERE name = ?", (agent, name))
-        elif row[0] != agent:
-            raise NotFoundError(f"workspace {name!r} not found")
+    def keep_run(self, submission_id: str, phase: Phase, diff: Diff | None,
+                 outputs: dict[str, bytes]) -> DiffSummary | None:
+        """Keep a run's whole diff (a row per change, in path order) and outputs apart from
+        the record, which keeps the summary this returns; a page at a time from ``changes``
+        and ``output``."""
+        summary = None
+        rows: list[tuple[str, str, int, str]] = []
+        if diff is not None:
+            ordered = sorted(diff.changes, key=lambda change: change.path)
+            summary = diff.summary(changes_digest(ordered))
+            rows = [(submission_id, phase.value, index,
+                     json.dumps(change_json(change), ensure_ascii=False))
+                    for index, change in enumerate(ordered)]
+        try:
+            with self._transaction() as db:
+                if diff is not None:
+                    db.execute("DELETE FROM changes WHERE submission_id = ? AND phase = ?",
+                               (submission_id, phase.value))
+                    db.executemany("INSERT INTO changes VALUES (?, ?, ?, ?)", rows)
+                db.executemany("INSERT OR REPLACE INTO outputs VALUES (?, ?, ?, ?)",
+                               [(submission_id, phase.value, stream, data)
+                                for stream, data in outputs.items()])
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot keep the {phase} run of {submission_id}: {exc}") from exc
+        return summary
+
+    def changes(self, submission_id: str, phase: Phase, after: int = -1,
+                limit: int = 100) -> list[tuple[int, dict[str, object]]]:
+        """(index, change) of one run's diff in path order, after ``after``."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT idx, change FROM changes WHERE submission_id = ? AND phase = ? "
+                "AND idx > ? ORDER BY idx LIMIT ?",
+                (submission_id, phase.value, after, limit)).fetchall()
+        return [(int(index), json.loads(change)) for index, change in rows]
+
+    def output(self, submission_id: str, phase: Phase, stream: str, offset: int = 0,
+               limit: int = 1 << 20) -> tuple[bytes, int] | None:
+        """``limit`` bytes of a run's output from ``offset``, and its whole size."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT substr(data, ?, ?), length(data) FROM outputs WHERE submission_id = ? "
+                "AND phase = ? AND stream = ?",
+                (offset + 1, limit, submission_id, phase.value, stream)).fetchone()
+        return (bytes(row[0] or b""), int(row[1])) if row else None
+
     def move(self, submission: Submission, target: State, **changes: object) -> Submission:
         """Persist a non-terminal move (checked by the lifecycle) and return the new record."""
         if target in TERMINAL:
@@ -243,9 +308,9 @@ class Store:
     def _swap_version(self, db: sqlite3.Connection, publication: Publication) -> None:
         cursor = db.execute(
             "UPDATE workspaces SET version = ?, tree_digest = ?, updated_at = ? "
-            "WHERE name = ? AND version = ?",
+            "WHERE owner = ? AND name = ? AND version = ?",
             (publication.new_version, publication.tree_digest, utcnow().isoformat(),
-             publication.workspace, publication.base_version))
+             publication.owner, publication.workspace, publication.base_version))
         if cursor.rowcount != 1:
             raise CommitConflictError(
                 f"workspace {publication.workspace!r} moved past version "
@@ -259,9 +324,9 @@ class Store:
     def _update(self, db: sqlite3.Connection, before: Submission, after: Submission,
                 *, log: bool = True) -> None:
         cursor = db.execute(
-            "UPDATE submissions SET state = ?, updated_at = ?, record = ? "
+            "UPDATE submissions SET state = ?, updated_at = ?, record = ?, summary = ? "
             "WHERE id = ? AND state = ?",
-            (after.state.value, after.updated_at.isoformat(), _record(after),
+            (after.state.value, after.updated_at.isoformat(), _record(after), _summary(after),
              after.id, before.state.value))
         if cursor.rowcount != 1:
             raise StoreError(f"submission {after.id} is no longer in {before.state}")
@@ -278,36 +343,66 @@ class Store:
 
     def get(self, submission_id: str) -> Submission | None:
         with self._lock:
-            row = self._db.execute("SELECT record FROM submissions WHERE id = ?",
+            row = self._db.execute("SELECT record, request FROM submissions WHERE id = ?",
                                    (submission_id,)).fetchone()
-        return Submission.model_validate_json(row[0]) if row else None
+        return _load(*row) if row else None
 
     def unfinished(self) -> list[Submission]:
         """Every submission not yet in a terminal state (for reconciliation after a crash)."""
         with self._lock:
             rows = self._db.execute(
-                f"SELECT id, record FROM submissions WHERE {UNFINISHED}"  # noqa: S608
+                f"SELECT id, record, request FROM submissions WHERE {UNFINISHED}"  # noqa: S608
                 " ORDER BY created_at").fetchall()
+        return self._readable(rows)
+
+    def awaiting_approval(self, *, updated_before: str | None = None,
+                          after_id: str | None = None, limit: int = 50) -> list[Submission]:
+        """Submissions parked for a human, oldest first (an indexed query: the sweeper and
+        the approvals queue never read another record)."""
+        query = ("SELECT id, record, request FROM submissions WHERE state = ? "
+                 "AND (? IS NULL OR updated_at < ?)")
+        params: list[object] = [State.AWAITING_APPROVAL.value, updated_before, updated_before]
+        if after_id is not None:
+            query += (" AND (updated_at, id) > (SELECT updated_at, id FROM submissions "
+                      "WHERE id = ?)")
+            params.append(after_id)
+        query += " ORDER BY updated_at, id LIMIT ?"
+        params.append(limit)
+        with self._lock:
+            rows = self._db.execute(query, params).fetchall()
+        return self._readable(rows)
+
+    @staticmethod
+    def _readable(rows: list[tuple[str, str, str]]) -> list[Submission]:
         found = []
-        for sid, record in rows:
+        for sid, record, request in rows:
             try:
-                found.append(Submission.model_validate_json(record))
+                found.append(_load(record, request))
             except ValueError:  # a record no release can read stops no other
                 log.exception("submission %s: its record cannot be read; skipped", sid)
         return found
 
-    def workspace_version(self, name: str) -> int:
-        """The current version of a workspace (0 for a new one, which is recorded)."""
+    def open_workspace(self, owner: str, name: str) -> tuple[int, str]:
+        """(current version, directory) of ``owner``'s workspace ``name``; a new one is
+        recorded at version 0. Names are per owner: two agents each have their own
+        ``default``, in directories of their own."""
         with self._transaction() as db:
-            db.execute("INSERT OR IGNORE INTO workspaces VALUES (?, 0, NULL, ?, NULL)",
-                       (name, utcnow().isoformat()))
-            row = db.execute("SELECT version FROM workspaces WHERE name = ?", (name,)).fetchone()
-        return int(row[0])
+            db.execute("INSERT OR IGNORE INTO workspaces VALUES (?, ?, ?, 0, NULL, ?)",
+                       (owner, name, f"@{owner}/{name}", utcnow().isoformat()))
+            row = db.execute("SELECT version, dir FROM workspaces WHERE owner = ? AND name = ?",
+                             (owner, name)).fetchone()
+        return int(row[0]), str(row[1])
 
-    def workspaces(self) -> dict[str, int]:
+    def workspace_version(self, name: str, owner: str = LOCAL_AGENT) -> int:
+        """The current version of a workspace (0 for a new one, which is recorded)."""
+        return self.open_workspace(owner, name)[0]
+
+    def workspaces(self) -> dict[tuple[str, str], tuple[int, str]]:
+        """(owner, name) → (version, directory) of every workspace."""
         with self._lock:
-            rows = self._db.execute("SELECT name, version FROM workspaces").fetchall()
-        return {str(name): int(version) for name, version in rows}
+            rows = self._db.execute("SELECT owner, name, version, dir FROM workspaces").fetchall()
+        return {(str(owner), str(name)): (int(version), str(directory))
+                for owner, name, version, directory in rows}
 
     def receipts(self, since_seq: int = 0, limit: int | None = None,
                  agent: str | None = None) -> list[tuple[int, str]]:
@@ -324,17 +419,19 @@ class Store:
                     since: str | None = None, after_id: str | None = None,
                     limit: int = 50) -> list[Submission]:
         """Newest first; ``after_id`` continues a page (keyset on created_at, id)."""
-        query = "SELECT record FROM submissions WHERE (? IS NULL OR agent = ?) " \
-                "AND (? IS NULL OR state = ?) AND (? IS NULL OR created_at >= ?)"
-        params: list[object] = [agent, agent, state, state, since, since]
-        if after_id is not None:
-            query += " AND (created_at, id) < (SELECT created_at, id FROM submissions WHERE id = ?)"
-            params.append(after_id)
-        query += " ORDER BY created_at DESC, id DESC LIMIT ?"
-        params.append(limit)
+        query, params = _page("id, record, request", agent, state, since, after_id, limit)
         with self._lock:
             rows = self._db.execute(query, params).fetchall()
-        return [Submission.model_validate_json(row[0]) for row in rows]
+        return self._readable(rows)
+
+    def summaries(self, *, agent: str | None, state: str | None = None,
+                  since: str | None = None, after_id: str | None = None,
+                  limit: int = 50) -> list[SubmissionSummary]:
+        """Like ``submissions``, one small listing line each: no record is read."""
+        query, params = _page("summary", agent, state, since, after_id, limit)
+        with self._lock:
+            rows = self._db.execute(query, params).fetchall()
+        return [SubmissionSummary.model_validate_json(row[0]) for row in rows]
 
     def events(self, submission_id: str, after: int = 0) -> list[tuple[int, str | None, str, str]]:
         """Transitions as (event id, from, to, at), after the given event id."""
@@ -345,17 +442,34 @@ class Store:
                 (submission_id, after)).fetchall()
         return [(int(r[0]), r[1], str(r[2]), str(r[3])) for r in rows]
 
-    def workspace(self, name: str) -> tuple[int, str | None] | None:
-        """(current version, owner) of a workspace, or None."""
+    def workspace(self, owner: str, name: str) -> tuple[int, str] | None:
+        """(current version, directory) of ``owner``'s workspace ``name``, or None."""
         with self._lock:
-            row = self._db.execute("SELECT version, owner FROM workspaces WHERE name = ?",
-                                   (name,)).fetchone()
-        return (int(row[0]), row[1]) if row else None
+            row = self._db.execute("SELECT version, dir FROM workspaces WHERE owner = ? "
+                                   "AND name = ?", (owner, name)).fetchone()
+        return (int(row[0]), str(row[1])) if row else None
 
     def check_writable(self) -> None:
         """Raise ``StoreError`` unless a write transaction can start and finish."""
         with self._transaction() as db:
             db.execute("SELECT 1")
+
+    def check_readable(self) -> None:
+        """Raise ``StoreError`` unless the database answers a read (readiness probes: no
+        write lock taken per call, so a flood of probes cannot queue behind the workers)."""
+        try:
+            with self._lock:
+                self._db.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+        except sqlite3.Error as exc:
+            raise StoreError(f"the database cannot be read: {exc}") from exc
+
+    def owner_of(self, submission_id: str) -> tuple[str, str] | None:
+        """(agent, state) of a submission from its indexed columns, never its record: what
+        an ownership check or an event stream needs costs the same for every submission."""
+        with self._lock:
+            row = self._db.execute("SELECT agent, state FROM submissions WHERE id = ?",
+                                   (submission_id,)).fetchone()
+        return (str(row[0]), str(row[1])) if row else None
 
     def receipt_for(self, submission_id: str) -> str | None:
         with self._lock:

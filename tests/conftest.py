@@ -39,7 +39,7 @@ def make_controller(data: Path, runtime: SandboxRuntime, *, profiles_dir: Path |
         signer=KeyRing(data / "keys").signer(),
         profiles=load_profiles(profiles_dir or ROOT / "profiles"),
         workspaces=Workspaces(data / "workspaces"),
-        paths=Paths(runs=data / "runs", quarantine=data / "quarantine"),
+        paths=Paths(runs=data / "runs", quarantine=data / "quarantine", data=data),
         max_deleted_files=max_deleted_files,
     )
 

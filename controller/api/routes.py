@@ -4,7 +4,7 @@ import asyncio
 import hashlib
 import json
 from collections.abc import AsyncIterator, Callable
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import rfc8785
 from fastapi import APIRouter, Depends, Header, Query
@@ -15,8 +15,10 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from controller import __version__
 from controller.api.deps import ApiContext, authenticate, context, settled
 from controller.api.schemas import (
+    APPROVAL_CHANGES,
     ApprovalBody,
     ApprovalRequest,
+    DiffPage,
     KeyView,
     PolicyView,
     ProfileView,
@@ -38,12 +40,22 @@ from controller.errors import (
     UnavailableError,
 )
 from controller.lifecycle import TERMINAL
-from controller.models import WORKSPACE_NAME, AuditSource, Principal, Role, SubmissionRequest
+from controller.models import (
+    WORKSPACE_NAME,
+    AuditSource,
+    Phase,
+    Principal,
+    Role,
+    State,
+    Submission,
+    SubmissionRequest,
+)
 from controller.store import Store
 from controller.workspace import read_file
 
 SUBMITTERS = frozenset({Role.AGENT, Role.ADMIN})
 APPROVERS = frozenset({Role.APPROVER, Role.ADMIN})
+OUTPUT_PAGE = 1 << 20
 MAX_INT = 2**62  # SQLite integers are 64-bit; larger query values are refused, not crashed on
 TERMINAL_NAMES = frozenset(state.value for state in TERMINAL)
 bearer = HTTPBearer(auto_error=False, description="An API key from `sandgate principals add`")
@@ -98,11 +110,73 @@ def list_submissions(ctx: Ctx, who: Caller, state: str | None = None, since: str
     """Newest first; pass ``next_cursor`` back as ``cursor`` for the next page."""
     if cursor is not None:
         ctx.own(cursor, who)
-    found = ctx.controller.store.submissions(
+    found = ctx.controller.store.summaries(
         agent=None if who.sees_everything else who.name, state=state, since=since,
         after_id=cursor, limit=limit)
-    return SubmissionPage(submissions=[submission_view(s) for s in found],
+    return SubmissionPage(submissions=found,
                           next_cursor=found[-1].id if len(found) == limit else None)
+
+
+def _readable(ctx: ApiContext, submission_id: str, who: Principal) -> Submission:
+    """The submission, for its owner, admins and auditors, and for approvers while it is (or
+    once it was) before them; 'not found' for anyone else."""
+    try:
+        return ctx.own(submission_id, who)
+    except NotFoundError:
+        if who.role not in APPROVERS:
+            raise
+    found = ctx.controller.store.get(submission_id)
+    if found is None or not (found.state is State.AWAITING_APPROVAL or found.approval):
+        raise NotFoundError(f"submission {submission_id!r} not found")
+    return found
+
+
+def _phase(sub: Submission, phase: Phase | None) -> Phase:
+    """The run asked for, else the last one that ran."""
+    if phase is not None:
+        return phase
+    return Phase.BOUNDED if sub.bounded_run is not None else Phase.DRY_RUN
+
+
+@router.get("/v1/submissions/{submission_id}/diff", response_model=DiffPage,
+            tags=["submissions"])
+def get_diff(submission_id: str, ctx: Ctx, who: Caller, phase: Phase | None = None,
+             cursor: Annotated[int, Query(ge=0, le=MAX_INT)] | None = None,
+             limit: Annotated[int, Query(ge=1, le=1000)] = 200) -> DiffPage:
+    """A run's workspace changes in path order, a page at a time (``next_cursor`` back as
+    ``cursor``); the last run's unless ``phase`` says which."""
+    sub = _readable(ctx, submission_id, who)
+    chosen = _phase(sub, phase)
+    rows = ctx.controller.store.changes(submission_id, chosen,
+                                        after=-1 if cursor is None else cursor, limit=limit)
+    summary = sub.dry_run_diff if chosen is Phase.DRY_RUN else sub.bounded_run_diff
+    return DiffPage(phase=chosen.value, summary=summary, changes=[c for _, c in rows],
+                    next_cursor=rows[-1][0] if len(rows) == limit else None)
+
+
+@router.get("/v1/submissions/{submission_id}/outputs/{stream}", tags=["submissions"],
+            responses={200: {"content": {"application/octet-stream": {}},
+                             "description": "The bytes the run wrote, exactly; the "
+                                            "Sandgate-Output-Size header is the whole size"}})
+def get_output(submission_id: str, stream: Literal["stdout", "stderr"], ctx: Ctx,
+               who: Caller, phase: Phase | None = None,
+               offset: Annotated[int, Query(ge=0, le=MAX_INT)] = 0,
+               limit: Annotated[int, Query(ge=1, le=OUTPUT_PAGE)] = OUTPUT_PAGE) -> Response:
+    """A run's stdout or stderr as written (bytes), from ``offset``, at most ``limit``."""
+    sub = _readable(ctx, submission_id, who)
+    found = ctx.controller.store.output(submission_id, _phase(sub, phase), stream,
+                                        offset, limit)
+    data, size = found if found is not None else (b"", 0)
+    return Response(data, media_type="application/octet-stream",
+                    headers={"Sandgate-Output-Size": str(size)})
+
+
+@router.get("/v1/submissions/{submission_id}/code", tags=["submissions"],
+            responses={200: {"content": {"text/plain": {}}}})
+def get_code(submission_id: str, ctx: Ctx, who: Caller) -> Response:
+    """The submitted code, as submitted (its sha256 is the receipt's subject)."""
+    sub = _readable(ctx, submission_id, who)
+    return Response(sub.request.code, media_type="text/plain; charset=utf-8")
 
 
 @router.get("/v1/submissions/{submission_id}/events", tags=["submissions"],
@@ -156,31 +230,41 @@ def checkpoint(ctx: Ctx, who: Caller) -> Response:
     return Response(signed, media_type="application/json")
 
 
-def _workspace(ctx: ApiContext, name: str, who: Principal) -> int:
-    found = ctx.controller.store.workspace(name) if WORKSPACE_NAME.match(name) else None
-    if found is None or not (who.sees_everything or found[1] == who.name):
+def _workspace(ctx: ApiContext, name: str, who: Principal,
+               owner: str | None) -> tuple[int, str]:
+    """(version, directory) of a workspace of the caller's (names are per principal);
+    admins and auditors name another principal's with ``owner``."""
+    if owner is not None and not who.sees_everything and owner != who.name:
         raise NotFoundError(f"workspace {name!r} not found")
-    return found[0]
+    found = ctx.controller.store.workspace(owner or who.name, name) \
+        if WORKSPACE_NAME.match(name) and WORKSPACE_NAME.match(owner or who.name) else None
+    if found is None:
+        raise NotFoundError(f"workspace {name!r} not found")
+    return found
+
+
+Owner = Annotated[str | None, Query(max_length=64, description=(
+    "Whose workspace (admins and auditors); the caller's own by default"))]
 
 
 @router.get("/v1/workspaces/{name}", response_model=WorkspaceView, tags=["workspaces"])
-def get_workspace(name: str, ctx: Ctx, who: Caller) -> WorkspaceView:
-    version = _workspace(ctx, name, who)
+def get_workspace(name: str, ctx: Ctx, who: Caller, owner: Owner = None) -> WorkspaceView:
+    version, directory = _workspace(ctx, name, who, owner)
     versions = [v for v in range(version + 1)
-                if ctx.controller.workspaces.version_dir(name, v).is_dir()]
+                if ctx.controller.workspaces.version_dir(directory, v).is_dir()]
     return WorkspaceView(name=name, version=version, versions=versions)
 
 
 @router.get("/v1/workspaces/{name}/files/{path:path}", tags=["workspaces"],
             responses={200: {"content": {"application/octet-stream": {}}}})
-def get_file(name: str, path: str, ctx: Ctx, who: Caller,
+def get_file(name: str, path: str, ctx: Ctx, who: Caller, owner: Owner = None,
              version: Annotated[int | None, Query(ge=0, le=MAX_INT)] = None) -> Response:
     """A file at the current (or a given) version; workspaces change only by submissions."""
-    current = _workspace(ctx, name, who)
+    current, directory = _workspace(ctx, name, who, owner)
     chosen = current if version is None else version
     if chosen > current:
         raise NotFoundError(f"workspace {name!r} has no version {chosen}")
-    data = read_file(ctx.controller.workspaces.version_dir(name, chosen), path)
+    data = read_file(ctx.controller.workspaces.version_dir(directory, chosen), path)
     return Response(data, media_type="application/octet-stream")
 
 
@@ -226,13 +310,17 @@ def reload_profiles(ctx: Ctx, who: Caller) -> list[ProfileView]:
 
 
 @router.get("/v1/approvals", response_model=list[ApprovalRequest], tags=["approvals"])
-def approvals(ctx: Ctx, who: Caller) -> list[ApprovalRequest]:
-    """Submissions waiting for a human, with the evidence to decide on."""
+def approvals(ctx: Ctx, who: Caller, limit: Annotated[int, Query(ge=1, le=100)] = 50,
+              cursor: Annotated[str | None, Query(max_length=64)] = None,
+              ) -> list[ApprovalRequest]:
+    """Submissions waiting for a human, oldest first, with the evidence to decide on; pass
+    the last id back as ``cursor`` for the next page."""
     if who.role not in APPROVERS:
         raise ForbiddenError("only approvers and admins see approval requests")
-    waiting = ctx.controller.store.submissions(agent=None, state="awaiting_approval",
-                                               limit=200)
-    return [approval_request(sub) for sub in waiting]
+    store = ctx.controller.store
+    waiting = store.awaiting_approval(after_id=cursor, limit=limit)
+    return [approval_request(sub, [change for _, change in store.changes(
+        sub.id, Phase.DRY_RUN, limit=APPROVAL_CHANGES)]) for sub in waiting]
 
 
 @router.post("/v1/submissions/{submission_id}/approval", response_model=SubmissionView,

@@ -8,16 +8,25 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from controller.models import (
+    LABEL_KEY,
     MAX_CODE_CHARS,
     MAX_FILES,
+    MAX_LABEL_VALUE,
     MAX_LABELS,
     WORKSPACE_NAME,
     Decision,
+    DiffSummary,
     Language,
     Submission,
     SubmittedFile,
 )
 from controller.receipts import observation_summary
+from controller.records import SubmissionSummary
+
+# What the approvals queue shows of each request; the rest is a route away.
+APPROVAL_CODE_CHARS = 64 << 10
+APPROVAL_FILES = 100
+APPROVAL_CHANGES = 20
 
 
 class SubmitBody(BaseModel):
@@ -30,7 +39,8 @@ class SubmitBody(BaseModel):
     files: list[SubmittedFile] = Field(default_factory=list, max_length=MAX_FILES)
     workspace: Annotated[str, Field(pattern=WORKSPACE_NAME.pattern)] = "default"
     profile: Annotated[str, Field(pattern=WORKSPACE_NAME.pattern)] = "standard"
-    labels: dict[str, Annotated[str, Field(max_length=256)]] = Field(
+    labels: dict[Annotated[str, Field(pattern=LABEL_KEY.pattern)],
+                 Annotated[str, Field(max_length=MAX_LABEL_VALUE)]] = Field(
         default_factory=dict, max_length=MAX_LABELS)
 
 
@@ -38,6 +48,10 @@ class Links(BaseModel):
     self: str
     events: str
     receipt: str
+    diff: str
+    stdout: str
+    stderr: str
+    code: str
 
 
 class SubmissionView(BaseModel):
@@ -62,15 +76,19 @@ class SubmissionView(BaseModel):
     links: Links
 
 
-class Accepted(BaseModel):
-    id: str
-    state: str
-    links: Links
-
-
 class SubmissionPage(BaseModel):
-    submissions: list[SubmissionView]
+    submissions: list[SubmissionSummary]
     next_cursor: str | None
+
+
+class DiffPage(BaseModel):
+    """One run's changes, a page at a time in path order; ``summary.changes_sha256`` is the
+    digest of the whole list (RFC 8785 JSON array of every page's changes)."""
+
+    phase: str
+    summary: DiffSummary | None
+    changes: list[dict[str, Any]]
+    next_cursor: int | None
 
 
 class ReceiptPage(BaseModel):
@@ -122,11 +140,15 @@ class ApprovalBody(BaseModel):
 
 
 class ApprovalRequest(BaseModel):
-    """What an approver needs to decide: the code, what its dry run did, and why it waits."""
+    """What an approver needs to decide: the code, what its dry run did, and why it waits.
+    Bounded: the code and lists are cut (the ``links`` of the submission lead to the rest)."""
 
     submission: SubmissionView
     code: str
+    code_truncated: bool
     files: list[str]
+    files_count: int
+    dry_run_diff: DiffSummary | None
     dry_run_changes: list[dict[str, Any]]
     waiting_because: list[dict[str, Any]]
 
@@ -136,13 +158,15 @@ class Readiness(BaseModel):
     checks: dict[str, str]
 
 
-def approval_request(sub: Submission) -> ApprovalRequest:
-    changes = sub.dry_run_diff.changes[:500] if sub.dry_run_diff else ()
+def approval_request(sub: Submission, changes: list[dict[str, Any]]) -> ApprovalRequest:
+    """``changes``: the first of the dry run's changes, from the store."""
     waiting = [d for d in sub.decisions if d.outcome.value == "REQUIRE_APPROVAL"]
+    code, files = sub.request.code, sub.request.files
     return ApprovalRequest(
-        submission=submission_view(sub), code=sub.request.code,
-        files=[f.path for f in sub.request.files],
-        dry_run_changes=[c.model_dump(mode="json") for c in changes],
+        submission=submission_view(sub), code=code[:APPROVAL_CODE_CHARS],
+        code_truncated=len(code) > APPROVAL_CODE_CHARS,
+        files=[f.path for f in files[:APPROVAL_FILES]], files_count=len(files),
+        dry_run_diff=sub.dry_run_diff, dry_run_changes=changes,
         waiting_because=[r.model_dump() for d in waiting for r in d.rules])
 
 
@@ -153,7 +177,9 @@ def bundle_view(bundle: Any) -> BundleView:
 
 def links(submission_id: str) -> Links:
     base = f"/v1/submissions/{submission_id}"
-    return Links(self=base, events=f"{base}/events", receipt=f"/v1/receipts/{submission_id}")
+    return Links(self=base, events=f"{base}/events", receipt=f"/v1/receipts/{submission_id}",
+                 diff=f"{base}/diff", stdout=f"{base}/outputs/stdout",
+                 stderr=f"{base}/outputs/stderr", code=f"{base}/code")
 
 
 def submission_view(sub: Submission) -> SubmissionView:

@@ -16,7 +16,7 @@ import yaml
 
 from controller.errors import PolicyBundleError
 from controller.gate import run_summary
-from controller.models import Diff, Gate, Observation, Phase, StreamSummary
+from controller.models import DiffSummary, Gate, Observation, Phase, StreamSummary
 from controller.policy.cedar import CedarEngine
 
 _EMPTY = StreamSummary(size=0, sha256=hashlib.sha256(b"").hexdigest())
@@ -64,9 +64,9 @@ def clean_context(action: Gate) -> dict[str, Any]:
         "config": {"max_deleted_files": 20},
     }
     if action is not Gate.ADMISSION:
-        context.update(dry_run=clean, dry_run_diff=Diff().summary())
+        context.update(dry_run=clean, dry_run_diff=DiffSummary(changes_sha256="").counts())
     if action is Gate.VALIDATION:
-        context.update(bounded_run=dict(clean), diff=Diff().summary())
+        context.update(bounded_run=dict(clean), diff=DiffSummary(changes_sha256="").counts())
     return context
 
 

@@ -81,17 +81,17 @@ def _receipt_log(store: Store, settings: Settings) -> list[str]:
 
 def _workspaces(store: Store, settings: Settings) -> list[str]:
     problems = []
-    committed = Counter(sub.request.workspace for sub in store.submissions(
+    committed = Counter((sub.request.agent, sub.request.workspace) for sub in store.submissions(
         agent=None, state=State.COMMITTED.value, limit=1_000_000))
-    for name, version in store.workspaces().items():
-        root = settings.workspaces_dir / name / "v"
+    for (owner, name), (version, directory) in store.workspaces().items():
+        root = settings.workspaces_dir / directory / "v"
         on_disk = sorted(int(p.name) for p in root.iterdir()) if root.is_dir() else []
         if on_disk and on_disk != list(range(version + 1)):
-            problems.append(f"workspace {name}: versions on disk {on_disk}, database says "
-                            f"0..{version}")
-        if version != committed[name]:
-            problems.append(f"workspace {name} is at version {version} after "
-                            f"{committed[name]} commits")
+            problems.append(f"workspace {owner}/{name}: versions on disk {on_disk}, database "
+                            f"says 0..{version}")
+        if version != committed[owner, name]:
+            problems.append(f"workspace {owner}/{name} is at version {version} after "
+                            f"{committed[owner, name]} commits")
     leftovers = [p.name for p in settings.runs_dir.iterdir()] if settings.runs_dir.is_dir() \
         else []
     if leftovers:

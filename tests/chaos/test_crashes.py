@@ -45,7 +45,7 @@ def test_sigkill_at_each_boundary_then_restart(site: Site, tmp_path: Path, point
     version = store.workspace_version("default")
     store.close()
     assert version == (1 if final is State.COMMITTED else 0)
-    made = site.settings.workspaces_dir / "default" / "v" / "1" / "made-by-the-run.txt"
+    made = site.settings.workspaces_dir / "@local" / "default" / "v" / "1" / "made-by-the-run.txt"
     assert made.exists() is (final is State.COMMITTED)
 
 

@@ -71,4 +71,4 @@ def test_daemon_restart_mid_run(site: Site, tmp_path: Path, phase: str, final: s
     reconciled = site.sandgate("reconcile")  # what a restarted controller does
     assert reconciled.returncode == 0, reconciled.stderr
     assert site.invariants() == []
-    assert not (site.settings.workspaces_dir / "default" / "v" / "1").exists()
+    assert not (site.settings.workspaces_dir / "@local" / "default" / "v" / "1").exists()

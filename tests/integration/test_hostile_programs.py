@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from controller.models import State, Submission, SubmissionRequest
+from controller.models import Phase, State, Submission, SubmissionRequest
 from controller.runtime.docker import DockerRuntime
 from controller.service import Controller
 from controller.signing import KeyRing
@@ -91,8 +91,9 @@ def test_a_name_that_is_not_utf8_commits_with_its_bytes(controller: Controller) 
     result = controller.submit(python("open(b'caf\\xe9\\x1b[0m', 'w').write('x')"))
     assert result.state is State.COMMITTED, result.reason
     assert result.bounded_run_diff is not None
-    assert [c.path for c in result.bounded_run_diff.changes] == ["caf%E9%1B[0m"]
-    version = controller.workspaces.version_dir("default", 1)
+    assert [c["path"] for _, c in controller.store.changes(result.id, Phase.BOUNDED)] == [
+        "caf%E9%1B[0m"]
+    version = controller.workspaces.version_dir("@local/default", 1)
     assert os.listdir(os.fsencode(version)) == [b"caf\xe9\x1b[0m"]
 
 

@@ -41,7 +41,7 @@ def test_a_written_file_is_in_the_next_version(controller: Controller) -> None:
         "Path('out/report.txt').write_text('42')",
         files=[{"path": "input.txt", "content": "given"}]))
     assert result.state is State.COMMITTED
-    version = controller.workspaces.version_dir("default", 1)
+    version = controller.workspaces.version_dir("@local/default", 1)
     assert (version / "out/report.txt").read_text() == "42"
     assert (version / "input.txt").read_text() == "given"
 
@@ -57,7 +57,7 @@ def test_deleting_50_files_rolls_back_and_leaves_the_workspace(controller: Contr
     assert "commit.rollback-mass-delete" in result.reason
     assert controller.store.workspace_version("default") == 1
     assert files_of(controller, 1) == before and len(before) == 50
-    assert not controller.workspaces.version_dir("default", 2).exists()
+    assert not controller.workspaces.version_dir("@local/default", 2).exists()
 
 
 @pytest.mark.parametrize(("code", "rule"), [

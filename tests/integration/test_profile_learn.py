@@ -47,5 +47,5 @@ def test_learned_profile_runs_the_workload(tmp_path: Path,
     result = controller.submit(python(WORKLOAD, profile="learned"))
     assert result.state is State.COMMITTED, result.reason
     assert result.stdout == "ok\n"
-    version = controller.workspaces.version_dir("default", 1)
+    version = controller.workspaces.version_dir("@local/default", 1)
     assert json.loads((version / "out.json").read_text()) == {"learned": True}

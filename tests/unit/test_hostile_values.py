@@ -74,13 +74,14 @@ def test_a_name_that_is_not_utf8_commits_with_its_bytes_preserved(tmp_path: Path
     controller = controller_with(tmp_path, behaviour)
     result = controller.submit(python("open(b'caf\\xe9', 'w')"))
     assert result.state is State.COMMITTED, result.reason
-    version = controller.workspaces.version_dir("default", 1)
+    version = controller.workspaces.version_dir("@local/default", 1)
     assert raw in os.listdir(os.fsencode(version))
     assert result.bounded_run_diff is not None
-    recorded = {change.path: change for change in result.bounded_run_diff.changes}
+    recorded = {str(change["path"]): change
+                for _, change in controller.store.changes(result.id, Phase.BOUNDED)}
     assert set(recorded) == {"caf%E9 %1B[32mok%0A%25", "link"}
     assert untrusted.name_bytes("caf%E9 %1B[32mok%0A%25") == raw
-    assert recorded["link"].link_target == "target-%FF"
+    assert recorded["link"]["link_target"] == "target-%FF"
     verified(controller, tmp_path)
 
 

@@ -37,7 +37,7 @@ def test_clean_run_commits_the_staging_tree(tmp_path: Path) -> None:
     assert result.state is State.COMMITTED and result.new_version == 1
     assert [spec.phase for spec in runtime.runs] == [Phase.DRY_RUN, Phase.BOUNDED]
     assert runtime.runs[0].workspace_dir == runtime.runs[1].workspace_dir  # same mountinfo
-    version = controller.workspaces.version_dir("default", 1)  # type: ignore[attr-defined]
+    version = controller.workspaces.version_dir("@local/default", 1)  # type: ignore[attr-defined]
     assert (version / "out.txt").read_text() == "data"
     assert not (tmp_path / "runs" / result.id).exists()
 
@@ -125,9 +125,9 @@ def test_a_concurrent_commit_makes_the_loser_roll_back_with_conflict(tmp_path: P
     winner = inner[0]
     assert winner.state is State.COMMITTED and winner.new_version == 1  # type: ignore[attr-defined]
     assert loser.state is State.ROLLED_BACK and loser.reason.startswith("conflict")
-    version = controller.workspaces.version_dir("default", 1)  # type: ignore[attr-defined]
+    version = controller.workspaces.version_dir("@local/default", 1)  # type: ignore[attr-defined]
     assert {p.name for p in version.iterdir()} == {winner.id}  # type: ignore[attr-defined]
-    assert not controller.workspaces.version_dir("default", 2).exists()  # type: ignore[attr-defined]
+    assert not controller.workspaces.version_dir("@local/default", 2).exists()  # type: ignore[attr-defined]
 
 
 def test_both_runs_see_one_host_path_and_freshly_written_code(tmp_path: Path) -> None:
@@ -220,7 +220,7 @@ def test_published_versions_are_root_owned_without_privilege_bits(tmp_path: Path
     controller, _ = controller_with(tmp_path, behaviour)
     result = controller.submit(python("x"))  # type: ignore[attr-defined]
     assert result.state is State.COMMITTED, result.reason
-    version = controller.workspaces.version_dir("default", 1)  # type: ignore[attr-defined]
+    version = controller.workspaces.version_dir("@local/default", 1)  # type: ignore[attr-defined]
     for path in (version, version / "shared", version / "shared" / "f"):
         info = path.lstat()
         assert (info.st_uid, info.st_gid) == (0, 0), path
@@ -252,7 +252,7 @@ def test_a_tree_changed_after_validation_is_never_committed(tmp_path: Path) -> N
     assert result.state is State.QUARANTINED, result.reason
     assert "the tree changed after validation" in result.reason
     assert (Path(result.evidence_dir) / "workspace" / "out.txt").read_text() == "swapped"
-    assert not controller.workspaces.version_dir("default", 1).exists()  # type: ignore[attr-defined]
+    assert not controller.workspaces.version_dir("@local/default", 1).exists()  # type: ignore[attr-defined]
     assert mounts_under(tmp_path) == []
 
 

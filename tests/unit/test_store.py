@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from pathlib import Path
 
 import pytest
 
 from controller.errors import CommitConflictError, IllegalTransitionError, StoreError
-from controller.models import State, Submission
+from controller.models import FileChange, Phase, State, Submission
+from controller.records import changes_digest
 from controller.schema import SCHEMA_VERSION
 from controller.store import Publication, Sealed, Store
 from tests.conftest import python
@@ -85,7 +87,7 @@ def test_commit_is_compare_and_swap(store: Store) -> None:
     undone: list[str] = []
 
     def publication(base: int, tag: str) -> Publication:
-        return Publication("w", base, base + 1, "digest", do=lambda: published.append(tag),
+        return Publication("local", "w", base, base + 1, "digest", do=lambda: published.append(tag),
                            undo=lambda: undone.append(tag))
 
     assert store.workspace_version("w") == 0
@@ -114,9 +116,10 @@ def test_a_database_of_an_older_release_is_migrated_in_place(tmp_path: Path) -> 
                       "INSERT INTO workspaces VALUES ('kept', 3, NULL, '2026-01-01');")
     old.close()
     store = Store(tmp_path / "db.sqlite")
-    store.insert(sub(1))  # records the workspace's owner: needs the new column
-    assert store.workspace("kept") == (3, None)
-    assert store.workspace("default") == (0, "local")  # the agent of tests.conftest.python
+    store.insert(sub(1))
+    # Nobody ever used it: it keeps its directory, under no principal's name.
+    assert store.workspace("", "kept") == (3, "kept")
+    assert store.open_workspace("local", "default") == (0, "@local/default")
     store.close()
     db = sqlite3.connect(tmp_path / "db.sqlite")
     assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
@@ -139,7 +142,7 @@ def test_a_version_1_database_gains_sandbox_uids_in_place(tmp_path: Path) -> Non
     db = sqlite3.connect(tmp_path / "db.sqlite")
     with pytest.raises(sqlite3.IntegrityError):  # the database itself refuses a shared uid
         db.execute("UPDATE submissions SET sandbox_uid = 10002")
-    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
 
 
 def test_a_database_of_a_newer_release_is_refused(tmp_path: Path) -> None:
@@ -148,3 +151,52 @@ def test_a_database_of_a_newer_release_is_refused(tmp_path: Path) -> None:
     db.close()
     with pytest.raises(StoreError, match="newer than this release"):
         Store(tmp_path / "db.sqlite")
+
+
+def test_records_of_an_older_release_are_bounded_in_place(tmp_path: Path) -> None:
+    # A version-2 database: records held the request, each diff whole and the outputs.
+    changes = [{"path": f"d/{i:05}", "kind": "created", "type": "file", "size": 1, "mode": 420,
+                "sha256": "0" * 64, "link_target": None} for i in range(3000)]
+    old_record = sub(1).model_dump(mode="json") | {
+        "state": "denied", "reason": "x" * 10_000,
+        "dry_run_diff": {"changes": changes, "setuid_files": [f"d/{i:05}" for i in range(99)],
+                         "device_nodes": [], "escaping_symlinks": [], "hardlinks": [],
+                         "special_files": [], "size_after": 3000, "files_after": 3001},
+        "stdout": "\ufffd" * 100_000, "stderr": "boom",
+        "violations": [f"setuid/setgid file: d/{i:05}" for i in range(99)]}
+    old_record["request"]["labels"] = {"k" * 5000: "v", "team": "red"}
+    db = sqlite3.connect(tmp_path / "db.sqlite")
+    db.executescript(
+        "CREATE TABLE submissions (id TEXT PRIMARY KEY, agent TEXT NOT NULL, workspace TEXT "
+        "NOT NULL, state TEXT NOT NULL, created_at TEXT NOT NULL, updated_at TEXT NOT NULL, "
+        "record TEXT NOT NULL, sandbox_uid INTEGER);"
+        "CREATE TABLE workspaces (name TEXT PRIMARY KEY, version INTEGER NOT NULL, "
+        "tree_digest TEXT, updated_at TEXT NOT NULL, owner TEXT);"
+        "INSERT INTO workspaces VALUES ('default', 2, 'abc', '2026-01-01', 'local');"
+        "PRAGMA user_version = 2;")
+    db.execute("INSERT INTO submissions VALUES ('s1', 'local', 'default', 'denied', ?, ?, ?, "
+               "NULL)", (old_record["created_at"], old_record["updated_at"],
+                         json.dumps(old_record)))
+    db.commit()
+    db.close()
+
+    store = Store(tmp_path / "db.sqlite")
+    found = store.get("s1")
+    assert found is not None and found.dry_run_diff is not None
+    assert (found.dry_run_diff.created, found.dry_run_diff.setuid_files) == (3000, 99)
+    assert len(found.dry_run_diff.hazard_sample) == 20
+    assert len(found.reason) < 2100 and len(found.violations) == 50
+    assert found.violations[-1] == "… and 50 more"
+    assert found.request.labels == {"team": "red"}
+    assert len(found.stdout.encode()) <= 3 * 16 * 1024
+    every = store.changes("s1", Phase.DRY_RUN, limit=10_000)
+    assert [c["path"] for _, c in every] == [c["path"] for c in changes]
+    assert changes_digest(FileChange.model_validate(c) for _, c in every) == \
+        found.dry_run_diff.changes_sha256
+    assert store.output("s1", Phase.DRY_RUN, "stderr") == (b"boom", 4)
+    [line] = store.summaries(agent="local")
+    assert line.id == "s1" and line.changed == 3000 and len(line.reason) < 400
+    # The workspace keeps its directory and its first agent.
+    assert store.workspace("local", "default") == (2, "default")
+    assert store.workspace("someone-else", "default") is None
+    store.close()

@@ -70,7 +70,7 @@ def test_diff_reports_changes_and_hazards(tmp_path: Path) -> None:
     assert diff.escaping_symlinks == ("out",)
     assert set(diff.hardlinks) == {"hard", "keep.txt"}
     assert diff.special_files == ("fifo",)
-    assert diff.summary()["deleted"] == 1
+    assert diff.summary("").deleted == 1
 
 
 def test_a_symlink_escaping_through_another_symlink_is_flagged(tmp_path: Path) -> None:
