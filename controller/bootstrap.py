@@ -30,7 +30,7 @@ def open_controller(settings: Settings | None = None) -> Controller:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     profiles = load_profiles(settings.profiles_dir)
     engine = open_policies(settings)
-    runtime = DockerRuntime(owner=settings.owner)
+    runtime = DockerRuntime(owner=settings.resolved_owner())
     runtime.ping()
     store = Store(settings.db_path)
     signer = KeyRing(settings.keys_dir).signer(create=store.receipt_count() == 0)
@@ -42,7 +42,7 @@ def open_controller(settings: Settings | None = None) -> Controller:
         profiles=profiles,
         workspaces=Workspaces(settings.workspaces_dir),
         paths=Paths(runs=settings.runs_dir, quarantine=settings.quarantine_dir,
-                    profiles=settings.profile_archive_dir),
+                    profiles=settings.profile_archive_dir, data=settings.data_dir),
         max_deleted_files=settings.max_deleted_files,
         keep_run_dirs=settings.keep_run_dirs,
     )
@@ -54,12 +54,16 @@ def open_api(settings: Settings | None = None) -> FastAPI:
     """The REST service on a freshly opened controller (reconciles when it starts)."""
     settings = settings or Settings()
     controller = open_controller(settings)
+    principals = Principals(settings.db_path)
     ctx = ApiContext(
         controller=controller,
         dispatcher=Dispatcher(controller, workers=settings.workers,
                               queue_size=settings.queue_size,
-                              approval_ttl_s=settings.approval_ttl_s),
-        principals=Principals(settings.db_path),
+                              approval_ttl_s=settings.approval_ttl_s,
+                              max_running=settings.max_running_per_principal,
+                              max_queued=settings.max_queued_per_principal,
+                              quota_of=principals.quota),
+        principals=principals,
         keyring=KeyRing(settings.keys_dir),
         settings=settings,
         limiter=RateLimiter(settings.rate_per_s, settings.rate_burst),

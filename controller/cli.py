@@ -95,7 +95,17 @@ def _parser() -> argparse.ArgumentParser:
     add = principals.add_parser("add", help="create a principal; prints its API key once")
     add.add_argument("name")
     add.add_argument("--role", choices=[role.value for role in Role], default="agent")
+    quota = principals.add_parser(
+        "quota", help="set a principal's share of the run queue (unset: the "
+                      "SANDGATE_MAX_*_PER_PRINCIPAL defaults)")
+    quota.add_argument("name")
+    for command in (add, quota):
+        command.add_argument("--max-running", metavar="N|default",
+                             help="its submissions running at once")
+        command.add_argument("--max-queued", metavar="N|default",
+                             help="its submissions waiting (more are refused with 429)")
     add.set_defaults(handler=_principal_add)
+    quota.set_defaults(handler=_principal_quota)
     principals.add_parser("list", help="list principals").set_defaults(handler=_principal_list)
     revoke = principals.add_parser("revoke", help="revoke a principal's key")
     revoke.add_argument("name")
@@ -304,6 +314,8 @@ def _profiles(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from controller.api.front_door import MAX_HEADER_BYTES, header_deadline
+    from controller.api.limits import Limits
     from controller.bootstrap import open_api
 
     settings = Settings()
@@ -315,28 +327,70 @@ def _serve(args: argparse.Namespace) -> int:
           f"  curl -s -H \"Authorization: Bearer $KEY\" -H 'Content-Type: application/json' "
           f"-d '{{\"language\": \"python\", \"code\": \"print(1)\"}}' "
           f"'{base}/v1/submissions?wait=30'", flush=True)
+    limits = Limits.from_settings(settings)
     uvicorn.run(app, host=args.host, port=args.port, log_level="info",
-                timeout_graceful_shutdown=int(settings.drain_timeout_s))
+                timeout_graceful_shutdown=int(settings.drain_timeout_s),
+                # The front door: a head must be whole within header_timeout_s and fit in
+                # MAX_HEADER_BYTES; connections are bounded, idle ones closed.
+                http=header_deadline(limits.header_timeout_s),
+                h11_max_incomplete_event_size=MAX_HEADER_BYTES,
+                limit_concurrency=limits.max_connections,
+                timeout_keep_alive=limits.keep_alive_s)
     return 0
 
 
 def _principal_add(args: argparse.Namespace) -> int:
-    from controller.principals import Principals
+    from controller.principals import Principals, Quota
 
-    key = Principals(Settings().db_path).add(args.name, Role(args.role))
+    quota = Quota(_quota_option("--max-running", args.max_running, None),
+                  _quota_option("--max-queued", args.max_queued, None))
+    key = Principals(Settings().db_path).add(args.name, Role(args.role), quota)
     print(key)
     print(f"created {args.role} {args.name!r}; the key above is shown only once",
           file=sys.stderr)
     return 0
 
 
+def _principal_quota(args: argparse.Namespace) -> int:
+    from controller.principals import Principals, Quota
+
+    principals = Principals(Settings().db_path)
+    current = principals.quota(args.name)
+    quota = Quota(_quota_option("--max-running", args.max_running, current.max_running),
+                  _quota_option("--max-queued", args.max_queued, current.max_queued))
+    principals.set_quota(args.name, quota)
+    print(f"{args.name}: {_quota_text(quota)} (a running service applies it from the next "
+          "submission on)")
+    return 0
+
+
+def _quota_option(option: str, given: str | None, current: int | None) -> int | None:
+    """An option's value: unchanged when not given, None for 'default', else a number."""
+    if given is None:
+        return current
+    if given == "default":
+        return None
+    try:
+        return int(given)
+    except ValueError:
+        raise InputError(f"{option} takes a number or 'default', not {given!r}") from None
+
+
+def _quota_text(quota: tuple[int | None, int | None]) -> str:
+    running, queued = ("default" if value is None else str(value) for value in quota)
+    return f"max_running={running} max_queued={queued}"
+
+
 def _principal_list(args: argparse.Namespace) -> int:
     from controller.principals import Principals
 
-    for principal in Principals(Settings().db_path).list():
+    principals = Principals(Settings().db_path)
+    quotas = principals.quotas()
+    for principal in principals.list():
         status = "revoked" if principal.revoked else "active"
         print(f"{principal.name:24} {principal.role.value:9} {status:8} "
-              f"{principal.created_at.isoformat()}")
+              f"{principal.created_at.isoformat()}  "
+              f"{_quota_text(quotas.get(principal.name, (None, None)))}")
     return 0
 
 
@@ -468,7 +522,7 @@ def _profile_learn(args: argparse.Namespace) -> int:
     if language is None:
         return 2
     ceiling = _loaded(args.against)
-    runtime = DockerRuntime(owner=Settings().owner)
+    runtime = DockerRuntime(owner=Settings().resolved_owner())
     learned = learn(runtime, ceiling, args.file.read_text(), language,
                     image_id=runtime.image_id(ceiling.image))
     print(f"learned {len(learned.syscalls)} syscalls in {learned.rounds} runs "
@@ -488,8 +542,9 @@ def _probe(args: argparse.Namespace) -> int:
     from controller.security.battery import run_battery, select, write_json, write_junit
 
     with tempfile.TemporaryDirectory(prefix="sandgate-probe-") as scratch:
+        explicit = Settings().owner  # else a label of its own, made in the probe's data dir
         settings = Settings(data_dir=args.data_dir or Path(scratch),
-                            owner=f"{Settings().owner}-probe")
+                            owner=f"{explicit}-probe" if explicit else None)
         controller = open_controller(settings)
         if args.profile not in controller.profiles:
             raise InputError(f"unknown profile {args.profile!r}")

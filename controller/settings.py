@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import os
+import re
+import secrets
 from pathlib import Path
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from controller.errors import ConfigError
+
 # The repository (or installed tree) that ships profiles/ and policies/ beside controller/.
 SHIPPED_ROOT = Path(__file__).resolve().parent.parent
+OWNER = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
 class Settings(BaseSettings):
@@ -34,20 +40,62 @@ class Settings(BaseSettings):
     max_deleted_files: int = Field(
         default=20, ge=0, description="A run deleting more workspace files than this rolls back"
     )
-    owner: str = Field(
-        default="sandgate", pattern=r"^[A-Za-z0-9._-]{1,64}$",
-        description="Label value marking this controller's containers (reconcile removes "
-                    "only these); give each controller on one engine its own")
+    owner: str | None = Field(
+        default=None, pattern=OWNER.pattern,
+        description="Label value marking this controller's containers and run cgroups "
+                    "(reconcile removes only these). Default: an id made once and kept in "
+                    "<data_dir>/owner, so controllers sharing one engine never share it")
     workers: int = Field(default=4, ge=1, le=64, description="Sandboxes running at once")
     queue_size: int = Field(default=64, ge=0, description="Submissions waiting beyond workers")
+    max_running_per_principal: int | None = Field(
+        default=None, ge=1,
+        description="Sandboxes one principal's submissions hold at once, unless its own quota "
+                    "says otherwise (`sandgate principals quota`). Default: half the workers, "
+                    "rounded up, so the other half is always free for other tenants")
+    max_queued_per_principal: int | None = Field(
+        default=None, ge=1,
+        description="Submissions one principal may have waiting (then 429), unless its own "
+                    "quota says otherwise. Default: half the queue, rounded up (at least 1)")
     max_body_bytes: int = Field(default=16 << 20, ge=1024, description="HTTP body cap (413)")
     rate_per_s: float = Field(default=20.0, gt=0, description="Requests/s per principal")
     rate_burst: int = Field(default=40, ge=1, description="Burst per principal")
     drain_timeout_s: float = Field(default=60.0, ge=0, description="SIGTERM: wait for runs")
+    header_timeout_s: float = Field(default=10.0, gt=0, description=(
+        "A request's headers must be whole this many seconds after the connection opens or "
+        "the last response ends; else the connection is closed"))
+    body_timeout_s: float = Field(default=30.0, gt=0, description=(
+        "Each chunk of a request body must arrive within this many seconds of the last "
+        "(else 408)"))
+    auth_failures_per_min: float = Field(default=10.0, gt=0, description=(
+        "Failed API-key authentications allowed per client address a minute; past that, "
+        "429 without a lookup"))
+    auth_cache_s: float = Field(default=5.0, ge=0, description=(
+        "A valid key is trusted this long without a database lookup: how long a revoked "
+        "key may still work"))
+    stream_idle_s: float = Field(default=300.0, gt=0, description=(
+        "An event stream with no new event for this long is closed"))
+    streams_per_principal: int = Field(default=8, ge=1, description=(
+        "Event streams one principal may hold open (then 429)"))
+    max_connections: int = Field(default=1000, ge=1, description=(
+        "Connections served at once (uvicorn's limit_concurrency); past that, 503"))
+    keep_alive_s: int = Field(default=5, ge=1, description=(
+        "An idle keep-alive connection is closed after this many seconds"))
     keep_run_dirs: bool = Field(
         default=False, description="Keep per-run directories (debugging only); the tmpfs "
         "behind /workspace and /sandbox is released after every run all the same"
     )
+
+    @property
+    def owner_file(self) -> Path:
+        """Where the generated owner label of this data directory is kept."""
+        return self.data_dir / "owner"
+
+    def resolved_owner(self) -> str:
+        """The owner label: ``SANDGATE_OWNER`` if set, else the one kept in the data directory
+        (made on first use; every process opening the directory reads the same one)."""
+        if self.owner is not None:
+            return self.owner
+        return read_or_make_owner(self.owner_file)
 
     @property
     def db_path(self) -> Path:
@@ -77,3 +125,67 @@ class Settings(BaseSettings):
     @property
     def quarantine_dir(self) -> Path:
         return self.data_dir / "quarantine"
+
+
+def read_or_make_owner(path: Path) -> str:
+    """The owner label kept in ``path``, made there first if there is none.
+
+    A new one is written to a file of its own, then hard-linked into place: the link either
+    appears whole or fails because another process linked first, so processes starting at
+    once on one data directory all read back the same label.
+    """
+    try:
+        return _read_owner(path)
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    made = f"sandgate-{secrets.token_hex(6)}"
+    draft = path.with_name(f".{path.name}.{made}.tmp")
+    try:
+        with draft.open("x") as file:
+            file.write(made + "\n")
+            file.flush()
+            os.fsync(file.fileno())
+        try:
+            os.link(draft, path)
+        except FileExistsError:
+            pass  # another process got there first: its label is the one
+        else:
+            _sync_directory(path.parent)
+    except OSError as exc:
+        raise ConfigError(f"cannot write the owner label to {path}: {exc}") from exc
+    finally:
+        draft.unlink(missing_ok=True)
+    return _read_owner(path)
+
+
+def _read_owner(path: Path) -> str:
+    try:
+        with path.open("rb") as file:
+            raw = file.read(256)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise ConfigError(f"cannot read the owner label in {path}: {exc}") from exc
+    value = raw.decode("utf-8", "replace").strip()
+    if not OWNER.fullmatch(value):
+        raise ConfigError(
+            f"{path} holds {value[:80]!r}, not an owner label (it must match {OWNER.pattern}): "
+            "restore it, or set SANDGATE_OWNER to the label this controller's containers "
+            "carry; delete it only when none of them is left running (a new label is made, "
+            "and reconcile no longer recognises the old one's containers)")
+    return value
+
+
+def _sync_directory(directory: Path) -> None:
+    """Make a new directory entry durable (best effort: not every filesystem allows it)."""
+    try:
+        descriptor = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError:
+        pass
+    finally:
+        os.close(descriptor)

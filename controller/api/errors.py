@@ -55,16 +55,25 @@ def error_response(code: str, message: str, status: int,
     return JSONResponse(error_body(code, message), status_code=status, headers=headers)
 
 
+def status_of(exc: SandgateError) -> int:
+    return next((s for kind, s in STATUS if isinstance(exc, kind)), 500)
+
+
+def render(exc: SandgateError) -> JSONResponse:
+    """The one rendering of a deliberate error, for handlers and middleware alike."""
+    status = status_of(exc)
+    retry = exc.retry_after if isinstance(exc, RetryableError) else None
+    if status == 503 and retry is None:
+        retry = 5.0
+    return error_response(exc.code, f"{str(exc).rstrip('.')}. {exc.hint}", status, retry)
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(SandgateError)
     async def sandgate_error(request: Request, exc: SandgateError) -> JSONResponse:
-        status = next((s for kind, s in STATUS if isinstance(exc, kind)), 500)
-        if status >= 500:
+        if status_of(exc) >= 500:
             log.warning("%s %s: %s", request.method, request.url.path, exc)
-        retry = exc.retry_after if isinstance(exc, RetryableError) else None
-        if status == 503 and retry is None:
-            retry = 5.0
-        return error_response(exc.code, f"{str(exc).rstrip('.')}. {exc.hint}", status, retry)
+        return render(exc)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:

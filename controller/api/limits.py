@@ -1,16 +1,38 @@
-"""Request limits: a body-size cap (413) as ASGI middleware, and per-principal rate limits."""
+"""Request limits: the front door's knobs, a body-size cap (413), token buckets per principal
+and per failing source, and a cap on open event streams per principal."""
 
 from __future__ import annotations
 
-import json
 import threading
 import time
-from dataclasses import dataclass
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, fields
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from controller.api.errors import error_body
+from controller.api.errors import error_response
 from controller.errors import RateLimitedError
+from controller.settings import Settings
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one client may hold or cost before it has proved who it is, and after (the
+    defaults and meanings are the ``Settings`` fields of the same names)."""
+
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 30.0
+    auth_failures_per_min: float = 10.0
+    auth_cache_s: float = 5.0
+    stream_idle_s: float = 300.0
+    streams_per_principal: int = 8
+    max_connections: int = 1000
+    keep_alive_s: int = 5
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Limits:
+        return cls(**{f.name: getattr(settings, f.name) for f in fields(cls)})
 
 
 class BodySizeLimit:
@@ -26,42 +48,39 @@ class BodySizeLimit:
             return
         declared = dict(scope.get("headers", [])).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            await self._refuse(send)
+            await self._refuse(scope, receive, send)
             return
         seen = 0
-        responded = False
+        answered = False  # by us: whatever the app sends after that goes nowhere
+        started = False
 
         async def counted() -> Message:
-            nonlocal seen
+            nonlocal seen, answered
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.limit:
-                    raise _TooLarge
+                    # Answered here: the app would turn an exception into a 400.
+                    if not started:
+                        await self._refuse(scope, receive, send)
+                    answered = True
+                    return {"type": "http.disconnect"}
             return message
 
         async def tracked(message: Message) -> None:
-            nonlocal responded
-            responded = responded or message["type"] == "http.response.start"
+            nonlocal started
+            if answered:
+                return
+            started = started or message["type"] == "http.response.start"
             await send(message)
 
-        try:
-            await self.app(scope, counted, tracked)
-        except _TooLarge:
-            if not responded:
-                await self._refuse(send)
+        await self.app(scope, counted, tracked)
 
-    async def _refuse(self, send: Send) -> None:
-        body = json.dumps(error_body(
-            "payload_too_large", f"the request body is over {self.limit} bytes")).encode()
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"),
-                                (b"content-length", str(len(body)).encode())]})
-        await send({"type": "http.response.body", "body": body})
-
-
-class _TooLarge(Exception):
-    pass
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = error_response("payload_too_large",
+                                  f"the request body is over {self.limit} bytes", 413)
+        response.headers["connection"] = "close"  # the rest of the body is not read
+        await response(scope, receive, send)
 
 
 @dataclass
@@ -91,3 +110,92 @@ class RateLimiter:
             wait = (1 - bucket.tokens) / self.rate
         raise RateLimitedError(f"principal {principal!r} is over {self.rate:g} requests/s",
                                retry_after=wait)
+
+
+class FailureLimiter:
+    """Failed authentications per source: ``per_minute`` of them, refilled at that rate.
+
+    ``check`` runs before a key lookup and refuses a source with no failure left; ``failed``
+    counts one. Only failing sources are tracked, at most ``sources`` of them: the stalest
+    is forgotten first. (Lookups in flight when a source runs out may still fail: at most as
+    many as run at once.)
+    """
+
+    def __init__(self, per_minute: float, sources: int = 10_000) -> None:
+        self.burst = max(1.0, per_minute)
+        self.rate = per_minute / 60
+        self.sources = sources
+        self._buckets: OrderedDict[str, _Bucket] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def check(self, source: str) -> None:
+        """``RateLimitedError`` when ``source`` has no failed attempt left."""
+        now = time.monotonic()
+        with self._lock:
+            bucket = self._buckets.get(source)
+            if bucket is None:
+                return
+            self._refill(bucket, now)
+            if bucket.tokens >= 1:
+                return
+            wait = (1 - bucket.tokens) / self.rate if self.rate > 0 else 60.0
+        raise RateLimitedError("too many failed authentications from this address",
+                               retry_after=wait)
+
+    def failed(self, source: str) -> None:
+        now = time.monotonic()
+        with self._lock:
+            bucket = self._buckets.get(source)
+            if bucket is None:
+                while len(self._buckets) >= self.sources:
+                    self._buckets.popitem(last=False)
+                bucket = self._buckets[source] = _Bucket(self.burst, now)
+            self._buckets.move_to_end(source)
+            self._refill(bucket, now)
+            bucket.tokens = max(0.0, bucket.tokens - 1)
+
+    def tracked(self) -> int:
+        with self._lock:
+            return len(self._buckets)
+
+    def _refill(self, bucket: _Bucket, now: float) -> None:
+        bucket.tokens = min(self.burst, bucket.tokens + (now - bucket.stamp) * self.rate)
+        bucket.stamp = now
+
+
+class OpenStreams:
+    """How many event streams each principal holds open, capped per principal."""
+
+    def __init__(self) -> None:
+        self._open: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def acquire(self, principal: str, limit: int) -> Callable[[], None]:
+        """Count one more stream for ``principal`` and return what ends it (idempotent);
+        ``RateLimitedError`` when it already holds ``limit``."""
+        with self._lock:
+            held = self._open.get(principal, 0)
+            if held >= limit:
+                raise RateLimitedError(
+                    f"principal {principal!r} already holds {limit} open event streams; "
+                    "close one first", retry_after=5.0)
+            self._open[principal] = held + 1
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            with self._lock:
+                if released:
+                    return
+                released = True
+                left = self._open.get(principal, 1) - 1
+                if left > 0:
+                    self._open[principal] = left
+                else:
+                    self._open.pop(principal, None)
+
+        return release
+
+    def held(self, principal: str) -> int:
+        with self._lock:
+            return self._open.get(principal, 0)

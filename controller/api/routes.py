@@ -1,19 +1,15 @@
 """The routes: parse, call the service, render. No decisions are taken here."""
 
-import asyncio
 import hashlib
 import json
-from collections.abc import AsyncIterator, Callable
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 import rfc8785
-from fastapi import APIRouter, Depends, Header, Query
+from fastapi import APIRouter, Header, Query
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse, Response, StreamingResponse
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.responses import JSONResponse, Response
 
-from controller import __version__
-from controller.api.deps import ApiContext, authenticate, context, settled
+from controller.api.deps import ApiContext, Caller, Ctx, settled
 from controller.api.schemas import (
     APPROVAL_CHANGES,
     ApprovalBody,
@@ -22,7 +18,6 @@ from controller.api.schemas import (
     KeyView,
     PolicyView,
     ProfileView,
-    Readiness,
     ReceiptPage,
     SubmissionPage,
     SubmissionView,
@@ -35,14 +30,11 @@ from controller.api.schemas import (
 from controller.errors import (
     ForbiddenError,
     NotFoundError,
-    SandgateError,
     SigningError,
     UnavailableError,
 )
-from controller.lifecycle import TERMINAL
 from controller.models import (
     WORKSPACE_NAME,
-    AuditSource,
     Phase,
     Principal,
     Role,
@@ -50,25 +42,12 @@ from controller.models import (
     Submission,
     SubmissionRequest,
 )
-from controller.store import Store
 from controller.workspace import read_file
 
 SUBMITTERS = frozenset({Role.AGENT, Role.ADMIN})
 APPROVERS = frozenset({Role.APPROVER, Role.ADMIN})
 OUTPUT_PAGE = 1 << 20
 MAX_INT = 2**62  # SQLite integers are 64-bit; larger query values are refused, not crashed on
-TERMINAL_NAMES = frozenset(state.value for state in TERMINAL)
-bearer = HTTPBearer(auto_error=False, description="An API key from `sandgate principals add`")
-Ctx = Annotated[ApiContext, Depends(context)]
-
-
-def caller(ctx: Ctx,
-           credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-           ) -> Principal:
-    return authenticate(ctx, credentials.credentials if credentials else None)
-
-
-Caller = Annotated[Principal, Depends(caller)]
 router = APIRouter()
 
 
@@ -177,18 +156,6 @@ def get_code(submission_id: str, ctx: Ctx, who: Caller) -> Response:
     """The submitted code, as submitted (its sha256 is the receipt's subject)."""
     sub = _readable(ctx, submission_id, who)
     return Response(sub.request.code, media_type="text/plain; charset=utf-8")
-
-
-@router.get("/v1/submissions/{submission_id}/events", tags=["submissions"],
-            response_class=StreamingResponse,
-            responses={200: {"content": {"text/event-stream": {}}}})
-def events(submission_id: str, ctx: Ctx, who: Caller,
-           last_event_id: Annotated[str | None, Header()] = None) -> StreamingResponse:
-    """Server-sent events, one per transition; ``Last-Event-ID`` resumes after that one."""
-    ctx.own(submission_id, who)
-    after = int(last_event_id) if last_event_id and last_event_id.isdigit() else 0
-    return StreamingResponse(_event_stream(ctx.controller.store, submission_id, after),
-                             media_type="text/event-stream")
 
 
 @router.get("/v1/receipts/{submission_id}", tags=["receipts"],
@@ -334,52 +301,6 @@ def answer_approval(submission_id: str, body: ApprovalBody, ctx: Ctx,
     return submission_view(answered)
 
 
-@router.get("/healthz", tags=["operations"])
-def healthz() -> dict[str, str]:
-    return {"status": "ok", "version": __version__}
-
-
-@router.get("/readyz", response_model=Readiness, tags=["operations"],
-            responses={503: {"model": Readiness}})
-def readyz(ctx: Ctx) -> JSONResponse:
-    checks = _readiness(ctx)
-    ready = all(value == "ok" for value in checks.values())
-    return JSONResponse(Readiness(ready=ready, checks=checks).model_dump(),
-                        status_code=200 if ready else 503)
-
-
-def _readiness(ctx: ApiContext) -> dict[str, str]:
-    probes: dict[str, Callable[[], Any]] = {
-        "docker": ctx.controller.runtime.ping,
-        "store": ctx.controller.store.check_writable,
-        "signing_key": lambda: ctx.keyring.signer(create=False),
-        "policy_bundle": lambda: _require(ctx.controller.engine.bundle is not None,
-                                          "no policy bundle loaded"),
-        "accepting": lambda: _require(not ctx.dispatcher.draining, "draining"),
-        "kernel_audit": lambda: _audited(ctx),
-    }
-    checks: dict[str, str] = {}
-    for name, probe in probes.items():
-        try:
-            probe()
-            checks[name] = "ok"
-        except (SandgateError, OSError) as exc:
-            checks[name] = str(exc)
-    return checks
-
-
-def _audited(ctx: ApiContext) -> None:
-    """Without a kernel audit source a child's tripwire goes unseen: not ready, unless some
-    loaded profile accepts that (its runs are the only ones that will be let through)."""
-    if ctx.controller.runtime.audit_source() is not AuditSource.NONE:
-        return
-    accepting = sorted(name for name, profile in ctx.controller.profiles.items()
-                       if profile.accept_unaudited)
-    _require(bool(accepting), "no kernel audit source is readable (neither the audit netlink "
-             "group nor /dev/kmsg): child tripwires cannot be seen, and every run is refused "
-             "(no profile sets accept_unaudited)")
-
-
 def _can_sign(ctx: ApiContext) -> None:
     """No unsigned receipt, ever: without a loadable key, no new work is accepted."""
     try:
@@ -387,20 +308,3 @@ def _can_sign(ctx: ApiContext) -> None:
     except SigningError as exc:
         raise UnavailableError(f"new work is refused because receipts cannot be signed: {exc}",
                                retry_after=30) from exc
-
-
-def _require(condition: bool, problem: str) -> None:
-    if not condition:
-        raise NotFoundError(problem)
-
-
-async def _event_stream(store: Store, submission_id: str, after: int) -> AsyncIterator[str]:
-    """Each transition as an SSE event (id = transition id, so Last-Event-ID resumes)."""
-    while True:
-        for event_id, source, target, at in store.events(submission_id, after):
-            after = event_id
-            data = json.dumps({"from": source, "to": target, "at": at})
-            yield f"id: {event_id}\nevent: transition\ndata: {data}\n\n"
-            if target in TERMINAL_NAMES:
-                return
-        await asyncio.sleep(0.1)

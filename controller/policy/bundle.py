@@ -6,17 +6,20 @@ import hashlib
 import json
 import os
 import shutil
+import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 import cedarpy
 import yaml
 
-from controller.errors import PolicyBundleError
+from controller.errors import PolicyBundleError, StoreError
 
 MANIFEST = "manifest.yaml"
 SCHEMA = "schema.cedarschema"
 POLICIES = "policies"
+_archiving = threading.Lock()  # one archiver at a time in this process; rename covers others
 
 
 @dataclass(frozen=True)
@@ -143,16 +146,37 @@ def _policy_infos(files: list[Path], texts: list[str]) -> dict[str, PolicyInfo]:
 
 
 def archive_bundle(bundle: Bundle, archive: Path) -> Path:
-    """Keep a copy of a loaded bundle under its digest, so any receipt's citation resolves."""
+    """Keep a copy of a loaded bundle under its digest, so any receipt's citation resolves.
+
+    Safe to call at once from many threads and processes: each copy is staged in a directory
+    of its own and renamed into place; whoever renames second finds the same content (the
+    name is its digest) already there and keeps it.
+    """
     target = archive / bundle.digest.removeprefix("sha256:")
-    if target.exists():
-        return target
-    staging = archive / f".{target.name}.tmp"
-    if staging.exists():
-        shutil.rmtree(staging)
+    with _archiving:
+        if target.is_dir():
+            return target
+        try:
+            archive.mkdir(parents=True, exist_ok=True)
+            staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp",
+                                            dir=archive))
+        except OSError as exc:
+            raise StoreError(f"cannot archive policy bundle {bundle.digest} in "
+                             f"{archive}: {exc}") from exc
+        try:
+            _stage(bundle, staging / "copy")
+            os.rename(staging / "copy", target)
+        except OSError as exc:
+            if not target.is_dir():  # not merely another archiver's rename winning the race
+                raise StoreError(f"cannot archive policy bundle {bundle.digest} in "
+                                 f"{archive}: {exc}") from exc
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def _stage(bundle: Bundle, staging: Path) -> None:
     shutil.copytree(bundle.path, staging, ignore=shutil.ignore_patterns("__pycache__"))
     if bundle_digest(staging) != bundle.digest:
-        shutil.rmtree(staging)
         raise PolicyBundleError(f"{bundle.path} changed while it was being archived; retry")
-    os.rename(staging, target)
-    return target
+

@@ -12,7 +12,7 @@ from controller import untrusted
 from controller.errors import PolicyBundleError
 from controller.gate import rules_of, silence, to_outcome
 from controller.models import QUARANTINE_EFFECT, Decision, Gate, Outcome
-from controller.policy.bundle import Bundle, load_bundle
+from controller.policy.bundle import Bundle, archive_bundle, load_bundle
 
 
 class CedarEngine:
@@ -32,14 +32,17 @@ class CedarEngine:
     def bundle(self) -> Bundle | None:
         return self._bundle
 
-    def reload(self, root: Path) -> Bundle:
-        """Swap in a new bundle atomically; a broken one raises and the old one stays."""
+    def reload(self, root: Path, archive: Path | None = None) -> Bundle:
+        """Swap in a new bundle atomically; a broken one raises and the old one stays. With
+        ``archive``, the bundle is archived by digest before it decides anything."""
         bundle = load_bundle(root)
         try:
             policy_set = cedarpy.PolicySet.from_str(bundle.text)
             schema = cedarpy.Schema.from_str(bundle.schema)
         except ValueError as exc:
             raise PolicyBundleError(f"{root}: cannot be loaded: {exc}") from exc
+        if archive is not None:
+            archive_bundle(bundle, archive)
         with self._lock:
             self._bundle, self._policy_set, self._schema = bundle, policy_set, schema
         return bundle

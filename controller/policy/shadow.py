@@ -9,7 +9,7 @@ from typing import Any
 
 from controller.errors import PolicyBundleError
 from controller.models import Decision, Gate, ShadowVerdict
-from controller.policy.bundle import Bundle, archive_bundle, bundle_digest
+from controller.policy.bundle import Bundle, bundle_digest
 from controller.policy.cedar import CedarEngine
 
 log = logging.getLogger("sandgate.policy")
@@ -22,6 +22,7 @@ class ShadowedEngine:
         self.active = active
         self.shadow = shadow
         self._lock = threading.Lock()
+        self._reloading = threading.Lock()
         self.disagreements = 0
         self.shadow_decisions = 0
 
@@ -32,15 +33,16 @@ class ShadowedEngine:
     def reload(self, archive: Path) -> Bundle:
         """Reload both bundles from their directories, archiving each; a broken one raises
         ``PolicyBundleError`` and the bundle it would replace keeps deciding."""
-        bundles = [engine for engine in (self.active, self.shadow) if engine is not None]
-        loaded = []
-        for engine in bundles:
-            current = engine.bundle
-            if current is None:
-                raise PolicyBundleError("no bundle directory to reload from")
-            loaded.append(engine.reload(current.path))
-            archive_bundle(loaded[-1], archive)
-        return loaded[0]
+        with self._reloading:  # one reload at a time: the last one read is the one active
+            loaded = []
+            for engine in (self.active, self.shadow):
+                if engine is None:
+                    continue
+                current = engine.bundle
+                if current is None:
+                    raise PolicyBundleError("no bundle directory to reload from")
+                loaded.append(engine.reload(current.path, archive))
+            return loaded[0]
 
     def digests(self) -> tuple[str, ...]:
         engines = (self.active, self.shadow)

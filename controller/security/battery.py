@@ -10,12 +10,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from xml.etree import ElementTree
 
-from controller.models import State, Submission, SubmissionRequest
+from controller.models import Phase, State, Submission, SubmissionRequest
 from controller.security.probes import BATTERY, Expect, Probe
 from controller.service import Controller
 from controller.workspace import scan, tree_digest
 
 RESULT = re.compile(r"^result: (.*)$", re.MULTILINE)
+MAX_STDOUT = 64 << 20  # more than any profile's output cap
 
 
 @dataclass(frozen=True)
@@ -98,9 +99,22 @@ def committed_as_validated(controller: Controller, sub: Submission) -> bool:
     receipt records (taken at validation)."""
     if sub.state is not State.COMMITTED or sub.new_version is None:
         return True
-    version = controller.workspaces.version_dir(sub.request.workspace, sub.new_version)
+    found = controller.store.workspace(sub.request.agent, sub.request.workspace)
+    if found is None:
+        return False
+    version = controller.workspaces.version_dir(found[1], sub.new_version)
     limit = controller.profiles[sub.request.profile].limits.workspace_bytes
     return tree_digest(scan(version, hash_limit=limit)) == sub.new_tree_digest
+
+
+def with_whole_stdout(controller: Controller, sub: Submission) -> Submission:
+    """The submission with its last run's whole stdout (the record keeps a preview): a
+    probe's result line may come after a flood."""
+    phase = Phase.BOUNDED if sub.bounded_run is not None else Phase.DRY_RUN
+    found = controller.store.output(sub.id, phase, "stdout", 0, MAX_STDOUT)
+    if found is None:
+        return sub
+    return sub.model_copy(update={"stdout": found[0].decode(errors="replace")})
 
 
 def select(pattern: str | None) -> list[Probe]:
@@ -122,6 +136,7 @@ def run_battery(controller: Controller, profile: str, probes: Iterable[Probe],
             language=probe.language, code=probe.code_for(loaded), profile=profile,
             workspace=f"probe-{probe.name}", agent="sandgate-probe", files=probe.files,
             labels={"probe": probe.name}))
+        sub = with_whole_stdout(controller, sub)
         expect = probe.expectation(loaded)
         observed, held = observe(sub), contained(expect, sub)
         if not committed_as_validated(controller, sub):

@@ -76,9 +76,14 @@ def test_tenants_cannot_see_each_other(server: Server) -> None:
         assert sid not in {s["id"] for s in listed}
         theirs = bob.get("/v1/receipts").json()["receipts"]
         assert all(_agent_of(r) == "bob" for r in theirs)
-        stolen = bob.post("/v1/submissions", json={"language": "python", "code": "print(1)",
-                                                   "workspace": "alice-private"})
-        assert stolen.status_code == 404
+        # The same name is bob's own workspace: it neither collides with nor reveals hers.
+        same_name = bob.post("/v1/submissions?wait=30", json={
+            "language": "python", "code": "open('x', 'w').write('bob')",
+            "workspace": "alice-private"}).json()
+        assert same_name["state"] == "committed", same_name["reason"]
+        assert bob.get("/v1/workspaces/alice-private/files/x").text == "bob"
+        assert alice.get("/v1/workspaces/alice-private/files/x").status_code == 404
+        assert alice.get("/v1/workspaces/alice-private").json()["version"] == 1
         assert alice.get(f"/v1/submissions/{sid}").status_code == 200
 
 

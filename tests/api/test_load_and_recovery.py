@@ -116,13 +116,13 @@ def test_kill_9_mid_run_then_restart_ends_everything_safely(tmp_path: Path) -> N
     try:
         with server.client("audit") as auditor:
             states = wait_terminal(auditor, ids)
-            workspace = auditor.get("/v1/workspaces/crashy").json()
+            workspace = auditor.get("/v1/workspaces/crashy", params={"owner": "agent"}).json()
         assert set(states.values()) <= TERMINAL
         assert "denied" in states.values() or "rolled_back" in states.values()
         receipts = verify_all(server, tmp_path, "audit")
         assert sorted(receipt_ids(receipts)) == sorted(ids)
-        versions_on_disk = sorted(int(p.name) for p in
-                                  (server.data / "workspaces" / "crashy" / "v").iterdir())
+        tree = server.data / "workspaces" / "@agent" / "crashy" / "v"
+        versions_on_disk = sorted(int(p.name) for p in tree.iterdir())
         assert versions_on_disk == list(range(workspace["version"] + 1))
         assert workspace["version"] == list(states.values()).count("committed")
     finally:

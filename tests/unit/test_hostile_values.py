@@ -331,7 +331,7 @@ def test_a_quarantine_near_the_path_limit_keeps_its_cause_and_its_manifest(
 def test_readyz_says_when_child_tripwires_cannot_be_seen(tmp_path: Path) -> None:
     from types import SimpleNamespace
 
-    from controller.api.routes import _audited
+    from controller.api.operations import _audited
     from controller.errors import SandgateError
 
     controller = make_controller(tmp_path, FakeRuntime(source=AuditSource.NONE))

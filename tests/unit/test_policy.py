@@ -66,8 +66,10 @@ def test_hazards_in_the_dry_run_deny(engine: CedarEngine, observation: Observati
 
 
 def _commit(engine: CedarEngine, diff: Diff) -> Any:
-    context = assessment_context(python("x"), PROFILE, run(), Diff().summary(""), max_deleted_files=20)
-    return engine.decide(Gate.VALIDATION, "a", "w", validation_context(context, run(), diff.summary("")))
+    context = assessment_context(python("x"), PROFILE, run(), Diff().summary(""),
+                                 max_deleted_files=20)
+    return engine.decide(Gate.VALIDATION, "a", "w",
+                         validation_context(context, run(), diff.summary("")))
 
 
 def test_commit_rolls_back_mass_delete_and_oversize(engine: CedarEngine) -> None:

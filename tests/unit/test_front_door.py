@@ -1,0 +1,489 @@
+"""The front door in process (no Docker): identity before any body byte, failed keys limited
+per source, body and head deadlines, bounded event streams, a readiness that leaks nothing,
+and policy reloads that race without a 500."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvicorn
+from fastapi import FastAPI
+from starlette.types import Message
+
+from controller.api.app import create_app
+from controller.api.deps import ApiContext
+from controller.api.front_door import header_deadline
+from controller.api.limits import FailureLimiter, Limits, RateLimiter
+from controller.dispatcher import Dispatcher
+from controller.errors import RateLimitedError, RuntimeUnavailableError
+from controller.models import Principal, Role
+from controller.policy.bundle import bundle_digest, load_bundle
+from controller.policy.cedar import CedarEngine
+from controller.policy.shadow import ShadowedEngine
+from controller.principals import Principals
+from controller.runtime.fake import FakeRuntime
+from controller.settings import Settings
+from controller.signing import KeyRing
+from tests.conftest import ROOT, make_controller, python
+
+TERMINAL_PATH = ["received", "dry_run", "assessing", "running", "validating", "committing",
+                 "committed"]
+
+
+class CountingPrincipals(Principals):
+    """Principals that count key lookups."""
+
+    lookups = 0
+
+    def authenticate(self, key: str) -> Principal | None:
+        self.lookups += 1
+        return super().authenticate(key)
+
+
+@dataclass
+class Site:
+    app: FastAPI
+    ctx: ApiContext
+    principals: CountingPrincipals
+    keys: dict[str, str]
+
+
+def site(tmp_path: Path, *, rate: float = 1000, max_body: int = 16 << 20,
+         **limits: Any) -> Site:
+    controller = make_controller(tmp_path, FakeRuntime())
+    settings = Settings(data_dir=tmp_path, max_body_bytes=max_body)
+    principals = CountingPrincipals(settings.db_path)
+    keys = {name: principals.add(name, role) for name, role in
+            (("alice", Role.AGENT), ("bob", Role.AGENT), ("root", Role.ADMIN))}
+    ctx = ApiContext(controller=controller, dispatcher=Dispatcher(controller, workers=1),
+                     principals=principals, keyring=KeyRing(settings.keys_dir),
+                     settings=settings, limiter=RateLimiter(rate, int(max(rate, 1))))
+    ctx.limits = Limits(**limits)
+    return Site(create_app(ctx), ctx, principals, keys)
+
+
+@dataclass
+class Call:
+    """One request driven straight through ASGI, with full control of when body bytes come
+    and when the client goes away."""
+
+    app: FastAPI
+    method: str
+    path: str
+    headers: dict[str, str] = field(default_factory=dict)
+    chunks: list[bytes] = field(default_factory=lambda: [b""])
+    stall: bool = False  # after the chunks, the body neither ends nor goes on
+    client: str = "10.0.0.1"
+    reads: int = 0
+    sent: list[Message] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.gone = asyncio.Event()
+        self.started = asyncio.Event()
+
+    async def receive(self) -> Message:
+        self.reads += 1
+        if self.chunks:
+            chunk = self.chunks.pop(0)
+            return {"type": "http.request", "body": chunk,
+                    "more_body": bool(self.chunks) or self.stall}
+        await self.gone.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(self, message: Message) -> None:
+        self.sent.append(message)
+        if message["type"] == "http.response.start":
+            self.started.set()
+
+    async def run(self) -> None:
+        scope = {"type": "http", "asgi": {"version": "3.0", "spec_version": "2.3"},
+                 "http_version": "1.1", "method": self.method, "scheme": "http",
+                 "path": self.path, "raw_path": self.path.encode(), "query_string": b"",
+                 "root_path": "", "client": (self.client, 40000), "server": ("sandgate", 80),
+                 "headers": [(k.lower().encode("latin-1"), v.encode("latin-1"))
+                             for k, v in self.headers.items()], "state": {}}
+        await self.app(scope, self.receive, self.send)
+
+    @property
+    def status(self) -> int:
+        return int(next(m["status"] for m in self.sent if m["type"] == "http.response.start"))
+
+    @property
+    def header(self) -> dict[str, str]:
+        start = next(m for m in self.sent if m["type"] == "http.response.start")
+        return {k.decode(): v.decode() for k, v in start["headers"]}
+
+    @property
+    def body(self) -> bytes:
+        return b"".join(m.get("body", b"") for m in self.sent if m["type"] ==
+                        "http.response.body")
+
+    @property
+    def complete(self) -> bool:
+        return any(m["type"] == "http.response.body" and not m.get("more_body", False)
+                   for m in self.sent)
+
+    def error(self) -> dict[str, str]:
+        return dict(json.loads(self.body)["error"])
+
+
+def call(app: FastAPI, method: str, path: str, token: str | None = None,
+         timeout: float = 5, **kwargs: Any) -> Call:
+    """One whole request; fails if the app has not answered within ``timeout`` s."""
+    headers = {"authorization": f"Bearer {token}"} if token else {}
+    exchange = Call(app, method, path, headers={**headers, **kwargs.pop("headers", {})},
+                    **kwargs)
+
+    async def run() -> None:
+        await asyncio.wait_for(exchange.run(), timeout)
+
+    asyncio.run(run())
+    return exchange
+
+
+BIG = {"content-type": "application/json", "content-length": str(15 << 20)}
+
+
+@pytest.mark.parametrize("token", [None, "sg_not-a-key"])
+def test_a_caller_without_a_valid_key_costs_no_body_read(tmp_path: Path,
+                                                          token: str | None) -> None:
+    s = site(tmp_path)
+    answer = call(s.app, "POST", "/v1/submissions", token, headers=BIG,
+                  chunks=[b"{" * 65536] * 4)
+    assert answer.status == 401 and answer.reads == 0
+    assert answer.error()["code"] == "unauthenticated"
+    assert answer.header["www-authenticate"] == "Bearer"
+    assert answer.header["connection"] == "close"  # the body will never be read
+    assert s.principals.lookups == (0 if token is None else 1)
+    assert answer.error()["message"].startswith(
+        "missing 'Authorization: Bearer <key>'" if token is None else "unknown or revoked")
+
+
+def test_failed_keys_are_limited_per_source_before_any_lookup(tmp_path: Path) -> None:
+    s = site(tmp_path, auth_failures_per_min=10)
+    answers = [call(s.app, "GET", "/v1/keys", f"sg_guess{n}", client="10.6.6.6")
+               for n in range(13)]
+    assert [a.status for a in answers] == [401] * 10 + [429] * 3
+    assert s.principals.lookups == 10  # refused sources never reach the key table
+    assert answers[-1].error()["code"] == "rate_limited"
+    assert int(answers[-1].header["retry-after"]) >= 1
+    assert call(s.app, "GET", "/v1/keys", "sg_other", client="10.7.7.7").status == 401
+    assert call(s.app, "GET", "/v1/keys", s.keys["alice"], client="10.7.7.7").status == 200
+    # One failure left: good keys arriving together from there are not counted against it.
+    for n in range(8):
+        call(s.app, "GET", "/v1/keys", f"sg_guess{n}", client="10.7.7.7")
+    calls = [Call(s.app, "GET", "/v1/keys", client="10.7.7.7",
+                  headers={"authorization": f"Bearer {key}"})
+             for key in [s.keys["bob"], s.keys["root"]] * 10]
+
+    async def together() -> None:
+        await asyncio.wait_for(asyncio.gather(*(c.run() for c in calls)), 10)
+
+    asyncio.run(together())
+    assert [c.status for c in calls] == [200] * 20
+    assert call(s.app, "GET", "/v1/keys", "sg_last", client="10.7.7.7").status == 401
+    assert call(s.app, "GET", "/v1/keys", "sg_more", client="10.7.7.7").status == 429
+
+
+def test_the_failure_table_is_bounded_and_holds_failing_sources_only() -> None:
+    limiter = FailureLimiter(per_minute=2, sources=3)
+    for source in ("a", "b", "c", "d"):
+        limiter.check(source)
+        limiter.failed(source)
+    assert limiter.tracked() == 3  # "a", the stalest, was forgotten
+    limiter.check("e")  # never failed: not tracked
+    assert limiter.tracked() == 3
+    limiter.failed("d")
+    with pytest.raises(RateLimitedError) as caught:
+        limiter.check("d")
+    assert 1 < caught.value.retry_after <= 30
+    limiter.check("a")
+
+
+def test_one_lookup_per_key_and_revocation_within_the_cache_time(tmp_path: Path) -> None:
+    s = site(tmp_path, rate=3, auth_cache_s=0.5)
+    statuses = [call(s.app, "GET", "/v1/keys", s.keys["alice"]).status for _ in range(4)]
+    assert statuses == [200, 200, 200, 429]  # the per-principal rate limit still applies
+    assert s.principals.lookups == 1  # neither the route's caller nor later requests
+    assert call(s.app, "GET", "/v1/keys", s.keys["bob"]).status == 200
+    s.principals.revoke("alice")
+    time.sleep(0.6)
+    assert call(s.app, "GET", "/v1/keys", s.keys["alice"]).status == 401
+
+
+def test_a_stalled_body_is_answered_408(tmp_path: Path) -> None:
+    s = site(tmp_path, body_timeout_s=0.3)
+    started = time.monotonic()
+    answer = call(s.app, "POST", "/v1/submissions", s.keys["alice"],
+                  headers={"content-type": "application/json", "content-length": "100"},
+                  chunks=[b'{"language": '], stall=True)
+    assert answer.status == 408 and answer.error()["code"] == "request_timeout"
+    assert answer.header["connection"] == "close"
+    assert time.monotonic() - started < 3
+    assert [m["type"] for m in answer.sent] == ["http.response.start", "http.response.body"]
+
+
+def test_a_streamed_body_over_the_cap_is_413(tmp_path: Path) -> None:
+    s = site(tmp_path, max_body=4096)
+    answer = call(s.app, "POST", "/v1/submissions", s.keys["alice"],
+                  headers={"content-type": "application/json",
+                           "transfer-encoding": "chunked"}, chunks=[b" " * 3000] * 3)
+    assert answer.status == 413 and answer.error()["code"] == "payload_too_large"
+    assert len([m for m in answer.sent if m["type"] == "http.response.start"]) == 1
+
+
+def test_limits_come_from_the_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SANDGATE_HEADER_TIMEOUT_S", "2.5")
+    monkeypatch.setenv("SANDGATE_STREAMS_PER_PRINCIPAL", "3")
+    limits = Limits.from_settings(Settings())
+    assert (limits.header_timeout_s, limits.streams_per_principal) == (2.5, 3)
+    assert limits.stream_idle_s == Limits().stream_idle_s == Settings().stream_idle_s
+
+
+# Event streams ---------------------------------------------------------------------------
+
+def events_of(body: bytes) -> list[dict[str, Any]]:
+    found = []
+    for block in body.decode().split("\n\n"):
+        lines = dict(line.split(": ", 1) for line in block.splitlines()
+                     if not line.startswith(":"))
+        if "data" in lines:
+            found.append({"id": lines["id"], **json.loads(lines["data"])})
+    return found
+
+
+def test_a_stream_ends_after_the_terminal_event_and_at_once_past_it(tmp_path: Path) -> None:
+    s = site(tmp_path)
+    done = s.ctx.controller.submit(python("print(1)", agent="alice"))
+    path = f"/v1/submissions/{done.id}/events"
+    answer = call(s.app, "GET", path, s.keys["alice"])
+    events = events_of(answer.body)
+    assert answer.status == 200 and [e["to"] for e in events] == TERMINAL_PATH
+    assert answer.header["content-type"].startswith("text/event-stream")
+    resumed = call(s.app, "GET", path, s.keys["alice"],
+                   headers={"last-event-id": events[3]["id"]})
+    assert [e["to"] for e in events_of(resumed.body)] == TERMINAL_PATH[4:]
+    past = call(s.app, "GET", path, s.keys["alice"], timeout=3,
+                headers={"last-event-id": str(int(events[-1]["id"]) + 1000)})
+    assert past.status == 200 and past.complete and events_of(past.body) == []
+    assert s.ctx.streams.held("alice") == 0
+
+
+@pytest.mark.parametrize("value", ["9" * 5000, "abc", "-1", "1.5", "\u00b2", "9" * 19, ""])
+def test_a_bad_last_event_id_is_a_4xx_never_a_500(tmp_path: Path, value: str) -> None:
+    s = site(tmp_path)
+    done = s.ctx.controller.submit(python("print(1)", agent="alice"))
+    answer = call(s.app, "GET", f"/v1/submissions/{done.id}/events", s.keys["alice"],
+                  headers={"last-event-id": value})
+    assert answer.status == 422 and answer.error()["code"] == "invalid_input"
+    assert "Last-Event-ID" in answer.error()["message"]
+
+
+def test_an_idle_stream_is_closed(tmp_path: Path) -> None:
+    s = site(tmp_path, stream_idle_s=0.4)
+    waiting = s.ctx.controller.accept(python("print(1)", agent="alice"))  # never processed
+    started = time.monotonic()
+    answer = call(s.app, "GET", f"/v1/submissions/{waiting.id}/events", s.keys["alice"],
+                  timeout=4)
+    assert answer.complete and [e["to"] for e in events_of(answer.body)] == ["received"]
+    assert 0.3 < time.monotonic() - started < 3
+    assert s.ctx.streams.held("alice") == 0
+
+
+def test_streams_are_capped_per_principal_and_released_on_disconnect(tmp_path: Path) -> None:
+    s = site(tmp_path, streams_per_principal=3)
+    waiting = s.ctx.controller.accept(python("print(1)", agent="alice"))
+    mine = s.ctx.controller.accept(python("print(1)", agent="bob"))
+
+    def stream(who: str, sid: str) -> Call:
+        return Call(s.app, "GET", f"/v1/submissions/{sid}/events",
+                    headers={"authorization": f"Bearer {s.keys[who]}"})
+
+    async def scenario() -> None:
+        held = [stream("alice", waiting.id) for _ in range(3)]
+        tasks = [asyncio.create_task(c.run()) for c in held]
+        await asyncio.wait_for(asyncio.gather(*(c.started.wait() for c in held)), 3)
+        assert [c.status for c in held] == [200] * 3 and s.ctx.streams.held("alice") == 3
+        refused = stream("alice", waiting.id)
+        await asyncio.wait_for(refused.run(), 3)
+        assert refused.status == 429 and refused.error()["code"] == "rate_limited"
+        assert int(refused.header["retry-after"]) >= 1
+        other = stream("bob", mine.id)  # another tenant is not affected
+        other_task = asyncio.create_task(other.run())
+        await asyncio.wait_for(other.started.wait(), 3)
+        assert other.status == 200
+        held[0].gone.set()  # the client goes away
+        await asyncio.wait_for(tasks[0], 3)
+        assert s.ctx.streams.held("alice") == 2
+        again = stream("alice", waiting.id)
+        again_task = asyncio.create_task(again.run())
+        await asyncio.wait_for(again.started.wait(), 3)
+        assert again.status == 200
+        for c in [*held[1:], again, other]:
+            c.gone.set()
+        await asyncio.wait_for(asyncio.gather(*tasks[1:], again_task, other_task), 3)
+
+    asyncio.run(scenario())
+    assert s.ctx.streams.held("alice") == 0 and s.ctx.streams.held("bob") == 0
+
+
+def test_another_tenants_submission_is_not_found_without_loading_it(tmp_path: Path) -> None:
+    s = site(tmp_path)
+    theirs = s.ctx.controller.submit(python("print(1)", agent="alice"))
+    store = s.ctx.controller.store
+    loads: list[str] = []
+    original = store.get
+
+    def counted(submission_id: str) -> Any:
+        loads.append(submission_id)
+        return original(submission_id)
+
+    store.get = counted  # type: ignore[method-assign]
+    for path in (f"/v1/submissions/{theirs.id}", f"/v1/submissions/{theirs.id}/events"):
+        answer = call(s.app, "GET", path, s.keys["bob"])
+        assert answer.status == 404 and answer.error()["code"] == "not_found", path
+    assert loads == []
+    alice = next(p for p in s.ctx.principals.list() if p.name == "alice")
+    assert s.ctx.check_owner(theirs.id, alice) == "committed"
+    assert call(s.app, "GET", f"/v1/submissions/{theirs.id}", s.keys["alice"]).status == 200
+
+
+# Readiness -------------------------------------------------------------------------------
+
+def test_readyz_names_the_failing_check_without_its_internals(tmp_path: Path) -> None:
+    s = site(tmp_path)
+    secret = "/var/lib/secret-host-path/docker.sock"
+
+    def down() -> None:
+        raise RuntimeUnavailableError(f"cannot connect to {secret}")
+
+    def no_writes() -> None:
+        raise AssertionError("readiness must not take a write transaction")
+
+    s.ctx.controller.runtime.ping = down  # type: ignore[method-assign]
+    s.ctx.controller.store.check_writable = no_writes  # type: ignore[method-assign]
+    answer = call(s.app, "GET", "/readyz")
+    assert answer.status == 503 and secret.encode() not in answer.body
+    checks = json.loads(answer.body)["checks"]
+    assert checks["docker"] == "the container engine does not answer"
+    assert checks["store"] == "ok" and checks["policy_bundle"] == "ok"
+    assert call(s.app, "GET", "/healthz").status == 200
+
+
+# Policy reloads --------------------------------------------------------------------------
+
+def test_twenty_concurrent_reloads_all_succeed(tmp_path: Path) -> None:
+    engine = ShadowedEngine(CedarEngine.from_path(ROOT / "policies" / "default"),
+                            CedarEngine.from_path(ROOT / "policies" / "default"))
+    archive = tmp_path / "bundles"
+    gate = threading.Barrier(20)
+    failures: list[BaseException] = []
+
+    def reload() -> None:
+        gate.wait()
+        try:
+            engine.reload(archive)
+        except BaseException as exc:  # recorded, then asserted on
+            failures.append(exc)
+
+    threads = [threading.Thread(target=reload) for _ in range(20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []
+    digest = bundle_digest(ROOT / "policies" / "default")
+    assert [p.name for p in archive.iterdir()] == [digest.removeprefix("sha256:")]
+    assert bundle_digest(archive / digest.removeprefix("sha256:")) == digest
+
+
+ARCHIVER = """
+import sys, time
+from pathlib import Path
+from controller.policy.bundle import archive_bundle, load_bundle
+bundle = load_bundle(Path(sys.argv[1]))
+while time.time() < float(sys.argv[3]):
+    pass
+for round in range(40):
+    archive_bundle(bundle, Path(sys.argv[2]) / str(round))
+"""
+
+
+def test_processes_archiving_one_bundle_at_once_all_succeed(tmp_path: Path) -> None:
+    source = ROOT / "policies" / "default"
+    start = str(time.time() + 4)
+    runs = [subprocess.Popen([sys.executable, "-c", ARCHIVER, str(source), str(tmp_path),
+                              start], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for _ in range(6)]
+    results = [run.communicate(timeout=120) for run in runs]
+    assert all(run.returncode == 0 for run in runs), [err[-500:] for _, err in results]
+    digest = load_bundle(source).digest.removeprefix("sha256:")
+    for round in range(40):
+        assert [p.name for p in (tmp_path / str(round)).iterdir()] == [digest]
+
+
+# The head deadline, on a real uvicorn on loopback ----------------------------------------
+
+async def tiny(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    if scope["type"] != "http":
+        return
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-length", b"2")]})
+    await send({"type": "http.response.body", "body": b"ok"})
+
+
+@pytest.fixture
+def deadline_server() -> Iterator[int]:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = int(probe.getsockname()[1])
+    config = uvicorn.Config(tiny, host="127.0.0.1", port=port, log_level="warning",
+                            http=header_deadline(0.5), timeout_keep_alive=30, lifespan="off")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.02)
+    yield port
+    server.should_exit = True
+    thread.join(10)
+
+
+def closed_after(sock: socket.socket, limit: float) -> float:
+    """Seconds until the server closed ``sock`` (reading whatever it sent meanwhile)."""
+    started = time.monotonic()
+    sock.settimeout(limit)
+    while sock.recv(4096):
+        pass
+    return time.monotonic() - started
+
+
+def test_a_head_trickled_forever_is_cut_off(deadline_server: int) -> None:
+    idle = socket.create_connection(("127.0.0.1", deadline_server))
+    trickler = socket.create_connection(("127.0.0.1", deadline_server))
+    started = time.monotonic()
+    for part in (b"GET / HTTP/1.1\r\n", b"Host: x\r\n", b"X-a: 1\r\n", b"X-b: 2\r\n"):
+        trickler.sendall(part)
+        time.sleep(0.15)
+    assert closed_after(trickler, 3) + (time.monotonic() - started) < 2.5
+    assert closed_after(idle, 3) < 2.5
+    with socket.create_connection(("127.0.0.1", deadline_server)) as prompt:
+        prompt.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        prompt.settimeout(3)
+        assert prompt.recv(4096).startswith(b"HTTP/1.1 200")
+        prompt.sendall(b"GET / HTTP/1.1\r\n")  # the next head on a kept-alive connection
+        assert closed_after(prompt, 3) < 2.5
+    idle.close()
+    trickler.close()
