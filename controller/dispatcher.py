@@ -140,10 +140,10 @@ class Dispatcher:
         """Record an approval answer; an approved submission's real run is queued at once, in
         its agent's share (past the agent's own quota of waiting ones: the approver decided,
         but within the whole capacity). A rejection takes no capacity."""
-        found = self.controller.store.get(submission_id) if approve else None
+        found = self.controller.store.owner_of(submission_id) if approve else None
         if found is None:  # a rejection, or no such submission (approve() says so)
             return self.controller.approve(submission_id, approver, approve, reason)
-        agent = found.request.agent
+        agent = found[0]
         with self._entered(agent, self.share_of(agent)) as tenant:
             self._reserve(tenant, own_share=False)
             try:

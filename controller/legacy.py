@@ -27,6 +27,8 @@ class Split:
 def split(raw: str) -> Split:
     """``raw``, an old record, in today's parts; ``ValueError`` if it cannot be read."""
     old: dict[str, Any] = json.loads(raw)
+    if not isinstance(old, dict):
+        raise ValueError(f"a record is a JSON object, not {type(old).__name__}")
     changes: list[tuple[str, int, str]] = []
     for phase, field in ((Phase.DRY_RUN, "dry_run_diff"), (Phase.BOUNDED, "bounded_run_diff")):
         if isinstance(found := old.get(field), dict) and "changes" in found:

@@ -173,7 +173,8 @@ class SubmissionRequest(Frozen):
     files: tuple[SubmittedFile, ...] = Field(default=(), max_length=MAX_FILES)
     workspace: Annotated[str, Field(pattern=WORKSPACE_NAME.pattern)] = "default"
     profile: Annotated[str, Field(pattern=WORKSPACE_NAME.pattern)] = "standard"
-    agent: str = LOCAL_AGENT
+    # A principal's name: it names the agent's workspace directory, so it has their shape.
+    agent: Annotated[str, Field(pattern=WORKSPACE_NAME.pattern)] = LOCAL_AGENT
     labels: dict[Annotated[str, Field(pattern=LABEL_KEY.pattern)],
                  Annotated[str, Field(max_length=MAX_LABEL_VALUE)]] = Field(
         default_factory=dict, max_length=MAX_LABELS)

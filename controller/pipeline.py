@@ -144,11 +144,22 @@ class Job:
         if target is State.DENIED:
             return self.finish(State.DENIED, reason=f"assessment: {matched(decision)}")
         if target is State.AWAITING_APPROVAL:
-            # Nothing runs while a human looks: the uid goes back to the pool meanwhile.
-            self.c.store.release_uid(self.sub.id)
-            return self._move(target, reason=f"assessment: {matched(decision)}")
+            return self._park(decision)
         self._move(State.RUNNING)
         return self._bounded_run(context)
+
+    def _park(self, decision: Decision) -> Submission:
+        """Wait for a human; a parked submission holds no run slot, so each principal may
+        have only ``max_parked`` of them: past that, denied (fail closed)."""
+        agent, limit = self.sub.request.agent, self.c.max_parked
+        if len(self.c.store.parked(agent=agent, limit=limit)) >= limit:
+            return self.finish(State.DENIED, reason=(
+                f"assessment: {matched(decision)}; but {agent!r} already has {limit} "
+                "submissions awaiting approval (max_parked_per_principal): answer or let "
+                "them expire first"))
+        # Nothing runs while a human looks: the uid goes back to the pool meanwhile.
+        self.c.store.release_uid(self.sub.id)
+        return self._move(State.AWAITING_APPROVAL, reason=f"assessment: {matched(decision)}")
 
     def resume(self) -> Submission:
         """Continue an approved submission (already moved to ``running``) with its real run."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -68,6 +69,16 @@ def without_paths(text: str, roots: Iterable[str]) -> str:
     for root in sorted({r.rstrip("/") for r in roots if r.strip("/")}, key=len, reverse=True):
         text = text.replace(root, "<data>")
     return text
+
+
+@dataclass(frozen=True)
+class RequestPreview:
+    """What an approver sees of a request in the queue; the whole is a route away."""
+
+    code: str  # the first characters
+    code_chars: int
+    files: tuple[str, ...]  # the first paths
+    files_count: int
 
 
 class SubmissionSummary(Frozen):

@@ -127,7 +127,7 @@ def _split_records(db: sqlite3.Connection) -> None:
                                   ).fetchall():
         try:
             split = legacy.split(record)
-        except ValueError:  # unreadable before, unreadable now: skipped where records are read
+        except Exception:  # unreadable before, unreadable now: listed by its columns alone
             log.exception("submission %s: its record cannot be migrated; left as is", sid)
             continue
         db.execute("UPDATE submissions SET record = ?, request = ?, summary = ? WHERE id = ?",

@@ -69,7 +69,8 @@ class Controller:
 
     def __init__(self, *, store: Store, runtime: SandboxRuntime, engine: ShadowedEngine,
                  signer: Ed25519Signer, profiles: dict[str, Profile], workspaces: Workspaces,
-                 paths: Paths, max_deleted_files: int = 20, keep_run_dirs: bool = False) -> None:
+                 paths: Paths, max_deleted_files: int = 20, keep_run_dirs: bool = False,
+                 max_parked: int = 16) -> None:
         self.store = store
         self.runtime = runtime
         self.engine = engine
@@ -79,6 +80,7 @@ class Controller:
         self.paths = paths
         self.max_deleted_files = max_deleted_files
         self.keep_run_dirs = keep_run_dirs
+        self.max_parked = max_parked  # per principal: requests awaiting a human hold no slot
         self.listeners: list[Listener] = []
 
     def submit(self, request: SubmissionRequest) -> Submission:
@@ -127,9 +129,7 @@ class Controller:
         """After a restart: remove our containers, end every interrupted submission safely."""
         self.runtime.remove_owned()
         ended = []
-        for submission in self.store.unfinished():
-            if submission.state is State.AWAITING_APPROVAL:
-                continue  # parked on purpose; nothing was in flight
+        for submission in self.store.in_flight():  # parked ones hold nothing: left as they are
             # Each record on its own: one that cannot be ended is logged and left for the
             # next start, and never keeps the others (or the server) from starting.
             try:
@@ -217,13 +217,16 @@ class Controller:
         """Deny every approval request left unanswered for longer than ``ttl_s``."""
         expired = []
         cutoff = (utcnow() - timedelta(seconds=ttl_s)).isoformat()
-        for found in self.store.awaiting_approval(updated_before=cutoff, limit=1000):
+        for submission_id in self.store.parked(updated_before=cutoff):
             try:
+                found = self.store.get(submission_id)  # one at a time: it is sealed whole
+                if found is None or found.state is not State.AWAITING_APPROVAL:
+                    continue  # answered meanwhile
                 expired.append(Job(self, found).finish(
                     State.DENIED, reason=f"approval expired: no answer within {ttl_s:g} s"))
             except Exception:  # one record never stops the sweep of the others
                 log.exception("submission %s: could not expire its approval request",
-                              found.id)
+                              submission_id)
         return expired
 
     def seal(self, submission: Submission, sequence: int, previous: str | None) -> Sealed:

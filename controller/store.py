@@ -30,7 +30,13 @@ from controller.errors import (
 from controller.faults import crash_point
 from controller.lifecycle import TERMINAL, check_transition
 from controller.models import LOCAL_AGENT, Diff, DiffSummary, Phase, State, Submission, utcnow
-from controller.records import SubmissionSummary, change_json, changes_digest, summarize
+from controller.records import (
+    RequestPreview,
+    SubmissionSummary,
+    change_json,
+    changes_digest,
+    summarize,
+)
 from controller.schema import UNFINISHED, connect, migrate
 
 log = logging.getLogger(__name__)
@@ -77,6 +83,10 @@ def _load(record: str, request: str) -> Submission:
     return Submission.model_validate({**json.loads(record), "request": json.loads(request)})
 
 
+# The request without its code and files (up to the body cap): what views and queues need.
+_GLANCE = "json_set(request, '$.code', '', '$.files', json('[]'))"
+
+
 def _summary(submission: Submission) -> str:
     """The listing line, small whatever the submission did (see ``records.summarize``)."""
     return SubmissionSummary.model_validate(
@@ -97,6 +107,9 @@ def _page(columns: str, agent: str | None, state: str | None, since: str | None,
     params.append(limit)
     return query, params
 
+
+CODE_PREVIEW = 64 << 10  # characters of code an approver sees in the queue
+FILES_PREVIEW = 100
 
 # Sandbox uids held by the other submissions in flight (a constant: see ``UNFINISHED``).
 _TAKEN_UIDS = ("SELECT sandbox_uid FROM submissions WHERE sandbox_uid IS NOT NULL AND "  # noqa: S608
@@ -172,8 +185,8 @@ class Store:
         if row[0] != digest:
             raise IdempotencyConflictError(
                 f"Idempotency-Key {key!r} was used for a different submission body")
-        record = db.execute("SELECT record, request FROM submissions WHERE id = ?",
-                            (row[1],)).fetchone()
+        record = db.execute(f"SELECT record, {_GLANCE} FROM submissions "  # noqa: S608
+                            "WHERE id = ?", (row[1],)).fetchone()
         return _load(*record)
 
     def claim_uid(self, submission_id: str, uids: range, wanted: int | None = None) -> int:
@@ -341,6 +354,39 @@ class Store:
                    (sid, source.value if source else None, target.value, utcnow().isoformat(),
                     reason))
 
+    def glance(self, submission_id: str) -> Submission | None:
+        """The record with its request's code and files left out (bounded, whatever the
+        caller sent): for views and ownership, never to move or seal a submission."""
+        with self._lock:
+            row = self._db.execute(f"SELECT record, {_GLANCE} FROM submissions "  # noqa: S608
+                                   "WHERE id = ?", (submission_id,)).fetchone()
+        return _load(*row) if row else None
+
+    def preview(self, submission_id: str) -> RequestPreview | None:
+        """What an approver sees of a request, read without loading it whole."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT substr(json_extract(request, '$.code'), 1, ?), "
+                "length(json_extract(request, '$.code')), "
+                "json_array_length(request, '$.files') FROM submissions WHERE id = ?",
+                (CODE_PREVIEW, submission_id)).fetchone()
+            if row is None:
+                return None
+            paths = self._db.execute(
+                "SELECT json_extract(value, '$.path') FROM submissions, "
+                "json_each(submissions.request, '$.files') WHERE submissions.id = ? LIMIT ?",
+                (submission_id, FILES_PREVIEW)).fetchall()
+        return RequestPreview(code=str(row[0] or ""), code_chars=int(row[1] or 0),
+                              files=tuple(str(path[0]) for path in paths),
+                              files_count=int(row[2] or 0))
+
+    def code(self, submission_id: str) -> str | None:
+        """The submitted code alone (not the files beside it)."""
+        with self._lock:
+            row = self._db.execute("SELECT json_extract(request, '$.code') FROM submissions "
+                                   "WHERE id = ?", (submission_id,)).fetchone()
+        return str(row[0]) if row else None
+
     def get(self, submission_id: str) -> Submission | None:
         with self._lock:
             row = self._db.execute("SELECT record, request FROM submissions WHERE id = ?",
@@ -355,13 +401,34 @@ class Store:
                 " ORDER BY created_at").fetchall()
         return self._readable(rows)
 
-    def awaiting_approval(self, *, updated_before: str | None = None,
-                          after_id: str | None = None, limit: int = 50) -> list[Submission]:
-        """Submissions parked for a human, oldest first (an indexed query: the sweeper and
-        the approvals queue never read another record)."""
-        query = ("SELECT id, record, request FROM submissions WHERE state = ? "
-                 "AND (? IS NULL OR updated_at < ?)")
-        params: list[object] = [State.AWAITING_APPROVAL.value, updated_before, updated_before]
+    def in_flight(self) -> list[Submission]:
+        """What a crash interrupted: every unfinished submission but those parked for a
+        human (which hold nothing, and of which a tenant may have many)."""
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT id, record, request FROM submissions WHERE {UNFINISHED} "  # noqa: S608
+                "AND state != ? ORDER BY created_at",
+                (State.AWAITING_APPROVAL.value,)).fetchall()
+        return self._readable(rows)
+
+    def parked(self, agent: str | None = None, updated_before: str | None = None,
+               limit: int = 1000) -> list[str]:
+        """Ids of submissions awaiting approval (of ``agent``; last moved before
+        ``updated_before``), oldest first, from indexed columns only."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id FROM submissions WHERE state = ? AND (? IS NULL OR agent = ?) "
+                "AND (? IS NULL OR updated_at < ?) ORDER BY updated_at, id LIMIT ?",
+                (State.AWAITING_APPROVAL.value, agent, agent, updated_before, updated_before,
+                 limit)).fetchall()
+        return [str(row[0]) for row in rows]
+
+    def awaiting_approval(self, *, after_id: str | None = None,
+                          limit: int = 50) -> list[Submission]:
+        """Submissions parked for a human, oldest first, at a glance (``glance``)."""
+        query = (f"SELECT id, record, {_GLANCE} FROM submissions "  # noqa: S608
+                 "WHERE state = ?")
+        params: list[object] = [State.AWAITING_APPROVAL.value]
         if after_id is not None:
             query += (" AND (updated_at, id) > (SELECT updated_at, id FROM submissions "
                       "WHERE id = ?)")
@@ -405,15 +472,23 @@ class Store:
                 for owner, name, version, directory in rows}
 
     def receipts(self, since_seq: int = 0, limit: int | None = None,
-                 agent: str | None = None) -> list[tuple[int, str]]:
-        """(sequence, envelope) in sequence order, exactly as stored; ``agent`` filters."""
+                 agent: str | None = None, max_bytes: int | None = None) -> list[tuple[int, str]]:
+        """(sequence, envelope) in sequence order, exactly as stored; ``agent`` filters;
+        ``max_bytes`` ends the page once its envelopes reach that size (at least one)."""
+        found: list[tuple[int, str]] = []
+        size = 0
         with self._lock:
-            rows = self._db.execute(
+            cursor = self._db.execute(
                 "SELECT r.seq, r.envelope FROM receipts r JOIN submissions s "
                 "ON s.id = r.submission_id WHERE r.seq > ? AND (? IS NULL OR s.agent = ?) "
                 "ORDER BY r.seq LIMIT ?",
-                (since_seq, agent, agent, -1 if limit is None else limit)).fetchall()
-        return [(int(row[0]), str(row[1])) for row in rows]
+                (since_seq, agent, agent, -1 if limit is None else limit))
+            for seq, envelope in cursor:
+                found.append((int(seq), str(envelope)))
+                size += len(envelope)
+                if max_bytes is not None and size >= max_bytes:
+                    break
+        return found
 
     def submissions(self, *, agent: str | None, state: str | None = None,
                     since: str | None = None, after_id: str | None = None,
@@ -428,10 +503,26 @@ class Store:
                   since: str | None = None, after_id: str | None = None,
                   limit: int = 50) -> list[SubmissionSummary]:
         """Like ``submissions``, one small listing line each: no record is read."""
-        query, params = _page("summary", agent, state, since, after_id, limit)
+        query, params = _page("id, summary", agent, state, since, after_id, limit)
         with self._lock:
             rows = self._db.execute(query, params).fetchall()
-        return [SubmissionSummary.model_validate_json(row[0]) for row in rows]
+        found = []
+        for sid, summary in rows:
+            try:
+                found.append(SubmissionSummary.model_validate_json(summary))
+            except ValueError:  # a record no release could read: listed by its columns
+                found.append(self._unreadable(sid))
+        return found
+
+    def _unreadable(self, submission_id: str) -> SubmissionSummary:
+        with self._lock:
+            agent, workspace, state, created, updated = self._db.execute(
+                "SELECT agent, workspace, state, created_at, updated_at FROM submissions "
+                "WHERE id = ?", (submission_id,)).fetchone()
+        return SubmissionSummary(
+            id=submission_id, state=state, reason="the record cannot be read", agent=agent,
+            language="unknown", workspace=workspace, profile="unknown", created_at=created,
+            updated_at=updated)
 
     def events(self, submission_id: str, after: int = 0) -> list[tuple[int, str | None, str, str]]:
         """Transitions as (event id, from, to, at), after the given event id."""

@@ -110,7 +110,7 @@ class ApiContext:
     def own(self, submission_id: str, caller: Principal) -> Submission:
         """The caller's submission; another tenant's is 'not found', never 'forbidden'."""
         self.check_owner(submission_id, caller)
-        found = self.controller.store.get(submission_id)
+        found = self.controller.store.glance(submission_id)
         if found is None:
             raise NotFoundError(f"submission {submission_id!r} not found")
         return found

@@ -24,6 +24,7 @@ from controller.errors import (
     SigningError,
     StoreError,
 )
+from controller.records import capped
 
 log = logging.getLogger("sandgate.api")
 
@@ -80,9 +81,11 @@ def install(app: FastAPI) -> None:
         errors = exc.errors()
         if any(err.get("type") == "json_invalid" for err in errors):
             return error_response("malformed_json", "the request body is not valid JSON", 400)
+        # A location can be a caller's dict key (a label) of any size: each part is cut, so
+        # a refusal never echoes a megabyte back.
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in err.get('loc', ()))}: {err.get('msg')}"
-            for err in errors[:5])
+            f"{'.'.join(capped(str(p), 64) for p in err.get('loc', ()))}: "
+            f"{capped(str(err.get('msg')), 300)}" for err in errors[:5])
         return error_response("invalid_input", problems, 422)
 
     @app.exception_handler(StarletteHTTPException)

@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import logging
 from typing import Annotated, Literal
 
 import rfc8785
@@ -47,8 +48,10 @@ from controller.workspace import read_file
 SUBMITTERS = frozenset({Role.AGENT, Role.ADMIN})
 APPROVERS = frozenset({Role.APPROVER, Role.ADMIN})
 OUTPUT_PAGE = 1 << 20
+RECEIPT_PAGE_BYTES = 8 << 20  # a page of receipts ends past this (each is bounded)
 MAX_INT = 2**62  # SQLite integers are 64-bit; larger query values are refused, not crashed on
 router = APIRouter()
+log = logging.getLogger("sandgate.api")
 
 
 @router.post("/v1/submissions", status_code=202, response_model=SubmissionView,
@@ -70,8 +73,8 @@ async def submit(body: SubmitBody, ctx: Ctx, who: Caller,
     sub = await run_in_threadpool(ctx.dispatcher.submit, request, key)
     store = ctx.controller.store
     if wait > 0:
-        await ctx.waiters.wait(sub.id, wait, lambda: settled(store.get(sub.id)))
-    current = store.get(sub.id) or sub
+        await ctx.waiters.wait(sub.id, wait, lambda: settled(store.glance(sub.id)))
+    current = store.glance(sub.id) or sub
     return JSONResponse(submission_view(current).model_dump(mode="json"), status_code=202,
                         headers={"Location": f"/v1/submissions/{sub.id}"})
 
@@ -88,7 +91,7 @@ def list_submissions(ctx: Ctx, who: Caller, state: str | None = None, since: str
                      cursor: str | None = None) -> SubmissionPage:
     """Newest first; pass ``next_cursor`` back as ``cursor`` for the next page."""
     if cursor is not None:
-        ctx.own(cursor, who)
+        ctx.check_owner(cursor, who)
     found = ctx.controller.store.summaries(
         agent=None if who.sees_everything else who.name, state=state, since=since,
         after_id=cursor, limit=limit)
@@ -104,7 +107,7 @@ def _readable(ctx: ApiContext, submission_id: str, who: Principal) -> Submission
     except NotFoundError:
         if who.role not in APPROVERS:
             raise
-    found = ctx.controller.store.get(submission_id)
+    found = ctx.controller.store.glance(submission_id)
     if found is None or not (found.state is State.AWAITING_APPROVAL or found.approval):
         raise NotFoundError(f"submission {submission_id!r} not found")
     return found
@@ -154,15 +157,16 @@ def get_output(submission_id: str, stream: Literal["stdout", "stderr"], ctx: Ctx
             responses={200: {"content": {"text/plain": {}}}})
 def get_code(submission_id: str, ctx: Ctx, who: Caller) -> Response:
     """The submitted code, as submitted (its sha256 is the receipt's subject)."""
-    sub = _readable(ctx, submission_id, who)
-    return Response(sub.request.code, media_type="text/plain; charset=utf-8")
+    _readable(ctx, submission_id, who)
+    return Response(ctx.controller.store.code(submission_id) or "",
+                    media_type="text/plain; charset=utf-8")
 
 
 @router.get("/v1/receipts/{submission_id}", tags=["receipts"],
             responses={200: {"description": "The DSSE envelope exactly as stored",
                              "content": {"application/json": {}}}})
 def get_receipt(submission_id: str, ctx: Ctx, who: Caller) -> Response:
-    ctx.own(submission_id, who)
+    ctx.check_owner(submission_id, who)
     envelope = ctx.controller.store.receipt_for(submission_id)
     if envelope is None:
         raise NotFoundError(f"submission {submission_id!r} has no receipt yet")
@@ -174,9 +178,12 @@ def list_receipts(ctx: Ctx, who: Caller, since_seq: Annotated[int, Query(ge=0, l
                   limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> ReceiptPage:
     """Envelopes in sequence order: all of them for auditors and admins, own for agents."""
     rows = ctx.controller.store.receipts(
-        since_seq=since_seq, limit=limit, agent=None if who.sees_everything else who.name)
+        since_seq=since_seq, limit=limit, agent=None if who.sees_everything else who.name,
+        max_bytes=RECEIPT_PAGE_BYTES)
     return ReceiptPage(receipts=[json.loads(envelope) for _, envelope in rows],
-                       next_since_seq=rows[-1][0] if len(rows) == limit else None)
+                       next_since_seq=rows[-1][0] if len(rows) == limit or (
+                           sum(len(envelope) for _, envelope in rows) >= RECEIPT_PAGE_BYTES)
+                       else None)
 
 
 @router.get("/v1/keys", response_model=list[KeyView], tags=["receipts"])
@@ -286,7 +293,7 @@ def approvals(ctx: Ctx, who: Caller, limit: Annotated[int, Query(ge=1, le=100)] 
         raise ForbiddenError("only approvers and admins see approval requests")
     store = ctx.controller.store
     waiting = store.awaiting_approval(after_id=cursor, limit=limit)
-    return [approval_request(sub, [change for _, change in store.changes(
+    return [approval_request(sub, store.preview(sub.id), [change for _, change in store.changes(
         sub.id, Phase.DRY_RUN, limit=APPROVAL_CHANGES)]) for sub in waiting]
 
 
@@ -305,6 +312,7 @@ def _can_sign(ctx: ApiContext) -> None:
     """No unsigned receipt, ever: without a loadable key, no new work is accepted."""
     try:
         ctx.keyring.signer(create=False)
-    except SigningError as exc:
-        raise UnavailableError(f"new work is refused because receipts cannot be signed: {exc}",
-                               retry_after=30) from exc
+    except SigningError as exc:  # the cause names the key's path: for the log, not clients
+        log.error("refusing new work: %s", exc)
+        raise UnavailableError("new work is refused because receipts cannot be signed; the "
+                               "controller's log says why", retry_after=30) from exc

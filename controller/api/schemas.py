@@ -21,11 +21,9 @@ from controller.models import (
     SubmittedFile,
 )
 from controller.receipts import observation_summary
-from controller.records import SubmissionSummary
+from controller.records import RequestPreview, SubmissionSummary
 
-# What the approvals queue shows of each request; the rest is a route away.
-APPROVAL_CODE_CHARS = 64 << 10
-APPROVAL_FILES = 100
+# The dry run's changes the approvals queue shows; the rest is a route away.
 APPROVAL_CHANGES = 20
 
 
@@ -158,15 +156,16 @@ class Readiness(BaseModel):
     checks: dict[str, str]
 
 
-def approval_request(sub: Submission, changes: list[dict[str, Any]]) -> ApprovalRequest:
-    """``changes``: the first of the dry run's changes, from the store."""
+def approval_request(sub: Submission, request: RequestPreview | None,
+                     changes: list[dict[str, Any]]) -> ApprovalRequest:
+    """``sub`` at a glance, what ``request`` shows of its code and files, and the first of
+    the dry run's ``changes`` (all read from the store without loading the request whole)."""
     waiting = [d for d in sub.decisions if d.outcome.value == "REQUIRE_APPROVAL"]
-    code, files = sub.request.code, sub.request.files
+    shown = request or RequestPreview(code="", code_chars=0, files=(), files_count=0)
     return ApprovalRequest(
-        submission=submission_view(sub), code=code[:APPROVAL_CODE_CHARS],
-        code_truncated=len(code) > APPROVAL_CODE_CHARS,
-        files=[f.path for f in files[:APPROVAL_FILES]], files_count=len(files),
-        dry_run_diff=sub.dry_run_diff, dry_run_changes=changes,
+        submission=submission_view(sub), code=shown.code,
+        code_truncated=shown.code_chars > len(shown.code), files=list(shown.files),
+        files_count=shown.files_count, dry_run_diff=sub.dry_run_diff, dry_run_changes=changes,
         waiting_because=[r.model_dump() for d in waiting for r in d.rules])
 
 

@@ -13,12 +13,19 @@ import pytest
 from pydantic import ValidationError
 
 from controller.errors import RuntimeUnavailableError
-from controller.models import OUTPUT_PREVIEW_BYTES, FileChange, Phase, State
+from controller.models import (
+    MAX_CODE_CHARS,
+    OUTPUT_PREVIEW_BYTES,
+    FileChange,
+    Phase,
+    State,
+    SubmittedFile,
+)
 from controller.ports import RunSpec
 from controller.records import changes_digest
 from controller.runtime.fake import FakeRuntime, Outcome
 from controller.service import Controller
-from tests.conftest import make_controller, python
+from tests.conftest import bundle_with, make_controller, parking_rule, python
 
 FILES = 3000
 
@@ -132,3 +139,79 @@ def test_listing_lines_are_small_whatever_the_reason(tmp_path: Path) -> None:
     assert line.id == result.id and line.state == "quarantined" and line.changed == FILES
     assert len(line.reason) < 400
     assert os.path.getsize(tmp_path / "sandgate.db") > 0
+
+
+def test_views_and_the_approvals_queue_never_load_a_request_whole(tmp_path: Path) -> None:
+    controller = make_controller(
+        tmp_path, FakeRuntime(behaviour=writes_two_files),  # type: ignore[arg-type]
+        policy_dir=bundle_with(tmp_path, "parks", parking_rule(0)))
+    code = "#" * MAX_CODE_CHARS
+    files = tuple(SubmittedFile(path=f"f{i:04}", content="x" * 1000) for i in range(300))
+    parked = controller.submit(python(code, files=files, agent="alice"))
+    assert parked.state is State.AWAITING_APPROVAL, parked.reason
+    seen = controller.store.glance(parked.id)
+    assert seen is not None and seen.request.code == "" and seen.request.files == ()
+    assert seen.state is State.AWAITING_APPROVAL and seen.dry_run_diff == parked.dry_run_diff
+    shown = controller.store.preview(parked.id)
+    assert shown is not None and shown.code == code[:64 << 10]
+    assert (shown.code_chars, shown.files_count) == (MAX_CODE_CHARS, 300)
+    assert shown.files == tuple(f"f{i:04}" for i in range(100))
+    assert controller.store.code(parked.id) == code
+    [queued] = controller.store.awaiting_approval()
+    assert queued.id == parked.id and queued.request.code == ""
+
+
+def writes_two_files(spec: RunSpec) -> Outcome:
+    for name in ("a", "b"):
+        (spec.workspace_dir / name).write_text(name)
+    return Outcome()
+
+
+def test_a_principal_parks_at_most_its_share(tmp_path: Path) -> None:
+    controller = make_controller(
+        tmp_path, FakeRuntime(behaviour=writes_two_files),  # type: ignore[arg-type]
+        policy_dir=bundle_with(tmp_path, "parks", parking_rule(0)))
+    controller.max_parked = 2
+    states = [controller.submit(python(f"# {n}", agent="mallory")).state for n in range(3)]
+    assert states == [State.AWAITING_APPROVAL] * 2 + [State.DENIED]
+    refused = controller.store.get(controller.store.summaries(agent="mallory")[0].id)
+    assert refused is not None and "max_parked_per_principal" in refused.reason
+    # Another principal's requests still reach the approvers.
+    assert controller.submit(python("# 4", agent="bob")).state is State.AWAITING_APPROVAL
+    # Parked requests are left as they are by a restart's reconcile.
+    assert controller.reconcile() == [] and len(controller.store.parked()) == 3
+
+
+@pytest.mark.parametrize("agent", ["../x", "a/b", "", ".hidden", "x" * 65])
+def test_an_agent_name_has_a_principals_shape(agent: str) -> None:
+    with pytest.raises(ValidationError):
+        python("print(1)", agent=agent)
+
+
+def test_a_page_of_receipts_ends_at_its_byte_budget(tmp_path: Path) -> None:
+    controller = controller_with(tmp_path, lambda spec: Outcome())
+    for n in range(5):
+        controller.submit(python(f"print({n})"))
+    whole = controller.store.receipts()
+    size = len(whole[0][1])
+    assert len(whole) == 5
+    assert len(controller.store.receipts(max_bytes=size + 1)) == 2  # the second crosses it
+    assert len(controller.store.receipts(max_bytes=1)) == 1
+
+
+def test_a_record_no_release_can_read_is_listed_by_its_columns(tmp_path: Path) -> None:
+    db = sqlite3.connect(tmp_path / "sandgate.db")
+    db.executescript(
+        "CREATE TABLE submissions (id TEXT PRIMARY KEY, agent TEXT NOT NULL, workspace TEXT "
+        "NOT NULL, state TEXT NOT NULL, created_at TEXT NOT NULL, updated_at TEXT NOT NULL, "
+        "record TEXT NOT NULL, sandbox_uid INTEGER);"
+        "INSERT INTO submissions VALUES ('a', 'alice', 'w', 'denied', '2026-01-01T00:00:00', "
+        "'2026-01-01T00:00:00', 'null', NULL);"
+        "INSERT INTO submissions VALUES ('b', 'alice', 'w', 'denied', '2026-01-02T00:00:00', "
+        "'2026-01-02T00:00:00', '{\"truncated', NULL);"
+        "PRAGMA user_version = 2;")
+    db.close()
+    controller = controller_with(tmp_path, lambda spec: Outcome())
+    lines = controller.store.summaries(agent="alice")
+    assert [(line.id, line.reason) for line in lines] == [
+        ("b", "the record cannot be read"), ("a", "the record cannot be read")]

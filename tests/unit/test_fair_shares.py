@@ -44,6 +44,10 @@ class FakeStore:
     def get(self, submission_id: str) -> Submission | None:
         return self.records.get(submission_id)
 
+    def owner_of(self, submission_id: str) -> tuple[str, str] | None:
+        found = self.records.get(submission_id)
+        return (found.request.agent, found.state.value) if found else None
+
 
 class FakeController:
     """Records submissions in memory; a run waits until its code is released (or, for the
