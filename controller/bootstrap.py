@@ -45,6 +45,7 @@ def open_controller(settings: Settings | None = None) -> Controller:
                     profiles=settings.profile_archive_dir, data=settings.data_dir),
         max_deleted_files=settings.max_deleted_files,
         keep_run_dirs=settings.keep_run_dirs,
+        max_parked=settings.max_parked_per_principal,
     )
     controller.archive_profiles(profiles)
     return controller

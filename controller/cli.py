@@ -314,7 +314,7 @@ def _profiles(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from controller.api.front_door import MAX_HEADER_BYTES, header_deadline
+    from controller.api.front_door import MAX_HEADER_BYTES, front_door_protocol
     from controller.api.limits import Limits
     from controller.bootstrap import open_api
 
@@ -331,11 +331,16 @@ def _serve(args: argparse.Namespace) -> int:
     uvicorn.run(app, host=args.host, port=args.port, log_level="info",
                 timeout_graceful_shutdown=int(settings.drain_timeout_s),
                 # The front door: a head must be whole within header_timeout_s and fit in
-                # MAX_HEADER_BYTES; connections are bounded, idle ones closed.
-                http=header_deadline(limits.header_timeout_s),
+                # MAX_HEADER_BYTES; connections are bounded, per source and in all, idle
+                # ones closed.
+                http=front_door_protocol(limits),
                 h11_max_incomplete_event_size=MAX_HEADER_BYTES,
                 limit_concurrency=limits.max_connections,
-                timeout_keep_alive=limits.keep_alive_s)
+                timeout_keep_alive=limits.keep_alive_s,
+                # Off unless asked for: uvicorn would otherwise believe X-Forwarded-For from
+                # any loopback client, and the per-address limits with it.
+                proxy_headers=settings.trust_proxy_headers,
+                forwarded_allow_ips=settings.forwarded_allow_ips)
     return 0
 
 

@@ -52,6 +52,10 @@ class Settings(BaseSettings):
         description="Sandboxes one principal's submissions hold at once, unless its own quota "
                     "says otherwise (`sandgate principals quota`). Default: half the workers, "
                     "rounded up, so the other half is always free for other tenants")
+    max_parked_per_principal: int = Field(
+        default=16, ge=1,
+        description="Submissions one principal may have awaiting approval (they hold no run "
+                    "slot); past that, a submission that would wait is denied")
     max_queued_per_principal: int | None = Field(
         default=None, ge=1,
         description="Submissions one principal may have waiting (then 429), unless its own "
@@ -66,9 +70,12 @@ class Settings(BaseSettings):
     body_timeout_s: float = Field(default=30.0, gt=0, description=(
         "Each chunk of a request body must arrive within this many seconds of the last "
         "(else 408)"))
+    body_deadline_s: float = Field(default=120.0, gt=0, description=(
+        "A whole request body must arrive within this many seconds of the first read of it "
+        "(else 408)"))
     auth_failures_per_min: float = Field(default=10.0, gt=0, description=(
-        "Failed API-key authentications allowed per client address a minute; past that, "
-        "429 without a lookup"))
+        "Failed API-key authentications allowed per client address (IPv6: per /64) a "
+        "minute; past that, a failing key is answered 429 (a valid key never is)"))
     auth_cache_s: float = Field(default=5.0, ge=0, description=(
         "A valid key is trusted this long without a database lookup: how long a revoked "
         "key may still work"))
@@ -78,8 +85,17 @@ class Settings(BaseSettings):
         "Event streams one principal may hold open (then 429)"))
     max_connections: int = Field(default=1000, ge=1, description=(
         "Connections served at once (uvicorn's limit_concurrency); past that, 503"))
+    connections_per_source: int = Field(default=256, ge=1, description=(
+        "Open connections one client address (IPv6: one /64) may hold; more are closed as "
+        "they open. Behind a proxy every connection is the proxy's: raise this to its pool"))
     keep_alive_s: int = Field(default=5, ge=1, description=(
         "An idle keep-alive connection is closed after this many seconds"))
+    trust_proxy_headers: bool = Field(default=False, description=(
+        "Take the client address from X-Forwarded-For/X-Forwarded-Proto when the connection "
+        "comes from forwarded_allow_ips; only behind a proxy that sets them, since anyone "
+        "else could use them to pass as any address to the per-address limits"))
+    forwarded_allow_ips: str = Field(default="127.0.0.1", description=(
+        "Comma-separated addresses of the proxies trusted when trust_proxy_headers is on"))
     keep_run_dirs: bool = Field(
         default=False, description="Keep per-run directories (debugging only); the tmpfs "
         "behind /workspace and /sandbox is released after every run all the same"
@@ -95,7 +111,10 @@ class Settings(BaseSettings):
         (made on first use; every process opening the directory reads the same one)."""
         if self.owner is not None:
             return self.owner
-        return read_or_make_owner(self.owner_file)
+        # A data directory an earlier release used had its containers labelled with the old
+        # default: that label stays, or a crash's leftovers would never be reconciled.
+        first = "sandgate" if self.db_path.exists() else None
+        return read_or_make_owner(self.owner_file, first)
 
     @property
     def db_path(self) -> Path:
@@ -127,20 +146,21 @@ class Settings(BaseSettings):
         return self.data_dir / "quarantine"
 
 
-def read_or_make_owner(path: Path) -> str:
+def read_or_make_owner(path: Path, first: str | None = None) -> str:
     """The owner label kept in ``path``, made there first if there is none.
 
-    A new one is written to a file of its own, then hard-linked into place: the link either
-    appears whole or fails because another process linked first, so processes starting at
-    once on one data directory all read back the same label.
+    A new one (``first``, else a random one) is written to a file of its own, then
+    hard-linked into place: the link either appears whole or fails because another process
+    linked first, so processes starting at once on one data directory all read back the
+    same label.
     """
     try:
         return _read_owner(path)
     except FileNotFoundError:
         pass
     path.parent.mkdir(parents=True, exist_ok=True)
-    made = f"sandgate-{secrets.token_hex(6)}"
-    draft = path.with_name(f".{path.name}.{made}.tmp")
+    made = first or f"sandgate-{secrets.token_hex(6)}"
+    draft = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
     try:
         with draft.open("x") as file:
             file.write(made + "\n")

@@ -1,25 +1,33 @@
 """The front door: who is calling, before any work is done for them.
 
-- A request's head must be complete within ``header_timeout_s`` (``HeaderDeadlineProtocol``,
-  the HTTP/1.1 protocol ``sandgate serve`` runs uvicorn with), else its connection is closed.
+- ``FrontDoorProtocol`` (the HTTP/1.1 protocol ``sandgate serve`` runs uvicorn with): a
+  source holds at most ``connections_per_source`` open connections (more are closed as they
+  open), and a request's head must be complete within ``header_timeout_s``, else its
+  connection is closed.
 - Every ``/v1/`` request is authenticated from its headers alone (``FrontDoor``), before one
-  byte of its body is read: no key, or an unknown or revoked one, is a 401 that costs the
-  same whatever the body. Key lookups (a sha256 and a SQLite read) run off the event loop, at
-  most ``LOOKUPS`` at a time, and are counted per source address: past
-  ``auth_failures_per_min`` failures a source is answered 429 without a lookup. A valid key
-  is remembered for ``auth_cache_s`` seconds (by its digest), so a revocation takes effect
-  within that time. The per-principal rate limit applies to every authenticated request.
+  byte of its body is read: no key, or a malformed, unknown or revoked one, is a 401 that
+  costs the same whatever the body. A key shaped like ours is always looked up (a sha256 and
+  a SQLite read, off the event loop, at most ``LOOKUPS`` at a time), so a valid key is never
+  refused for what others sent from its address. Failures are counted per source: past
+  ``auth_failures_per_min`` of them, a failing key is answered 429 instead of 401. A valid
+  key is remembered for ``auth_cache_s`` seconds (by its digest), so a revocation takes
+  effect within that time. The per-principal rate limit applies to every authenticated
+  request.
 - The principal found rides along with the request (``scope["state"]["principal"]``, and
   ``vouched_for``), so the route's ``caller`` dependency does not look the key up again.
-- Each chunk of a request body must arrive within ``body_timeout_s`` of the last, else 408.
+- Each chunk of a request body must arrive within ``body_timeout_s`` of the last, and the
+  whole body within ``body_deadline_s`` of the app's first read, else 408.
 
-Sources are ``scope["client"]`` addresses: behind a proxy they are the proxy's.
+A source is a client address, an IPv6 one by its /64 (one host usually holds all of it). It
+is the TCP peer's: behind a proxy that is the proxy's, unless ``trust_proxy_headers``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hmac
+import ipaddress
+import re
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -38,13 +46,16 @@ from controller.api.errors import error_response, render
 from controller.api.limits import FailureLimiter, Limits, RateLimiter
 from controller.errors import AuthError, SandgateError
 from controller.models import Principal
-from controller.principals import digest
+from controller.principals import KEY_PREFIX, digest
 
 PROTECTED = "/v1/"
 LOOKUPS = 4  # key lookups in flight at once: a flood of guesses cannot take every thread
 CACHED_KEYS = 1024
 MAX_HEADER_BYTES = 16 * 1024  # a request head (request line and headers) larger is a 400
+# What Principals.add makes: the prefix and secrets.token_urlsafe(32), 43 base64url chars.
+KEY_SHAPE = re.compile(re.escape(KEY_PREFIX) + r"[A-Za-z0-9_-]{43}")
 MISSING = "missing 'Authorization: Bearer <key>'"
+MALFORMED = f"not a Sandgate API key (those are {KEY_PREFIX!r} and 43 more characters)"
 UNKNOWN = "unknown or revoked API key"
 
 _vouched: ContextVar[tuple[str, Principal] | None] = ContextVar("sandgate_vouched",
@@ -67,6 +78,23 @@ def bearer_token(headers: Headers) -> str | None:
     if not (authorization and scheme and credentials) or scheme.lower() != "bearer":
         return None
     return credentials
+
+
+def source_of(client: object) -> str:
+    """The source a client address (``scope["client"]`` or a peername) is counted under: an
+    IPv4 address, or an IPv6 /64 (whose addresses a single host may take at will)."""
+    host = client[0] if isinstance(client, tuple | list) and client else client
+    if not host:
+        return "unknown"
+    try:
+        address = ipaddress.ip_address(str(host).split("%", 1)[0])  # no zone: fe80::1%eth0
+    except ValueError:
+        return str(host)  # not an IP (a Unix socket, a test client): counted as given
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return str(address)
 
 
 class KeyCache:
@@ -113,7 +141,7 @@ class FrontDoor:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        exchange = _Exchange(scope, receive, send, self.limits.body_timeout_s)
+        exchange = _Exchange(scope, receive, send, self.limits)
         if not _route_path(scope).startswith(PROTECTED):
             await self.app(scope, exchange.receive, exchange.send)
             return
@@ -137,12 +165,15 @@ class FrontDoor:
         token = bearer_token(headers)
         if token is None:
             raise AuthError(MISSING)
+        source = source_of(scope.get("client"))
+        if not KEY_SHAPE.fullmatch(token):
+            self.failures.failed(source)  # 429 past the source's budget, else 401
+            raise AuthError(MALFORMED)
         key = digest(token)
         principal = self.keys.get(key)
         if principal is None:
-            client = scope.get("client")
-            source = str(client[0]) if client else "unknown"
-            self.failures.check(source)
+            # Looked up whatever the source's record: the source may be shared (a proxy,
+            # loopback, a NAT), and one client's failures must not lock the others out.
             if self._lookups is None:
                 self._lookups = anyio.CapacityLimiter(LOOKUPS)
             principal = await anyio.to_thread.run_sync(self.authenticate, token,
@@ -167,14 +198,18 @@ def _body_pending(headers: Headers) -> bool:
 
 
 class _Exchange:
-    """One request's receive and send: each body chunk due within ``timeout`` seconds (408
-    past it), and once that 408 is sent, whatever the app sends goes nowhere."""
+    """One request's receive and send: each body chunk due within ``body_timeout_s`` of the
+    last, the whole body within ``body_deadline_s`` of the first read (408 past either: a
+    drip just fast enough for the first could otherwise hold the request for ever), and
+    once that 408 is sent, whatever the app sends goes nowhere."""
 
-    def __init__(self, scope: Scope, receive: Receive, send: Send, timeout: float) -> None:
+    def __init__(self, scope: Scope, receive: Receive, send: Send, limits: Limits) -> None:
         self.scope = scope
         self._receive = receive
         self._send = send
-        self.timeout = timeout
+        self.timeout = limits.body_timeout_s
+        self.whole = limits.body_deadline_s
+        self.deadline: float | None = None  # set by the first read
         self.body_done = False
         self.started = False
         self.answered = False
@@ -182,16 +217,22 @@ class _Exchange:
     async def receive(self) -> Message:
         if self.body_done:
             return await self._receive()
-        with anyio.move_on_after(self.timeout):
+        now = time.monotonic()
+        if self.deadline is None:
+            self.deadline = now + self.whole
+        wait = min(self.timeout, self.deadline - now)
+        with anyio.move_on_after(wait):
             message = await self._receive()
             if message["type"] != "http.request" or not message.get("more_body", False):
                 self.body_done = True
             return message
         self.body_done = True
         if not self.started:
+            why = (f"the request body stalled: no data for {self.timeout:g} s"
+                   if wait >= self.timeout else
+                   f"the request body was not complete within {self.whole:g} s")
             response = error_response(
-                "request_timeout", f"the request body stalled: no data for {self.timeout:g} "
-                "s; send the whole body without pausing", 408)
+                "request_timeout", f"{why}; send the whole body without pausing", 408)
             response.headers["connection"] = "close"
             await response(self.scope, self._receive, self._send)
         self.answered = True
@@ -204,16 +245,32 @@ class _Exchange:
         await self._send(message)
 
 
-class HeaderDeadlineProtocol(H11Protocol):
-    """uvicorn's HTTP/1.1 protocol, but a connection waiting for a request head (a new one,
-    or a kept-alive one after its last response) is closed unless the head is complete
-    within ``header_timeout_s``: trickling bytes does not extend the deadline."""
+class FrontDoorProtocol(H11Protocol):
+    """uvicorn's HTTP/1.1 protocol, with two limits on what a client may hold before it has
+    sent a request: at most ``connections_per_source`` open connections per source (uvicorn's
+    ``limit_concurrency`` counts all of them together, so one source could take every place),
+    and a connection waiting for a request head (a new one, or a kept-alive one after its
+    last response) is closed unless the head is complete within ``header_timeout_s``:
+    trickling bytes does not extend the deadline.
+
+    Use a subclass from ``front_door_protocol``: each has its own count of open connections.
+    """
 
     header_timeout_s: ClassVar[float] = Limits.header_timeout_s
+    connections_per_source: ClassVar[int] = Limits.connections_per_source
+    open_by_source: ClassVar[dict[str, int]] = {}
+    _source: str | None = None  # set while this connection is counted
     _head_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        source = source_of(transport.get_extra_info("peername"))
+        held = self.open_by_source.get(source, 0)
+        if held >= self.connections_per_source:
+            transport.close()  # connection_lost follows, and releases nothing
+            return
+        self.open_by_source[source] = held + 1
+        self._source = source
         self._watch_head()
 
     def handle_events(self) -> None:
@@ -226,6 +283,13 @@ class HeaderDeadlineProtocol(H11Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_head_timer()
+        if self._source is not None:
+            left = self.open_by_source.get(self._source, 1) - 1
+            if left > 0:
+                self.open_by_source[self._source] = left
+            else:
+                self.open_by_source.pop(self._source, None)  # only sources holding some
+            self._source = None
         super().connection_lost(exc)
 
     def _watch_head(self) -> None:
@@ -246,10 +310,13 @@ class HeaderDeadlineProtocol(H11Protocol):
             self.transport.close()
 
 
-def header_deadline(timeout_s: float) -> type[HeaderDeadlineProtocol]:
-    """The protocol class to give uvicorn (``http=``) for a head deadline of ``timeout_s``."""
+def front_door_protocol(limits: Limits) -> type[FrontDoorProtocol]:
+    """The protocol class to give uvicorn (``http=``) for ``limits``' head deadline and
+    connections per source (one server: the class holds its count of open connections)."""
 
-    class Deadline(HeaderDeadlineProtocol):
-        header_timeout_s = timeout_s
+    class Guarded(FrontDoorProtocol):
+        header_timeout_s = limits.header_timeout_s
+        connections_per_source = limits.connections_per_source
+        open_by_source: ClassVar[dict[str, int]] = {}
 
-    return Deadline
+    return Guarded

@@ -23,11 +23,13 @@ class Limits:
 
     header_timeout_s: float = 10.0
     body_timeout_s: float = 30.0
+    body_deadline_s: float = 120.0
     auth_failures_per_min: float = 10.0
     auth_cache_s: float = 5.0
     stream_idle_s: float = 300.0
     streams_per_principal: int = 8
     max_connections: int = 1000
+    connections_per_source: int = 64
     keep_alive_s: int = 5
 
     @classmethod
@@ -115,10 +117,10 @@ class RateLimiter:
 class FailureLimiter:
     """Failed authentications per source: ``per_minute`` of them, refilled at that rate.
 
-    ``check`` runs before a key lookup and refuses a source with no failure left; ``failed``
-    counts one. Only failing sources are tracked, at most ``sources`` of them: the stalest
-    is forgotten first. (Lookups in flight when a source runs out may still fail: at most as
-    many as run at once.)
+    ``failed`` counts one, and refuses it (429) when the source has none left. It is asked
+    only about keys that failed: what a source's other clients send counts for nothing
+    against a valid key. Only failing sources are tracked, at most ``sources`` of them: the
+    stalest is forgotten first.
     """
 
     def __init__(self, per_minute: float, sources: int = 10_000) -> None:
@@ -128,21 +130,8 @@ class FailureLimiter:
         self._buckets: OrderedDict[str, _Bucket] = OrderedDict()
         self._lock = threading.Lock()
 
-    def check(self, source: str) -> None:
-        """``RateLimitedError`` when ``source`` has no failed attempt left."""
-        now = time.monotonic()
-        with self._lock:
-            bucket = self._buckets.get(source)
-            if bucket is None:
-                return
-            self._refill(bucket, now)
-            if bucket.tokens >= 1:
-                return
-            wait = (1 - bucket.tokens) / self.rate if self.rate > 0 else 60.0
-        raise RateLimitedError("too many failed authentications from this address",
-                               retry_after=wait)
-
     def failed(self, source: str) -> None:
+        """Count a failure from ``source``; ``RateLimitedError`` when it had none left."""
         now = time.monotonic()
         with self._lock:
             bucket = self._buckets.get(source)
@@ -152,7 +141,12 @@ class FailureLimiter:
                 bucket = self._buckets[source] = _Bucket(self.burst, now)
             self._buckets.move_to_end(source)
             self._refill(bucket, now)
-            bucket.tokens = max(0.0, bucket.tokens - 1)
+            if bucket.tokens >= 1:
+                bucket.tokens -= 1
+                return
+            wait = (1 - bucket.tokens) / self.rate if self.rate > 0 else 60.0
+        raise RateLimitedError("too many failed authentications from this address",
+                               retry_after=wait)
 
     def tracked(self) -> int:
         with self._lock:

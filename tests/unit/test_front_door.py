@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from starlette.types import Message
 
 from controller.api.app import create_app
 from controller.api.deps import ApiContext
-from controller.api.front_door import header_deadline
+from controller.api.front_door import KEY_SHAPE, front_door_protocol, source_of
 from controller.api.limits import FailureLimiter, Limits, RateLimiter
 from controller.dispatcher import Dispatcher
 from controller.errors import RateLimitedError, RuntimeUnavailableError
@@ -155,9 +156,17 @@ def call(app: FastAPI, method: str, path: str, token: str | None = None,
 BIG = {"content-type": "application/json", "content-length": str(15 << 20)}
 
 
-@pytest.mark.parametrize("token", [None, "sg_not-a-key"])
-def test_a_caller_without_a_valid_key_costs_no_body_read(tmp_path: Path,
-                                                          token: str | None) -> None:
+def guess(n: int) -> str:
+    """A key shaped like ours that nobody holds."""
+    return f"sg_{n:043d}"
+
+
+@pytest.mark.parametrize(("token", "message", "lookups"), [
+    (None, "missing 'Authorization: Bearer <key>'", 0),
+    ("sg_not-a-key", "not a Sandgate API key", 0),
+    (guess(1), "unknown or revoked", 1)])
+def test_a_caller_without_a_valid_key_costs_no_body_read(tmp_path: Path, token: str | None,
+                                                          message: str, lookups: int) -> None:
     s = site(tmp_path)
     answer = call(s.app, "POST", "/v1/submissions", token, headers=BIG,
                   chunks=[b"{" * 65536] * 4)
@@ -165,24 +174,45 @@ def test_a_caller_without_a_valid_key_costs_no_body_read(tmp_path: Path,
     assert answer.error()["code"] == "unauthenticated"
     assert answer.header["www-authenticate"] == "Bearer"
     assert answer.header["connection"] == "close"  # the body will never be read
-    assert s.principals.lookups == (0 if token is None else 1)
-    assert answer.error()["message"].startswith(
-        "missing 'Authorization: Bearer <key>'" if token is None else "unknown or revoked")
+    assert s.principals.lookups == lookups
+    assert answer.error()["message"].startswith(message)
 
 
-def test_failed_keys_are_limited_per_source_before_any_lookup(tmp_path: Path) -> None:
+def test_the_key_shape_is_what_principals_make(tmp_path: Path) -> None:
+    s = site(tmp_path)
+    assert all(KEY_SHAPE.fullmatch(key) for key in s.keys.values())
+    assert KEY_SHAPE.fullmatch(guess(7))
+    assert not any(KEY_SHAPE.fullmatch(k) for k in ("sg_x", guess(7) + "a", "xx" + guess(7)[2:]))
+
+
+def test_failing_keys_from_one_source_do_not_lock_out_a_valid_one(tmp_path: Path) -> None:
     s = site(tmp_path, auth_failures_per_min=10)
-    answers = [call(s.app, "GET", "/v1/keys", f"sg_guess{n}", client="10.6.6.6")
-               for n in range(13)]
-    assert [a.status for a in answers] == [401] * 10 + [429] * 3
-    assert s.principals.lookups == 10  # refused sources never reach the key table
+    answers = [call(s.app, "GET", "/v1/keys", guess(n), client="10.6.6.6") for n in range(20)]
+    assert [a.status for a in answers] == [401] * 10 + [429] * 10
     assert answers[-1].error()["code"] == "rate_limited"
     assert int(answers[-1].header["retry-after"]) >= 1
-    assert call(s.app, "GET", "/v1/keys", "sg_other", client="10.7.7.7").status == 401
-    assert call(s.app, "GET", "/v1/keys", s.keys["alice"], client="10.7.7.7").status == 200
-    # One failure left: good keys arriving together from there are not counted against it.
-    for n in range(8):
-        call(s.app, "GET", "/v1/keys", f"sg_guess{n}", client="10.7.7.7")
+    assert s.principals.lookups == 20  # every key shaped like ours is looked up
+    # Valid keys from there are answered, uncached and cached, for reads and submissions.
+    assert call(s.app, "GET", "/v1/keys", s.keys["alice"], client="10.6.6.6").status == 200
+    assert call(s.app, "GET", "/v1/keys", s.keys["alice"], client="10.6.6.6").status == 200
+    submitted = call(s.app, "POST", "/v1/submissions", s.keys["bob"], client="10.6.6.6",
+                     headers={"content-type": "application/json"},
+                     chunks=[b'{"language": "python", "code": "print(1)"}'])
+    assert submitted.status in (200, 202), submitted.body[:300]
+    # Failing keys from there are still refused, a malformed one without a lookup; a
+    # missing key is a plain 401; another source has its own budget.
+    assert call(s.app, "GET", "/v1/keys", guess(99), client="10.6.6.6").status == 429
+    lookups = s.principals.lookups
+    assert call(s.app, "GET", "/v1/keys", "sg_short", client="10.6.6.6").status == 429
+    assert s.principals.lookups == lookups
+    assert call(s.app, "GET", "/v1/keys", client="10.6.6.6").status == 401
+    assert call(s.app, "GET", "/v1/keys", guess(98), client="10.7.7.7").status == 401
+
+
+def test_valid_keys_arriving_together_cost_a_source_nothing(tmp_path: Path) -> None:
+    s = site(tmp_path, auth_failures_per_min=10)
+    for n in range(9):  # one failure left
+        assert call(s.app, "GET", "/v1/keys", guess(n), client="10.7.7.7").status == 401
     calls = [Call(s.app, "GET", "/v1/keys", client="10.7.7.7",
                   headers={"authorization": f"Bearer {key}"})
              for key in [s.keys["bob"], s.keys["root"]] * 10]
@@ -192,23 +222,39 @@ def test_failed_keys_are_limited_per_source_before_any_lookup(tmp_path: Path) ->
 
     asyncio.run(together())
     assert [c.status for c in calls] == [200] * 20
-    assert call(s.app, "GET", "/v1/keys", "sg_last", client="10.7.7.7").status == 401
-    assert call(s.app, "GET", "/v1/keys", "sg_more", client="10.7.7.7").status == 429
+    assert call(s.app, "GET", "/v1/keys", guess(50), client="10.7.7.7").status == 401
+    assert call(s.app, "GET", "/v1/keys", guess(51), client="10.7.7.7").status == 429
+
+
+def test_sources_are_ipv4_addresses_and_ipv6_slash_64s(tmp_path: Path) -> None:
+    assert source_of(("10.1.2.3", 5000)) == "10.1.2.3" != source_of(("10.1.2.4", 5000))
+    assert source_of(("::ffff:10.1.2.3", 5000, 0, 0)) == "10.1.2.3"
+    one = source_of(("2001:db8:1:2::1", 5000, 0, 0))
+    assert one == "2001:db8:1:2::/64"
+    assert source_of(("2001:db8:1:2:ffff:ab:cd:ef", 1)) == one
+    assert source_of(("2001:db8:1:3::1", 1)) != one
+    assert source_of(("fe80::1%eth0", 1)) == "fe80::/64"
+    assert source_of(None) == "unknown" and source_of(("testclient", 1)) == "testclient"
+    # A host walking through its /64 shares one failure budget.
+    s = site(tmp_path, auth_failures_per_min=3)
+    statuses = [call(s.app, "GET", "/v1/keys", guess(n), client=f"2001:db8:1:2::{n:x}").status
+                for n in range(1, 6)]
+    assert statuses == [401] * 3 + [429] * 2
+    assert call(s.app, "GET", "/v1/keys", guess(9), client="2001:db8:1:3::1").status == 401
 
 
 def test_the_failure_table_is_bounded_and_holds_failing_sources_only() -> None:
     limiter = FailureLimiter(per_minute=2, sources=3)
     for source in ("a", "b", "c", "d"):
-        limiter.check(source)
         limiter.failed(source)
     assert limiter.tracked() == 3  # "a", the stalest, was forgotten
-    limiter.check("e")  # never failed: not tracked
-    assert limiter.tracked() == 3
     limiter.failed("d")
     with pytest.raises(RateLimitedError) as caught:
-        limiter.check("d")
+        limiter.failed("d")
     assert 1 < caught.value.retry_after <= 30
-    limiter.check("a")
+    assert limiter.tracked() == 3
+    limiter.failed("a")  # forgotten: a full budget again
+    limiter.failed("a")
 
 
 def test_one_lookup_per_key_and_revocation_within_the_cache_time(tmp_path: Path) -> None:
@@ -234,6 +280,29 @@ def test_a_stalled_body_is_answered_408(tmp_path: Path) -> None:
     assert [m["type"] for m in answer.sent] == ["http.response.start", "http.response.body"]
 
 
+def test_a_body_dripped_just_fast_enough_is_cut_off_at_the_deadline(tmp_path: Path) -> None:
+    s = site(tmp_path, body_timeout_s=0.3, body_deadline_s=1.0)
+    exchange = Call(s.app, "POST", "/v1/submissions",
+                    headers={"authorization": f"Bearer {s.keys['alice']}",
+                             "content-type": "application/json", "content-length": "1000"})
+    chunks = iter([b'{"language": '] + [b" "] * 100)
+
+    async def drip() -> Message:  # a byte every 0.1 s: never late for the chunk timeout
+        exchange.reads += 1
+        await asyncio.sleep(0.1)
+        return {"type": "http.request", "body": next(chunks), "more_body": True}
+
+    exchange.receive = drip  # type: ignore[method-assign]
+    started = time.monotonic()
+    asyncio.run(asyncio.wait_for(exchange.run(), 5))
+    assert 0.9 < time.monotonic() - started < 2
+    assert exchange.status == 408 and exchange.error()["code"] == "request_timeout"
+    assert "not complete within 1 s" in exchange.error()["message"]
+    assert exchange.header["connection"] == "close"
+    assert 5 < exchange.reads < 15
+    assert [m["type"] for m in exchange.sent] == ["http.response.start", "http.response.body"]
+
+
 def test_a_streamed_body_over_the_cap_is_413(tmp_path: Path) -> None:
     s = site(tmp_path, max_body=4096)
     answer = call(s.app, "POST", "/v1/submissions", s.keys["alice"],
@@ -246,9 +315,13 @@ def test_a_streamed_body_over_the_cap_is_413(tmp_path: Path) -> None:
 def test_limits_come_from_the_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SANDGATE_HEADER_TIMEOUT_S", "2.5")
     monkeypatch.setenv("SANDGATE_STREAMS_PER_PRINCIPAL", "3")
+    monkeypatch.setenv("SANDGATE_CONNECTIONS_PER_SOURCE", "7")
     limits = Limits.from_settings(Settings())
     assert (limits.header_timeout_s, limits.streams_per_principal) == (2.5, 3)
+    assert limits.connections_per_source == 7
     assert limits.stream_idle_s == Limits().stream_idle_s == Settings().stream_idle_s
+    assert limits.body_deadline_s == Limits().body_deadline_s == Settings().body_deadline_s
+    assert not Settings().trust_proxy_headers  # X-Forwarded-For is believed only if asked
 
 
 # Event streams ---------------------------------------------------------------------------
@@ -433,7 +506,7 @@ def test_processes_archiving_one_bundle_at_once_all_succeed(tmp_path: Path) -> N
         assert [p.name for p in (tmp_path / str(round)).iterdir()] == [digest]
 
 
-# The head deadline, on a real uvicorn on loopback ----------------------------------------
+# The head deadline and connections per source, on a real uvicorn on loopback ------------
 
 async def tiny(scope: dict[str, Any], receive: Any, send: Any) -> None:
     if scope["type"] != "http":
@@ -443,22 +516,32 @@ async def tiny(scope: dict[str, Any], receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": b"ok"})
 
 
-@pytest.fixture
-def deadline_server() -> Iterator[int]:
+@contextmanager
+def serving(limits: Limits) -> Iterator[int]:
+    """``tiny`` on a loopback port, behind the front door's protocol for ``limits``."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = int(probe.getsockname()[1])
     config = uvicorn.Config(tiny, host="127.0.0.1", port=port, log_level="warning",
-                            http=header_deadline(0.5), timeout_keep_alive=30, lifespan="off")
+                            http=front_door_protocol(limits), timeout_keep_alive=30,
+                            lifespan="off")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10
     while not server.started and time.monotonic() < deadline:
         time.sleep(0.02)
-    yield port
-    server.should_exit = True
-    thread.join(10)
+    try:
+        yield port
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+@pytest.fixture
+def deadline_server() -> Iterator[int]:
+    with serving(Limits(header_timeout_s=0.5)) as port:
+        yield port
 
 
 def closed_after(sock: socket.socket, limit: float) -> float:
@@ -487,3 +570,43 @@ def test_a_head_trickled_forever_is_cut_off(deadline_server: int) -> None:
         assert closed_after(prompt, 3) < 2.5
     idle.close()
     trickler.close()
+
+
+def answered(port: int) -> bytes:
+    """What a whole request on a new connection gets (nothing: closed unanswered)."""
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.settimeout(3)
+        try:
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            return sock.recv(4096)
+        except ConnectionError:
+            return b""
+
+
+def test_connections_are_capped_per_source() -> None:
+    cap = 4
+    with serving(Limits(header_timeout_s=30, connections_per_source=cap)) as port:
+        sockets = []
+        for _ in range(cap + 5):  # one at a time: the first ones are those accepted
+            sock = socket.create_connection(("127.0.0.1", port))
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")  # a head never finished
+            sockets.append(sock)
+        try:
+            for sock in sockets[cap:]:  # closed at once, head deadline or not
+                with suppress(ConnectionResetError):  # a reset is a close too
+                    assert closed_after(sock, 2) < 1.5
+            for sock in sockets[:cap]:  # still held open
+                sock.settimeout(0.3)
+                with pytest.raises(TimeoutError):
+                    sock.recv(1)
+            assert answered(port) == b""  # even a prompt request needs a place
+        finally:
+            for sock in sockets:
+                sock.close()
+        deadline = time.monotonic() + 3  # the places are given back as the server sees EOF
+        while True:
+            reply = answered(port)
+            if reply.startswith(b"HTTP/1.1 200") or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        assert reply.startswith(b"HTTP/1.1 200")

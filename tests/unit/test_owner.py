@@ -131,3 +131,11 @@ def _exists(client: object, container_id: str) -> bool:
     except docker.errors.NotFound:
         return False
     return True
+
+
+def test_a_data_directory_of_an_earlier_release_keeps_the_old_default(tmp_path: Path) -> None:
+    # Its containers were labelled "sandgate": a new label would leave a crash's leftovers
+    # (perhaps still running hostile code) to no one's reconcile.
+    (tmp_path / "sandgate.db").write_bytes(b"")
+    assert Settings(data_dir=tmp_path).resolved_owner() == "sandgate"
+    assert (tmp_path / "owner").read_text() == "sandgate\n"
