@@ -20,7 +20,7 @@ pytestmark = pytest.mark.docker
 
 
 def files_of(controller: Controller, version: int, workspace: str = "default") -> set[str]:
-    root = controller.workspaces.version_dir(workspace, version)
+    root = controller.workspaces.version_dir(f"@local/{workspace}", version)
     return {p.relative_to(root).as_posix() for p in root.rglob("*")}
 
 
