@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import secrets
@@ -14,6 +15,7 @@ from controller.errors import ConfigError
 
 # The repository (or installed tree) that ships profiles/ and policies/ beside controller/.
 SHIPPED_ROOT = Path(__file__).resolve().parent.parent
+log = logging.getLogger(__name__)
 OWNER = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
@@ -154,10 +156,8 @@ def read_or_make_owner(path: Path, first: str | None = None) -> str:
     linked first, so processes starting at once on one data directory all read back the
     same label.
     """
-    try:
+    if path.exists():  # a vanished or unreadable file is an error (_read_owner), not a cue
         return _read_owner(path)
-    except FileNotFoundError:
-        pass
     path.parent.mkdir(parents=True, exist_ok=True)
     made = first or f"sandgate-{secrets.token_hex(6)}"
     draft = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
@@ -183,8 +183,6 @@ def _read_owner(path: Path) -> str:
     try:
         with path.open("rb") as file:
             raw = file.read(256)
-    except FileNotFoundError:
-        raise
     except OSError as exc:
         raise ConfigError(f"cannot read the owner label in {path}: {exc}") from exc
     value = raw.decode("utf-8", "replace").strip()
@@ -201,11 +199,12 @@ def _sync_directory(directory: Path) -> None:
     """Make a new directory entry durable (best effort: not every filesystem allows it)."""
     try:
         descriptor = os.open(directory, os.O_RDONLY)
-    except OSError:
+    except OSError as exc:
+        log.warning("could not open %s to sync it: %s", directory, exc)
         return
     try:
         os.fsync(descriptor)
-    except OSError:
-        pass
+    except OSError as exc:  # EINVAL on some filesystems: the label still holds, if less durably
+        log.warning("could not sync %s: %s", directory, exc)
     finally:
         os.close(descriptor)

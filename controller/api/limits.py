@@ -7,7 +7,8 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
+from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -16,21 +17,26 @@ from controller.errors import RateLimitedError
 from controller.settings import Settings
 
 
+def _setting(name: str) -> Any:
+    """The default of the ``Settings`` field ``name``: the one place each value is written."""
+    return field(default=Settings.model_fields[name].default)
+
+
 @dataclass(frozen=True)
 class Limits:
     """What one client may hold or cost before it has proved who it is, and after (the
     defaults and meanings are the ``Settings`` fields of the same names)."""
 
-    header_timeout_s: float = 10.0
-    body_timeout_s: float = 30.0
-    body_deadline_s: float = 120.0
-    auth_failures_per_min: float = 10.0
-    auth_cache_s: float = 5.0
-    stream_idle_s: float = 300.0
-    streams_per_principal: int = 8
-    max_connections: int = 1000
-    connections_per_source: int = 64
-    keep_alive_s: int = 5
+    header_timeout_s: float = _setting("header_timeout_s")
+    body_timeout_s: float = _setting("body_timeout_s")
+    body_deadline_s: float = _setting("body_deadline_s")
+    auth_failures_per_min: float = _setting("auth_failures_per_min")
+    auth_cache_s: float = _setting("auth_cache_s")
+    stream_idle_s: float = _setting("stream_idle_s")
+    streams_per_principal: int = _setting("streams_per_principal")
+    max_connections: int = _setting("max_connections")
+    connections_per_source: int = _setting("connections_per_source")
+    keep_alive_s: int = _setting("keep_alive_s")
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Limits:

@@ -10,7 +10,8 @@ from pathlib import Path
 from controller.settings import SHIPPED_ROOT
 
 PACKAGE = SHIPPED_ROOT / "controller"
-CORE = ["models", "lifecycle", "gate", "validation", "receipts", "ports", "errors", "untrusted"]
+CORE = ["models", "lifecycle", "gate", "validation", "receipts", "ports", "errors", "untrusted",
+        "records", "legacy"]
 ADAPTER_LIBS = {"docker", "fastapi", "sqlite3", "cryptography", "cedarpy", "pyseccomp", "ctypes",
                 "requests", "uvicorn", "httpx", "psutil", "subprocess"}
 ADAPTER_MODULES = {"runtime", "store", "schema", "signing", "policy", "workspace", "images", "cli",
