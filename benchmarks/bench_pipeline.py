@@ -22,11 +22,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from controller.gate import assessment_context
-from controller.models import Diff, Gate, Observation, Phase, State, StreamSummary, Submission
-from controller.policy.cedar import CedarEngine
-from controller.profiles import load_profile
-from controller.runtime.docker import DockerRuntime
+from controller.adapters.policy.cedar import CedarEngine
+from controller.adapters.runtime.docker import DockerRuntime
+from controller.core.gate import assessment_context
+from controller.core.models import Diff, Gate, Observation, Phase, State, StreamSummary, Submission
+from controller.profiles.load import load_profile
 from controller.settings import SHIPPED_ROOT
 from controller.verify.chain import verify_log
 from controller.verify.dsse import load_public_keys
@@ -121,7 +121,7 @@ def fifty_rule_bundle(scratch: Path) -> Path:
 
 
 def bench_receipts(runs: int, scratch: Path) -> dict[str, Any]:
-    from controller.runtime.fake import FakeRuntime
+    from controller.adapters.runtime.fake import FakeRuntime
 
     controller = make_controller(scratch / "receipts", FakeRuntime())
     subs = []
@@ -144,7 +144,7 @@ def bench_receipts(runs: int, scratch: Path) -> dict[str, Any]:
 
 
 def controller_keys(scratch: Path) -> list[Any]:
-    from controller.signing import KeyRing
+    from controller.adapters.signing import KeyRing
 
     return KeyRing(scratch / "receipts" / "keys").public_keys()
 

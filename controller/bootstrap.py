@@ -4,21 +4,21 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
+from controller.adapters.fs.workspaces import Workspaces
+from controller.adapters.policy.bundle import archive_bundle
+from controller.adapters.policy.cedar import CedarEngine
+from controller.adapters.policy.shadow import ShadowedEngine
+from controller.adapters.runtime.docker import DockerRuntime
+from controller.adapters.signing import KeyRing
+from controller.adapters.store.principals import Principals
+from controller.adapters.store.submissions import Store
 from controller.api.app import create_app
 from controller.api.deps import ApiContext
 from controller.api.limits import RateLimiter
-from controller.dispatcher import Dispatcher
-from controller.policy.bundle import archive_bundle
-from controller.policy.cedar import CedarEngine
-from controller.policy.shadow import ShadowedEngine
-from controller.principals import Principals
-from controller.profiles import load_profiles
-from controller.runtime.docker import DockerRuntime
-from controller.service import Controller, Paths
+from controller.profiles.load import load_profiles
+from controller.service.controller import Controller, Paths
+from controller.service.dispatcher import Dispatcher
 from controller.settings import Settings
-from controller.signing import KeyRing
-from controller.store import Store
-from controller.workspace import Workspaces
 
 
 def open_controller(settings: Settings | None = None) -> Controller:

@@ -17,20 +17,18 @@
     │   └── UnavailableError      draining or not ready
     ├── IllegalTransitionError    the lifecycle refused a move (a bug, never user input)
     ├── RuntimeUnavailableError   the container engine cannot be reached or failed
-    │   ├── KilledFromOutsideError  the engine recorded a kill Sandgate did not issue
+    │   ├── KilledFromOutsideError  a kill Sandgate did not issue (``core.ports``: it carries
+    │   │                             the run's ``Observation``)
     │   └── ContainerAuditError   a container failed the CIS configuration audit
-    ├── WorkspaceError
+    ├── WorkspaceError            the data directory or a run copy cannot be read or written
+    │   ├── TreeTooDeepError      a run left paths too long to walk safely
+    │   ├── TreeChangedError      the staged tree is not the validated one
     │   └── CommitConflictError   another commit moved the workspace first
     ├── StoreError                the SQLite store refused a write
     └── SigningError              no usable signing key
 """
 
 from __future__ import annotations
-
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:  # models imports nothing of ours: no cycle at run time either
-    from controller.models import Observation
 
 
 class SandgateError(Exception):
@@ -115,17 +113,6 @@ class IllegalTransitionError(SandgateError):
 class RuntimeUnavailableError(SandgateError):
     code = "runtime_unavailable"
     hint = "Check that the Docker engine answers (`docker info`) and the sandbox image exists."
-
-
-class KilledFromOutsideError(RuntimeUnavailableError):
-    """The engine recorded a kill of the sandbox that Sandgate did not issue; what the run
-    showed up to then (``observation``) still decides a quarantine."""
-
-    code = "killed_from_outside"
-
-    def __init__(self, message: str, observation: Observation | None = None) -> None:
-        super().__init__(message)
-        self.observation = observation
 
 
 class ContainerAuditError(RuntimeUnavailableError):

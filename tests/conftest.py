@@ -11,16 +11,16 @@ from pathlib import Path
 
 import pytest
 
-from controller.models import SubmissionRequest
-from controller.policy.cedar import CedarEngine
-from controller.policy.shadow import ShadowedEngine
-from controller.ports import OWNER_LABEL, SandboxRuntime
-from controller.profiles import load_profiles
-from controller.service import Controller, Paths
+from controller.adapters.fs.workspaces import Workspaces
+from controller.adapters.policy.cedar import CedarEngine
+from controller.adapters.policy.shadow import ShadowedEngine
+from controller.adapters.signing import KeyRing
+from controller.adapters.store.submissions import Store
+from controller.core.models import SubmissionRequest
+from controller.core.ports import OWNER_LABEL, SandboxRuntime
+from controller.profiles.load import load_profiles
+from controller.service.controller import Controller, Paths
 from controller.settings import SHIPPED_ROOT
-from controller.signing import KeyRing
-from controller.store import Store
-from controller.workspace import Workspaces
 
 ROOT = SHIPPED_ROOT
 TEST_OWNER = "sandgate"
@@ -89,7 +89,7 @@ def _docker_ready() -> str | None:
             except OSError as exc:
                 return f"Docker engine unavailable at {host}: {exc}"
     try:
-        from controller.runtime.docker import DockerRuntime
+        from controller.adapters.runtime.docker import DockerRuntime
 
         runtime = DockerRuntime()
         try:
@@ -134,7 +134,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture(scope="session")
 def docker_runtime() -> Iterator[SandboxRuntime]:
     """The real runtime; at the end of the session no labelled container may remain."""
-    from controller.runtime.docker import DockerRuntime
+    from controller.adapters.runtime.docker import DockerRuntime
 
     runtime = DockerRuntime(owner=TEST_OWNER)
     yield runtime

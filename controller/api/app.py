@@ -16,7 +16,7 @@ from controller.api.deps import ApiContext
 from controller.api.front_door import FrontDoor
 from controller.api.limits import BodySizeLimit
 from controller.api.routes import router
-from controller.reloader import watch
+from controller.service.reloader import watch
 
 
 def create_app(ctx: ApiContext) -> FastAPI:

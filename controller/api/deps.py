@@ -12,16 +12,16 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from controller.adapters.signing import KeyRing
+from controller.adapters.store.principals import Principals
 from controller.api.front_door import MISSING, UNKNOWN, vouched_for
 from controller.api.limits import Limits, OpenStreams, RateLimiter
-from controller.dispatcher import Dispatcher
+from controller.core.lifecycle import is_terminal
+from controller.core.models import Principal, State, Submission
 from controller.errors import AuthError, NotFoundError
-from controller.lifecycle import is_terminal
-from controller.models import Principal, State, Submission
-from controller.principals import Principals
-from controller.service import Controller
+from controller.service.controller import Controller
+from controller.service.dispatcher import Dispatcher
 from controller.settings import Settings
-from controller.signing import KeyRing
 
 
 @dataclass

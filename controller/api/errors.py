@@ -10,6 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from controller.core.records import capped
 from controller.errors import (
     AuthError,
     ConfigError,
@@ -24,7 +25,6 @@ from controller.errors import (
     SigningError,
     StoreError,
 )
-from controller.records import capped
 
 log = logging.getLogger("sandgate.api")
 

@@ -42,11 +42,11 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from controller.adapters.store.principals import KEY_PREFIX, digest
 from controller.api.errors import error_response, render
 from controller.api.limits import FailureLimiter, Limits, RateLimiter
+from controller.core.models import Principal
 from controller.errors import AuthError, SandgateError
-from controller.models import Principal
-from controller.principals import KEY_PREFIX, digest
 
 PROTECTED = "/v1/"
 LOOKUPS = 4  # key lookups in flight at once: a flood of guesses cannot take every thread

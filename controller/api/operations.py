@@ -13,8 +13,8 @@ from fastapi.responses import JSONResponse
 from controller import __version__
 from controller.api.deps import ApiContext, Ctx
 from controller.api.schemas import Readiness
+from controller.core.models import AuditSource
 from controller.errors import NotFoundError
-from controller.models import AuditSource
 
 log = logging.getLogger("sandgate.api")
 UNAUDITED = ("no kernel audit source is readable (neither the audit netlink group nor "

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Header, Query
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 
+from controller.adapters.fs.workspaces import read_file
 from controller.api.deps import ApiContext, Caller, Ctx, settled
 from controller.api.schemas import (
     APPROVAL_CHANGES,
@@ -28,13 +29,7 @@ from controller.api.schemas import (
     bundle_view,
     submission_view,
 )
-from controller.errors import (
-    ForbiddenError,
-    NotFoundError,
-    SigningError,
-    UnavailableError,
-)
-from controller.models import (
+from controller.core.models import (
     WORKSPACE_NAME,
     Phase,
     Principal,
@@ -43,7 +38,12 @@ from controller.models import (
     Submission,
     SubmissionRequest,
 )
-from controller.workspace import read_file
+from controller.errors import (
+    ForbiddenError,
+    NotFoundError,
+    SigningError,
+    UnavailableError,
+)
 
 SUBMITTERS = frozenset({Role.AGENT, Role.ADMIN})
 APPROVERS = frozenset({Role.APPROVER, Role.ADMIN})

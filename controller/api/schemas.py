@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from controller.models import (
+from controller.core.models import (
     LABEL_KEY,
     MAX_CODE_CHARS,
     MAX_FILES,
@@ -20,8 +20,8 @@ from controller.models import (
     Submission,
     SubmittedFile,
 )
-from controller.receipts import observation_summary
-from controller.records import RequestPreview, SubmissionSummary
+from controller.core.receipts import observation_summary
+from controller.core.records import RequestPreview, SubmissionSummary
 
 # The dry run's changes the approvals queue shows; the rest is a route away.
 APPROVAL_CHANGES = 20

@@ -21,10 +21,10 @@ from fastapi import APIRouter, Header
 from fastapi.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from controller.adapters.store.submissions import Store
 from controller.api.deps import Caller, Ctx, Waiters
+from controller.core.lifecycle import TERMINAL
 from controller.errors import InputError
-from controller.lifecycle import TERMINAL
-from controller.store import Store
 
 KEEP_ALIVE_S = 15.0
 FALLBACK_POLL_S = 1.0  # for transitions no announcement woke the stream for

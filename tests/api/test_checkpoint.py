@@ -12,15 +12,15 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from controller.adapters.runtime.fake import FakeRuntime
+from controller.adapters.signing import KeyRing
+from controller.adapters.store.principals import Principals
 from controller.api.app import create_app
 from controller.api.deps import ApiContext
 from controller.api.limits import RateLimiter
-from controller.dispatcher import Dispatcher
-from controller.models import Role
-from controller.principals import Principals
-from controller.runtime.fake import FakeRuntime
+from controller.core.models import Role
+from controller.service.dispatcher import Dispatcher
 from controller.settings import Settings
-from controller.signing import KeyRing
 from controller.verify.chain import verify_log
 from controller.verify.checkpoint import CheckpointCheck
 from controller.verify.dsse import load_public_keys

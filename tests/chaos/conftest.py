@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from controller.security.invariants import check
 from controller.settings import Settings
+from controller.tools.invariants import check
 from tests.conftest import owned_containers
 
 BIN = Path(sys.executable).parent

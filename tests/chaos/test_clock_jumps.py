@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from controller.models import State, SubmissionRequest
-from controller.runtime.docker import DockerRuntime
+from controller.adapters.runtime.docker import DockerRuntime
+from controller.core.models import State, SubmissionRequest
 from tests.chaos.conftest import Site
 from tests.conftest import ROOT, make_controller
 

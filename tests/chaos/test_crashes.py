@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from controller.models import Phase, State, Submission
-from controller.ports import PHASE_LABEL, SUBMISSION_LABEL
-from controller.runtime.docker import DockerRuntime
+from controller.adapters.runtime.docker import DockerRuntime
+from controller.core.models import Phase, State, Submission
+from controller.core.ports import PHASE_LABEL, SUBMISSION_LABEL
 from tests.chaos.conftest import Site
 from tests.conftest import make_controller, python
 
@@ -37,7 +37,7 @@ def test_sigkill_at_each_boundary_then_restart(site: Site, tmp_path: Path, point
     expected = "reconciled 0" if final is State.COMMITTED else "reconciled 1"
     assert expected in recovered.stdout, recovered.stdout
     assert site.invariants() == []
-    from controller.store import Store
+    from controller.adapters.store.submissions import Store
 
     store = Store(site.settings.db_path)
     [sub] = store.submissions(agent=None)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from controller.ports import OWNER_LABEL, PHASE_LABEL
+from controller.core.ports import OWNER_LABEL, PHASE_LABEL
 from controller.settings import SHIPPED_ROOT
 from tests.chaos.conftest import BIN, Site
 from tests.conftest import DOCKERD_PIDFILE

@@ -14,8 +14,8 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, precondition, rule
 
-from controller.security.invariants import check
 from controller.settings import Settings
+from controller.tools.invariants import check
 from tests.api.conftest import Server, make_server
 from tests.conftest import bundle_with, owned_containers, parking_rule
 

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from controller.adapters.runtime.docker import DockerRuntime
+from controller.core.lifecycle import TERMINAL
+from controller.core.models import State, Submission
 from controller.errors import SandgateError
-from controller.lifecycle import TERMINAL
-from controller.models import State, Submission
-from controller.runtime.docker import DockerRuntime
 from tests.api.conftest import make_server
 from tests.chaos.conftest import Site
 from tests.conftest import make_controller, python

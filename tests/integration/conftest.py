@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from controller.models import AuditSource, Phase
-from controller.ports import RunResult, RunSpec, SandboxRuntime
-from controller.service import Controller
+from controller.core.models import AuditSource, Phase
+from controller.core.ports import RunResult, RunSpec, SandboxRuntime
+from controller.service.controller import Controller
 from tests.conftest import ROOT, make_controller
 
 

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from controller.models import Phase, State, Submission, SubmissionRequest
-from controller.runtime.docker import DockerRuntime
-from controller.service import Controller
-from controller.signing import KeyRing
+from controller.adapters.runtime.docker import DockerRuntime
+from controller.adapters.signing import KeyRing
+from controller.core.models import Phase, State, Submission, SubmissionRequest
+from controller.service.controller import Controller
 from controller.verify.chain import verify_log
 from controller.verify.dsse import load_public_keys
 from tests.conftest import make_controller, python

@@ -10,9 +10,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from controller.models import Phase, State, Submission, SubmissionRequest
-from controller.ports import SUBMISSION_UIDS
-from controller.service import Controller
+from controller.core.models import Phase, State, Submission, SubmissionRequest
+from controller.core.ports import SUBMISSION_UIDS
+from controller.service.controller import Controller
 from tests.conftest import python
 from tests.integration.conftest import Spy
 

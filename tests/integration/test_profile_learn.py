@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from controller.models import State
-from controller.ports import SandboxRuntime
-from controller.profile_learn import allowed_names
-from controller.profile_lint import lint_profile
-from controller.profiles import load_profile
+from controller.core.models import State
+from controller.core.ports import SandboxRuntime
+from controller.profiles.learn import allowed_names
+from controller.profiles.lint import lint_profile
+from controller.profiles.load import load_profile
 from tests.conftest import ROOT, make_controller, python
 
 pytestmark = pytest.mark.docker

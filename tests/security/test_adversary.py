@@ -27,13 +27,13 @@ from hypothesis import strategies as st
 from securesystemslib.dsse import Envelope
 from securesystemslib.signer import SSlibKey
 
-from controller.lifecycle import TERMINAL
-from controller.models import State, Submission, SubmissionRequest
-from controller.runtime.docker import DockerRuntime
-from controller.security.invariants import check
-from controller.service import Controller
+from controller.adapters.runtime.docker import DockerRuntime
+from controller.adapters.signing import KeyRing
+from controller.core.lifecycle import TERMINAL
+from controller.core.models import State, Submission, SubmissionRequest
+from controller.service.controller import Controller
 from controller.settings import SHIPPED_ROOT, Settings
-from controller.signing import KeyRing
+from controller.tools.invariants import check
 from tests.conftest import make_controller, owned_containers
 
 pytestmark = pytest.mark.docker

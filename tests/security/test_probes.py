@@ -10,12 +10,12 @@ from typing import Any
 
 import pytest
 
+from controller.adapters.fs.workspaces import hand_to_sandbox
+from controller.adapters.runtime.docker import DockerRuntime
+from controller.core.models import Phase
+from controller.core.ports import RunSpec, SandboxRuntime
 from controller.errors import ContainerAuditError
-from controller.models import Phase
-from controller.ports import RunSpec, SandboxRuntime
-from controller.runtime.docker import DockerRuntime
-from controller.security.battery import run_battery, select
-from controller.workspace import hand_to_sandbox
+from controller.tools.battery import run_battery, select
 from tests.conftest import make_controller
 
 pytestmark = pytest.mark.docker

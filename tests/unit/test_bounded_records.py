@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from controller.errors import RuntimeUnavailableError
-from controller.models import (
+from controller.adapters.runtime.fake import FakeRuntime, Outcome
+from controller.core.models import (
     MAX_CODE_CHARS,
     OUTPUT_PREVIEW_BYTES,
     FileChange,
@@ -21,10 +21,10 @@ from controller.models import (
     State,
     SubmittedFile,
 )
-from controller.ports import RunSpec
-from controller.records import changes_digest
-from controller.runtime.fake import FakeRuntime, Outcome
-from controller.service import Controller
+from controller.core.ports import RunSpec
+from controller.core.records import changes_digest
+from controller.errors import RuntimeUnavailableError
+from controller.service.controller import Controller
 from tests.conftest import bundle_with, make_controller, parking_rule, python
 
 FILES = 3000

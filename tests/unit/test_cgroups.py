@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from controller.runtime import cgroups
-from controller.runtime.cgroups import CgroupReader, Sample
+from controller.adapters.runtime import cgroups
+from controller.adapters.runtime.cgroups import CgroupReader, Sample
 
 
 def fake_proc(monkeypatch: pytest.MonkeyPatch, text: str) -> None:
@@ -63,7 +63,7 @@ def test_a_reused_pid_in_another_cgroup_reads_nothing(tmp_path: Path,
 
 
 def test_a_run_parent_is_read_after_its_container_is_gone_then_removed(tmp_path: Path) -> None:
-    from controller.runtime.cgroups import (
+    from controller.adapters.runtime.cgroups import (
         final_sample,
         remove_owned_parents,
         remove_parent,

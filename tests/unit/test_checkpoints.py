@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from controller.adapters.runtime.fake import FakeRuntime
+from controller.adapters.signing import KeyRing
 from controller.errors import SigningError
-from controller.runtime.fake import FakeRuntime
-from controller.service import Controller
-from controller.signing import KeyRing
+from controller.service.controller import Controller
 from controller.verify.chain import verify_log
 from controller.verify.checkpoint import CheckpointCheck, leaf_hash, merkle_root
 from controller.verify.cli import main
@@ -194,7 +194,7 @@ def test_a_handover_from_a_key_the_ring_lacks_is_an_error(tmp_path: Path) -> Non
 def test_exported_log_and_checkpoint_verify_and_a_truncated_copy_fails(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
-    from controller.cli import main as sandgate
+    from controller.cli.main import main as sandgate
 
     data = tmp_path / "data"
     controller = _controller(data)

@@ -12,11 +12,11 @@ from typing import Any
 import docker.errors
 import pytest
 
+from controller.adapters.runtime.docker import DockerRuntime, _Reader, _Sampler
+from controller.core.models import Phase
+from controller.core.ports import RunSpec
 from controller.errors import RuntimeUnavailableError
-from controller.models import Phase
-from controller.ports import RunSpec
-from controller.profiles import load_profiles
-from controller.runtime.docker import DockerRuntime, _Reader, _Sampler
+from controller.profiles.load import load_profiles
 from controller.settings import SHIPPED_ROOT
 from tests.unit.test_security_kit import HARDENED
 

@@ -18,8 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from controller.cli import main
-from controller.dispatcher import Dispatcher, Share
+from controller.adapters.store.principals import Principals, Quota
+from controller.cli.main import main
+from controller.core.models import Role, State, Submission, SubmissionRequest
 from controller.errors import (
     InputError,
     NotFoundError,
@@ -28,8 +29,7 @@ from controller.errors import (
     RetryableError,
     UnavailableError,
 )
-from controller.models import Role, State, Submission, SubmissionRequest
-from controller.principals import Principals, Quota
+from controller.service.dispatcher import Dispatcher, Share
 
 
 def request(agent: str, code: str) -> SubmissionRequest:
@@ -399,8 +399,9 @@ def test_an_old_principals_table_gets_its_quota_columns_in_place(tmp_path: Path)
 
 def test_processes_opening_an_old_database_at_once_migrate_it_once(tmp_path: Path) -> None:
     path = old_database(tmp_path / "p.db")
-    code = ("import sys; from pathlib import Path; from controller.principals import "
-            "Principals; print(Principals(Path(sys.argv[1])).quota('old'))")
+    code = ("import sys; from pathlib import Path; "
+            "from controller.adapters.store.principals import Principals; "
+            "print(Principals(Path(sys.argv[1])).quota('old'))")
     processes = [subprocess.Popen([sys.executable, "-c", code, str(path)],
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                  for _ in range(6)]

@@ -22,20 +22,20 @@ import uvicorn
 from fastapi import FastAPI
 from starlette.types import Message
 
+from controller.adapters.policy.bundle import bundle_digest, load_bundle
+from controller.adapters.policy.cedar import CedarEngine
+from controller.adapters.policy.shadow import ShadowedEngine
+from controller.adapters.runtime.fake import FakeRuntime
+from controller.adapters.signing import KeyRing
+from controller.adapters.store.principals import Principals
 from controller.api.app import create_app
 from controller.api.deps import ApiContext
 from controller.api.front_door import KEY_SHAPE, front_door_protocol, source_of
 from controller.api.limits import FailureLimiter, Limits, RateLimiter
-from controller.dispatcher import Dispatcher
+from controller.core.models import Principal, Role
 from controller.errors import RateLimitedError, RuntimeUnavailableError
-from controller.models import Principal, Role
-from controller.policy.bundle import bundle_digest, load_bundle
-from controller.policy.cedar import CedarEngine
-from controller.policy.shadow import ShadowedEngine
-from controller.principals import Principals
-from controller.runtime.fake import FakeRuntime
+from controller.service.dispatcher import Dispatcher
 from controller.settings import Settings
-from controller.signing import KeyRing
 from tests.conftest import ROOT, make_controller, python
 
 TERMINAL_PATH = ["received", "dry_run", "assessing", "running", "validating", "committing",
@@ -484,7 +484,7 @@ def test_twenty_concurrent_reloads_all_succeed(tmp_path: Path) -> None:
 ARCHIVER = """
 import sys, time
 from pathlib import Path
-from controller.policy.bundle import archive_bundle, load_bundle
+from controller.adapters.policy.bundle import archive_bundle, load_bundle
 bundle = load_bundle(Path(sys.argv[1]))
 while time.time() < float(sys.argv[3]):
     pass

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from controller import untrusted
-from controller.cli import _print_result
-from controller.models import AuditSource, Phase, State, Submission
-from controller.ports import SUBMISSION_UIDS, RunSpec
-from controller.runtime.fake import FakeRuntime, Outcome
-from controller.service import Controller
+from controller.adapters.runtime.fake import FakeRuntime, Outcome
+from controller.cli.main import _print_result
+from controller.core import untrusted
+from controller.core.models import AuditSource, Phase, State, Submission
+from controller.core.ports import SUBMISSION_UIDS, RunSpec
+from controller.service.controller import Controller
 from controller.verify.chain import verify_log
 from controller.verify.dsse import load_public_keys
 from tests.conftest import make_controller, python
@@ -27,7 +27,7 @@ def controller_with(tmp_path: Path, behaviour: object, **fake: object) -> Contro
 
 def verified(controller: Controller, tmp_path: Path) -> list[dict[str, object]]:
     """Every receipt of the log, after the whole log verified."""
-    from controller.signing import KeyRing
+    from controller.adapters.signing import KeyRing
 
     pem = "".join(k.pem for k in KeyRing(tmp_path / "keys").public_keys()).encode()
     lines = [envelope for _, envelope in controller.store.receipts()]
@@ -160,8 +160,8 @@ def test_each_submission_in_flight_runs_as_a_uid_of_its_own(tmp_path: Path) -> N
 
 
 def test_no_two_submissions_in_flight_share_a_uid_across_processes(tmp_path: Path) -> None:
+    from controller.adapters.store.submissions import Store
     from controller.errors import RuntimeUnavailableError
-    from controller.store import Store
 
     controller = controller_with(tmp_path, lambda spec: Outcome())
     a, b, c = (controller.accept(python(x)) for x in "abc")
@@ -180,7 +180,7 @@ def test_no_two_submissions_in_flight_share_a_uid_across_processes(tmp_path: Pat
 
 
 def test_the_receipt_binds_each_submitted_file_by_digest_and_mode(tmp_path: Path) -> None:
-    from controller.models import SubmissionRequest, SubmittedFile
+    from controller.core.models import SubmissionRequest, SubmittedFile
 
     controller = controller_with(tmp_path, lambda spec: Outcome())
     request = SubmissionRequest(language=python("x").language, code="x", files=(
@@ -198,7 +198,7 @@ def test_the_receipt_binds_each_submitted_file_by_digest_and_mode(tmp_path: Path
 
 def test_a_statement_that_cannot_be_built_gets_a_minimal_signed_receipt(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from controller import receipts
+    from controller.core import receipts
 
     def broken(*args: object, **kwargs: object) -> dict[str, object]:
         raise ValueError("an unforeseen value")
@@ -226,7 +226,7 @@ def test_reconcile_goes_on_past_a_record_that_fails_to_end(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     controller = controller_with(tmp_path, lambda spec: Outcome())
     first, second = controller.accept(python("a")), controller.accept(python("b"))
-    from controller.pipeline import Job
+    from controller.service.pipeline import Job
 
     original = Job.fail
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from controller.runtime.kmsg import (
+from controller.adapters.runtime.kmsg import (
     PRINTK_BURST,
     KmsgWatch,
     SeccompKill,
@@ -76,7 +76,7 @@ def test_the_watch_reads_only_what_was_logged_after_it_opened(tmp_path: Path) ->
 
 def test_a_flood_past_the_cap_marks_the_reader_lost_never_stops_silently(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from controller.runtime import kmsg
+    from controller.adapters.runtime import kmsg
 
     monkeypatch.setattr(kmsg, "MAX_RECORDS", 50)
     # The kill comes after the flood.

@@ -6,8 +6,7 @@ import itertools
 
 import pytest
 
-from controller.errors import IllegalTransitionError
-from controller.lifecycle import (
+from controller.core.lifecycle import (
     TERMINAL,
     TRANSITIONS,
     after_assessment,
@@ -18,7 +17,8 @@ from controller.lifecycle import (
     is_terminal,
     safe_terminal,
 )
-from controller.models import Decision, Gate, Observation, Outcome, Phase, State, StreamSummary
+from controller.core.models import Decision, Gate, Observation, Outcome, Phase, State, StreamSummary
+from controller.errors import IllegalTransitionError
 
 S = State
 EMPTY = StreamSummary(size=0, sha256="0" * 64)

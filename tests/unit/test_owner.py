@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from controller.adapters.runtime.cgroups import remove_owned_parents, run_parent
 from controller.errors import ConfigError
-from controller.runtime.cgroups import remove_owned_parents, run_parent
 from controller.settings import Settings
 
 GENERATED = re.compile(r"^sandgate-[0-9a-f]{12}$")
@@ -100,7 +100,7 @@ def test_one_owners_reconcile_leaves_anothers_cgroups(tmp_path: Path) -> None:
 @pytest.mark.docker
 def test_a_second_controller_leaves_the_firsts_containers_running(tmp_path: Path) -> None:
     from controller.bootstrap import open_controller
-    from controller.ports import OWNER_LABEL, SUBMISSION_LABEL
+    from controller.core.ports import OWNER_LABEL, SUBMISSION_LABEL
 
     first = open_controller(Settings(data_dir=tmp_path / "a"))
     second = open_controller(Settings(data_dir=tmp_path / "b"))

@@ -8,12 +8,12 @@ from typing import Any
 
 import pytest
 
+from controller.adapters.policy.bundle import bundle_digest, load_bundle
+from controller.adapters.policy.cedar import CedarEngine
+from controller.core.gate import assessment_context, to_outcome, validation_context
+from controller.core.models import Diff, Gate, Observation, Outcome, Phase, StreamSummary
 from controller.errors import PolicyBundleError
-from controller.gate import assessment_context, to_outcome, validation_context
-from controller.models import Diff, Gate, Observation, Outcome, Phase, StreamSummary
-from controller.policy.bundle import bundle_digest, load_bundle
-from controller.policy.cedar import CedarEngine
-from controller.profiles import load_profile
+from controller.profiles.load import load_profile
 from controller.settings import SHIPPED_ROOT
 from tests.conftest import python
 
@@ -73,7 +73,7 @@ def _commit(engine: CedarEngine, diff: Diff) -> Any:
 
 
 def test_commit_rolls_back_mass_delete_and_oversize(engine: CedarEngine) -> None:
-    from controller.models import ChangeKind, EntryType, FileChange
+    from controller.core.models import ChangeKind, EntryType, FileChange
 
     deletes = tuple(FileChange(path=f"f{i}", kind=ChangeKind.DELETED, type=EntryType.FILE)
                     for i in range(21))

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
+from controller.adapters.policy.bundle import bundle_digest
+from controller.adapters.runtime.fake import FakeRuntime, Outcome
+from controller.core.models import Phase, State
+from controller.core.ports import RunSpec
 from controller.errors import ForbiddenError, PolicyBundleError
-from controller.models import Phase, State
-from controller.policy.bundle import bundle_digest
-from controller.ports import RunSpec
-from controller.runtime.fake import FakeRuntime, Outcome
-from controller.service import Controller
+from controller.service.controller import Controller
 from tests.conftest import ROOT, bundle_with, make_controller, python
 
 DEFAULT = ROOT / "policies" / "default"
@@ -116,7 +116,7 @@ when { context.request.language == "sh" };
     runtime = FakeRuntime()
     controller = make_controller(tmp_path / "d", runtime,
                                  policy_dir=bundle_with(tmp_path, "a", rule))
-    from controller.models import SubmissionRequest
+    from controller.core.models import SubmissionRequest
 
     result = controller.submit(SubmissionRequest(language="sh", code="echo hi"))
     assert result.state is State.DENIED and "submit.no-sh" in result.reason
@@ -186,7 +186,7 @@ def test_the_watcher_reloads_bundles_and_profiles_and_skips_broken_ones(tmp_path
     import threading
     import time
 
-    from controller.reloader import watch
+    from controller.service.reloader import watch
 
     live, profiles = tmp_path / "live", tmp_path / "profiles"
     shutil.copytree(DEFAULT, live)
@@ -241,7 +241,7 @@ def test_an_approval_after_the_profile_changed_denies_and_runs_nothing(tmp_path:
 
 def test_a_parked_submission_holds_no_uid_and_gets_its_own_back_when_free(
         tmp_path: Path) -> None:
-    from controller.ports import SUBMISSION_UIDS
+    from controller.core.ports import SUBMISSION_UIDS
 
     controller, runtime = seeded(tmp_path, bundle_with(tmp_path, "b", APPROVAL_RULE))
     first, second = controller.submit(python("a")), controller.submit(python("b"))
@@ -264,7 +264,7 @@ def test_a_parked_submission_holds_no_uid_and_gets_its_own_back_when_free(
 
 
 def test_every_loaded_profile_is_archived_under_its_digest(tmp_path: Path) -> None:
-    from controller.profiles import archive_profile, load_profiles
+    from controller.profiles.load import archive_profile, load_profiles
     from controller.settings import SHIPPED_ROOT
 
     for profile in load_profiles(SHIPPED_ROOT / "profiles").values():

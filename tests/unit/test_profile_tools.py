@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from controller.profile_learn import ALWAYS_KEPT, allowed_names, logging_variant, proposal
-from controller.profile_lint import lint_profile
-from controller.profiles import load_profile
+from controller.profiles.learn import ALWAYS_KEPT, allowed_names, logging_variant, proposal
+from controller.profiles.lint import lint_profile
+from controller.profiles.load import load_profile
 from controller.settings import SHIPPED_ROOT
 
 PROFILES = SHIPPED_ROOT / "profiles"
@@ -89,8 +89,8 @@ def test_logging_variant_logs_only_what_is_new_and_proposal_keeps_filters() -> N
 def test_profiles_reload_swaps_all_or_nothing(tmp_path: Path) -> None:
     import shutil
 
+    from controller.adapters.runtime.fake import FakeRuntime
     from controller.errors import ProfileError
-    from controller.runtime.fake import FakeRuntime
     from tests.conftest import make_controller
 
     live = tmp_path / "profiles"

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from controller.errors import ProfileError
-from controller.profiles import load_profile, load_profiles
+from controller.profiles.load import load_profile, load_profiles
 from controller.settings import SHIPPED_ROOT
 
 PROFILES = SHIPPED_ROOT / "profiles"

@@ -12,10 +12,10 @@ import pytest
 from securesystemslib.dsse import Envelope
 from securesystemslib.signer import SSlibKey
 
+from controller.adapters.signing import KeyRing, envelope_json
+from controller.core.models import State, Submission
+from controller.core.receipts import canonical, statement
 from controller.errors import SigningError
-from controller.models import State, Submission
-from controller.receipts import canonical, statement
-from controller.signing import KeyRing, envelope_json
 from controller.verify.chain import verify_log
 from controller.verify.dsse import (
     VerificationError,

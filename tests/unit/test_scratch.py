@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from controller.adapters.fs.tmpfs import mount_tmpfs, mounts_under, release
+from controller.adapters.fs.workspaces import MAX_TREE_PATH, remove_tree, scan
 from controller.errors import TreeTooDeepError, WorkspaceError
-from controller.scratch import mount_tmpfs, mounts_under, release
-from controller.workspace import MAX_TREE_PATH, remove_tree, scan
 
 
 @pytest.fixture

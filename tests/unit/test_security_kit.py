@@ -7,11 +7,11 @@ from typing import Any
 
 import pytest
 
-from controller.profiles import load_profile
-from controller.runtime.audit import CHECKS, audit
-from controller.security.battery import contained, select
-from controller.security.probes import BATTERY, KILLED, printed, syscall_expectation
+from controller.adapters.runtime.audit import CHECKS, audit
+from controller.profiles.load import load_profile
 from controller.settings import SHIPPED_ROOT
+from controller.tools.battery import contained, select
+from controller.tools.probes import BATTERY, KILLED, printed, syscall_expectation
 
 HARDENED: dict[str, Any] = {
     "Config": {"User": "10001:10001"},
@@ -85,7 +85,7 @@ def test_syscall_expectations_follow_the_profile() -> None:
 
 
 def test_a_breach_is_never_contained() -> None:
-    from controller.models import Submission
+    from controller.core.models import Submission
     from tests.conftest import python
 
     sub = Submission(id="x", trace_id="t", request=python("x"), code_sha256="0",
@@ -98,9 +98,9 @@ def test_a_breach_is_never_contained() -> None:
 def test_the_census_reports_a_denied_syscall_that_answered_otherwise() -> None:
     import json
 
-    from controller.models import State, Submission
-    from controller.security.battery import census_drift
-    from controller.security.probes import CENSUS_PROBE, known_syscalls
+    from controller.core.models import State, Submission
+    from controller.tools.battery import census_drift
+    from controller.tools.probes import CENSUS_PROBE, known_syscalls
     from tests.conftest import python
 
     expect = CENSUS_PROBE.expectation(STANDARD)

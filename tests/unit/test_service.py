@@ -8,14 +8,14 @@ from pathlib import Path
 
 import pytest
 
+from controller.adapters.fs.tmpfs import mounts_under
+from controller.adapters.fs.workspaces import scan, tree_digest
+from controller.adapters.runtime.fake import FakeRuntime, Outcome
+from controller.core.models import Phase, State, Submission
+from controller.core.ports import RunSpec
 from controller.errors import RuntimeUnavailableError
-from controller.models import Phase, State, Submission
-from controller.ports import RunSpec
-from controller.runtime.fake import FakeRuntime, Outcome
-from controller.scratch import mounts_under
 from controller.verify.chain import verify_log
 from controller.verify.dsse import load_public_keys
-from controller.workspace import scan, tree_digest
 from tests.conftest import make_controller, python
 
 
@@ -91,7 +91,7 @@ def test_receipts_chain_across_submissions(tmp_path: Path) -> None:
 
 
 def controller_keys(tmp_path: Path) -> list:  # type: ignore[type-arg]
-    from controller.signing import KeyRing
+    from controller.adapters.signing import KeyRing
 
     return KeyRing(tmp_path / "keys").public_keys()
 

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from controller.adapters.store.schema import SCHEMA_VERSION
+from controller.adapters.store.submissions import Publication, Sealed, Store
+from controller.core.models import FileChange, Phase, State, Submission
+from controller.core.records import changes_digest
 from controller.errors import CommitConflictError, IllegalTransitionError, StoreError
-from controller.models import FileChange, Phase, State, Submission
-from controller.records import changes_digest
-from controller.schema import SCHEMA_VERSION
-from controller.store import Publication, Sealed, Store
 from tests.conftest import python
 
 

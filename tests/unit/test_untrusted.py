@@ -10,7 +10,7 @@ import rfc8785
 from hypothesis import given
 from hypothesis import strategies as st
 
-from controller import untrusted
+from controller.core import untrusted
 
 JSONISH = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**80), 2**80) | st.text(),

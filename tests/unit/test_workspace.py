@@ -8,9 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from controller.errors import InputError
-from controller.models import ChangeKind, SubmittedFile
-from controller.workspace import (
+from controller.adapters.fs.workspaces import (
     MAX_LINK_HOPS,
     add_files,
     copy_tree,
@@ -20,6 +18,8 @@ from controller.workspace import (
     scan,
     tree_digest,
 )
+from controller.core.models import ChangeKind, SubmittedFile
+from controller.errors import InputError
 
 LIMIT = 1 << 20
 
@@ -147,7 +147,7 @@ def test_submitted_paths_must_stay_inside(path: str) -> None:
 
 
 def test_remove_tree_handles_depth_past_path_max_and_keeps_link_targets(tmp_path: Path) -> None:
-    from controller.workspace import remove_tree
+    from controller.adapters.fs.workspaces import remove_tree
 
     outside = write(tmp_path, "outside/keep.txt", "kept")
     root = tmp_path / "deep"

@@ -1,0 +1,1 @@
+"""Adapters at the edge, behind the core's Protocols (``core.ports``)."""

@@ -1,0 +1,1 @@
+"""The filesystem: workspace versions, tree I/O and the scratch tmpfs."""

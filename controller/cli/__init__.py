@@ -1,0 +1,1 @@
+"""The ``sandgate`` command: thin; parse, call the service, print."""

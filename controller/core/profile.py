@@ -1,0 +1,51 @@
+"""A profile as the core sees it: its resource limits, image and effective seccomp policy
+(loaded and checked by ``controller.profiles``)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import Field
+
+from controller.core.models import Frozen
+
+
+class Limits(Frozen):
+    """Resource limits of a profile; every run of the profile gets exactly these."""
+
+    memory_bytes: Annotated[int, Field(ge=16 * 2**20, description="Memory, and memory+swap")]
+    cpus: Annotated[float, Field(gt=0, le=64, description="CPU quota in cores")]
+    pids: Annotated[int, Field(ge=4, le=4096, description="Max processes and threads")]
+    nofile: Annotated[int, Field(ge=16, le=65536, description="Max open files")]
+    wall_time_s: Annotated[float, Field(gt=0, le=3600, description="Wall-clock limit")]
+    tmpfs_bytes: Annotated[int, Field(ge=2**20, description="Size of /tmp, and of /dev/shm")]
+    tmpfs_inodes: Annotated[int, Field(ge=64, description="Inodes of the /tmp tmpfs")]
+    output_bytes: Annotated[int, Field(ge=1024, description="Cap on stdout and on stderr")]
+    workspace_bytes: Annotated[int, Field(ge=0, description="Cap on the workspace after a run; "
+                                          "also the size of its tmpfs during the run")]
+    workspace_files: Annotated[int, Field(ge=16, le=1_000_000, description=(
+        "Inodes of the workspace's tmpfs during a run (files, directories and links)"))] = 10_000
+    file_bytes: Annotated[int | None, Field(ge=1024, description=(
+        "RLIMIT_FSIZE: the largest file a process may write or extend (truncate included); "
+        "default: the larger of workspace_bytes and tmpfs_bytes"))] = None
+
+    @property
+    def effective_file_bytes(self) -> int:
+        return self.file_bytes or max(self.workspace_bytes, self.tmpfs_bytes)
+
+
+class Profile(Frozen):
+    """A loaded, validated profile: limits, image and the effective seccomp policy."""
+
+    name: str
+    description: str = ""
+    image: str
+    seccomp_file: str
+    limits: Limits
+    network: bool = False
+    accept_unaudited: bool = Field(False, description=(
+        "Run even when no kernel audit source is readable (a child's tripwire then goes "
+        "unseen); by default such runs are refused"))
+    tripwires: tuple[str, ...]
+    seccomp: dict[str, object] = Field(description="Effective seccomp JSON, tripwires merged")
+    digest: str = Field(description="sha256 over the profile and its effective seccomp policy")

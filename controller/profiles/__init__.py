@@ -1,0 +1,1 @@
+"""Seccomp and resource profiles: load, lint, learn."""

@@ -1,0 +1,249 @@
+"""The service: wires the lifecycle to the adapters and drives each submission to its end.
+
+Every move is persisted before the side effect it announces; every failure ends in the safe
+terminal state for where the submission stood (``lifecycle.safe_terminal``), with its receipt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+from controller.adapters.fs.tmpfs import release
+from controller.adapters.fs.workspaces import (
+    Workspaces,
+    remove_tree,
+)
+from controller.adapters.policy.shadow import ShadowedEngine
+from controller.adapters.signing import Ed25519Signer, envelope_json
+from controller.adapters.store.submissions import Sealed, Store
+from controller.core import receipts
+from controller.core.lifecycle import (
+    TERMINAL,
+    after_approval,
+)
+from controller.core.models import Approval, State, Submission, SubmissionRequest, utcnow
+from controller.core.ports import SandboxRuntime
+from controller.core.profile import Profile
+from controller.errors import (
+    ForbiddenError,
+    InputError,
+    NotFoundError,
+)
+from controller.faults import crash_point
+from controller.profiles.load import archive_profile, load_profiles
+from controller.service.pipeline import Job
+from controller.verify.dsse import payload_digest
+
+log = logging.getLogger("sandgate")
+
+Listener = Callable[[Submission], None]
+
+
+@dataclass
+class Paths:
+    runs: Path
+    quarantine: Path
+    profiles: Path | None = None  # the archive of every profile loaded, by digest
+    data: Path | None = None  # the data directory holding them all
+
+    def roots(self) -> list[Path]:
+        """The controller's own directories: never named to a client or in a receipt."""
+        return [path for path in (self.data, self.runs, self.quarantine, self.profiles)
+                if path is not None]
+
+
+class Controller:
+    """Accepts submissions and drives them through the lifecycle, one call per submission."""
+
+    def __init__(self, *, store: Store, runtime: SandboxRuntime, engine: ShadowedEngine,
+                 signer: Ed25519Signer, profiles: dict[str, Profile], workspaces: Workspaces,
+                 paths: Paths, max_deleted_files: int = 20, keep_run_dirs: bool = False,
+                 max_parked: int = 16) -> None:
+        self.store = store
+        self.runtime = runtime
+        self.engine = engine
+        self.signer = signer
+        self.profiles = profiles
+        self.workspaces = workspaces
+        self.paths = paths
+        self.max_deleted_files = max_deleted_files
+        self.keep_run_dirs = keep_run_dirs
+        self.max_parked = max_parked  # per principal: requests awaiting a human hold no slot
+        self.listeners: list[Listener] = []
+
+    def submit(self, request: SubmissionRequest) -> Submission:
+        """Accept and process one submission in this thread; returns it in a terminal state."""
+        return self.process(self.accept(request))
+
+    def accept(self, request: SubmissionRequest) -> Submission:
+        """Check what can be checked up front and record the submission as ``received``."""
+        return self.accept_once(request)[0]
+
+    def accept_once(self, request: SubmissionRequest,
+                    idempotency: tuple[str, str] | None = None) -> tuple[Submission, bool]:
+        """Like ``accept``; with (key, body digest), a repeat returns the first submission.
+
+        Returns the submission and whether this call created it.
+        """
+        if request.profile not in self.profiles:
+            raise InputError(f"profile: unknown profile {request.profile!r}; "
+                             f"known: {', '.join(sorted(self.profiles))}")
+        submission = Submission(
+            id=uuid.uuid4().hex,
+            trace_id=uuid.uuid4().hex,
+            request=request,
+            code_sha256=hashlib.sha256(request.code.encode()).hexdigest(),
+        )
+        recorded = self.store.insert(submission, idempotency)
+        if recorded.id != submission.id:
+            return recorded, False
+        crash_point(State.RECEIVED.value)
+        self.announce(submission)
+        return submission, True
+
+    def process(self, submission: Submission) -> Submission:
+        """Drive a submission to its end: a new one from the start, an approved one from its
+        real run."""
+        job = Job(self, submission)
+        try:
+            return job.resume() if submission.state is State.RUNNING else job.drive()
+        except Exception as exc:
+            log.exception("submission %s failed in %s", job.sub.id, job.sub.state)
+            return job.fail(f"{type(exc).__name__}: {exc}")
+        finally:
+            job.cleanup()
+
+    def reconcile(self) -> list[Submission]:
+        """After a restart: remove our containers, end every interrupted submission safely."""
+        self.runtime.remove_owned()
+        ended = []
+        for submission in self.store.in_flight():  # parked ones hold nothing: left as they are
+            # Each record on its own: one that cannot be ended is logged and left for the
+            # next start, and never keeps the others (or the server) from starting.
+            try:
+                ended.append(self._end_interrupted(submission))
+            except Exception:
+                log.exception("submission %s: could not be reconciled; left in %s",
+                              submission.id, submission.state)
+        self._remove_stale_run_dirs()
+        return ended
+
+    def _end_interrupted(self, submission: Submission) -> Submission:
+        job = Job(self, submission)
+        try:
+            request = submission.request
+            if submission.state is State.COMMITTING and submission.base_version is not None:
+                current, space = self.store.open_workspace(request.agent, request.workspace)
+                if current == submission.base_version:
+                    self.workspaces.unpublish(space, current + 1)
+            return job.fail(f"controller restarted while the submission was in "
+                            f"{submission.state}")
+        finally:
+            job.cleanup()
+
+    def _remove_stale_run_dirs(self) -> None:
+        """Run directories of submissions that ended (a crash can come before the cleanup),
+        their scratch filesystems released first."""
+        if not self.paths.runs.is_dir():
+            return
+        for directory in self.paths.runs.iterdir():
+            try:
+                found = self.store.owner_of(directory.name)
+                if found is None or State(found[1]) in TERMINAL:
+                    release(directory)
+                    if not self.keep_run_dirs:
+                        remove_tree(directory)
+            except Exception:
+                log.exception("run directory %s could not be removed; left for the next "
+                              "start", directory.name)
+
+    def reload_profiles(self, directory: Path) -> dict[str, Profile]:
+        """Swap in every profile of ``directory`` at once; a broken one refuses them all
+        (``ProfileError``) and the loaded ones stay. Submissions keep the profile they began
+        with; the digest in each receipt says which."""
+        loaded = load_profiles(directory)
+        self.archive_profiles(loaded)
+        self.profiles = loaded
+        return loaded
+
+    def archive_profiles(self, profiles: dict[str, Profile]) -> None:
+        if self.paths.profiles is not None:
+            for profile in profiles.values():
+                archive_profile(profile, self.paths.profiles)
+
+    def approve(self, submission_id: str, approver: str, approve: bool,
+                reason: str) -> Submission:
+        """Record a human's answer: approved moves to ``running`` (the caller queues the real
+        run), rejected ends ``denied``. The approver may not be the submitting agent."""
+        found = self.store.get(submission_id)
+        if found is None:
+            raise NotFoundError(f"submission {submission_id!r} not found")
+        if found.state is not State.AWAITING_APPROVAL:
+            raise InputError(f"submission {submission_id} is {found.state}, not awaiting "
+                             "approval")
+        if approver == found.request.agent:
+            raise ForbiddenError("an agent cannot approve its own submission")
+        approval = Approval(approver=approver, approve=approve, reason=reason)
+        verdict = "approved" if approve else "rejected"
+        note = f"{verdict} by {approver}: {reason}"
+        if after_approval(approval) is State.DENIED:
+            return Job(self, found).finish(State.DENIED, approval=approval, reason=note)
+        profile = self.profiles.get(found.request.profile)
+        if profile is None or profile.digest != found.profile_digest:
+            # The approver saw evidence gathered under the assessed profile: approving it
+            # must not run the code under another.
+            now = profile.digest if profile is not None else "no longer loaded"
+            return Job(self, found).finish(State.DENIED, approval=approval, reason=(
+                f"{note}; but profile {found.request.profile!r} changed while the submission "
+                f"awaited approval (assessed {found.profile_digest}, now {now}): submit again "
+                "to have it assessed under the profile in force"))
+        moved = self.store.move(found, State.RUNNING, approval=approval, reason=note)
+        self.announce(moved)
+        return moved
+
+    def expire_approvals(self, ttl_s: float) -> list[Submission]:
+        """Deny every approval request left unanswered for longer than ``ttl_s``."""
+        expired = []
+        cutoff = (utcnow() - timedelta(seconds=ttl_s)).isoformat()
+        for submission_id in self.store.parked(updated_before=cutoff):
+            try:
+                found = self.store.get(submission_id)  # one at a time: it is sealed whole
+                if found is None or found.state is not State.AWAITING_APPROVAL:
+                    continue  # answered meanwhile
+                expired.append(Job(self, found).finish(
+                    State.DENIED, reason=f"approval expired: no answer within {ttl_s:g} s"))
+            except Exception:  # one record never stops the sweep of the others
+                log.exception("submission %s: could not expire its approval request",
+                              submission_id)
+        return expired
+
+    def seal(self, submission: Submission, sequence: int, previous: str | None) -> Sealed:
+        """The signed receipt; if the full statement cannot be built or encoded (the record
+        holds something the sandbox made that we failed to make safe), a minimal one naming
+        the failure: a terminal state is never left without its receipt.
+
+        The first receipt under a new key carries the handover from the key of the receipt
+        before it (either form), so the log itself says which key signs which sequence."""
+        rotation = self.signer.handover(self.store.signer_of(sequence - 1), sequence)
+        try:
+            payload = receipts.canonical(receipts.with_key_rotation(receipts.statement(
+                submission, sequence=sequence, previous_digest=previous,
+                profile_name=submission.request.profile), rotation))
+        except Exception as exc:  # any failure here is ours; the submission must still end
+            log.exception("submission %s: full receipt failed; sealing a minimal one",
+                          submission.id)
+            payload = receipts.canonical(receipts.with_key_rotation(receipts.minimal_statement(
+                submission, sequence=sequence, previous_digest=previous,
+                failure=f"{type(exc).__name__}: {exc}"), rotation))
+        return Sealed(envelope=envelope_json(payload, self.signer),
+                      digest=payload_digest(payload))
+
+    def announce(self, submission: Submission) -> None:
+        for listener in self.listeners:
+            listener(submission)

@@ -1,0 +1,466 @@
+"""The pipeline: one submission's way through the stages, each move persisted first.
+
+``Job`` holds what is on disk for the submission (``sub``) and does each stage's side effect
+only after the move that announces it is written. The ``Controller`` (``service``) owns the
+adapters; a job borrows them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from controller.adapters.fs.tmpfs import mount_tmpfs, mounts_under, release
+from controller.adapters.fs.workspaces import (
+    Entry,
+    as_published,
+    copy_tree,
+    diff_trees,
+    evidence_manifest,
+    hand_to_root,
+    remove_tree,
+    scan,
+    tree_digest,
+)
+from controller.adapters.store.submissions import Publication
+from controller.core import untrusted
+from controller.core.gate import (
+    admission_context,
+    assessment_context,
+    matched,
+    unattended,
+    validation_context,
+)
+from controller.core.lifecycle import (
+    after_admission,
+    after_assessment,
+    after_bounded_run,
+    after_dry_run,
+    after_validation,
+    safe_terminal,
+)
+from controller.core.models import (
+    MAX_CODE_CHARS,
+    AuditSource,
+    Decision,
+    Diff,
+    DiffSummary,
+    Gate,
+    Outcome,
+    Phase,
+    State,
+    Submission,
+)
+from controller.core.ports import (
+    COMMANDS,
+    SUBMISSION_UIDS,
+    KilledFromOutsideError,
+    RunResult,
+    RunSpec,
+)
+from controller.core.profile import Profile
+from controller.core.records import capped, capped_list, preview, without_paths
+from controller.core.validation import hazards, violations
+from controller.errors import (
+    CommitConflictError,
+    InputError,
+    RuntimeUnavailableError,
+    TreeChangedError,
+    TreeTooDeepError,
+    WorkspaceError,
+)
+from controller.faults import crash_point
+
+# UTF-8 takes at most 4 bytes a character; the tmpfs rounds up to pages.
+CODE_TMPFS_BYTES = 4 * MAX_CODE_CHARS + (64 << 10)
+
+log = logging.getLogger(__name__)
+
+if TYPE_CHECKING:
+    from controller.service.controller import Controller
+
+class Job:
+    """One submission on its way through the pipeline; ``sub`` is always what is on disk."""
+
+    def __init__(self, controller: Controller, submission: Submission) -> None:
+        self.c = controller
+        self.sub = submission
+        self.dir = controller.paths.runs / submission.id
+        # Both runs see the same world: /workspace and /sandbox are each the root of a fresh
+        # tmpfs on the same run paths (``scratch``), so nothing in mountinfo tells the phase.
+        self.work = self.dir / "work"
+        self.code = self.dir / "code"
+        self.evidence = controller.paths.quarantine / submission.id
+        self.profile = controller.profiles.get(submission.request.profile)
+        self.before: dict[str, Entry] = {}
+        self._dir: str | None = None
+
+    # -- the pipeline -------------------------------------------------------------------
+
+    def drive(self) -> Submission:
+        request, profile = self.sub.request, self._profile()
+        base, self._dir = self.c.store.open_workspace(request.agent, request.workspace)
+        self.c.workspaces.ensure(self._dir)
+        self.before = scan(self.c.workspaces.version_dir(self._dir, base),
+                           hash_limit=profile.limits.workspace_bytes)
+        # Pinned once, before the dry run: both runs start from this id even if the tag moves
+        # in between. An engine that cannot resolve it raises, and ``fail`` denies.
+        image = self.c.runtime.image_id(profile.image)
+        blind = self._unaudited(profile)
+        if blind:
+            return self.finish(State.DENIED, reason=blind, base_version=base,
+                               profile_digest=profile.digest)
+        admission = self._decide(Gate.ADMISSION, admission_context(
+            request, profile, max_deleted_files=self.c.max_deleted_files))
+        if after_admission(admission) is State.DENIED:
+            return self.finish(State.DENIED, reason=f"admission: {matched(admission)}",
+                               base_version=base, profile_digest=profile.digest)
+        uid = self.c.store.claim_uid(self.sub.id, SUBMISSION_UIDS)
+        self._move(State.DRY_RUN, base_version=base, base_tree_digest=tree_digest(self.before),
+                   profile_digest=profile.digest, image_id=image, sandbox_uid=uid)
+        dry = self._run(Phase.DRY_RUN)
+        try:
+            dry_diff = diff_trees(self.before, scan(self.work, hash_limit=self._hash_limit()))
+        except TreeTooDeepError as exc:
+            return self.finish(State.DENIED, None, reason=f"dry run: {exc}",
+                               dry_run=dry.observation, **self._keep(Phase.DRY_RUN, dry, None))
+        release(self.dir)
+        kept = self._keep(Phase.DRY_RUN, dry, dry_diff)
+        if after_dry_run(dry.observation) is State.DENIED:
+            return self.finish(State.DENIED, None, reason="dry run: the observation is incomplete: "
+                               f"{dry.observation.incomplete}", dry_run=dry.observation, **kept)
+        self._move(State.ASSESSING, dry_run=dry.observation, **kept)
+        context = assessment_context(request, profile, dry.observation,
+                                     _recorded(self.sub.dry_run_diff),
+                                     max_deleted_files=self.c.max_deleted_files)
+        decision = self._decide(Gate.ASSESSMENT, context)
+        if decision.outcome is Outcome.PERMIT:
+            decision = self._decide(Gate.UNATTENDED, context, unattended)
+        target = after_assessment(decision)
+        if target is State.DENIED:
+            return self.finish(State.DENIED, reason=f"assessment: {matched(decision)}")
+        if target is State.AWAITING_APPROVAL:
+            return self._park(decision)
+        self._move(State.RUNNING)
+        return self._bounded_run(context)
+
+    def _park(self, decision: Decision) -> Submission:
+        """Wait for a human; a parked submission holds no run slot, so each principal may
+        have only ``max_parked`` of them: past that, denied (fail closed)."""
+        agent, limit = self.sub.request.agent, self.c.max_parked
+        if len(self.c.store.parked(agent=agent, limit=limit)) >= limit:
+            return self.finish(State.DENIED, reason=(
+                f"assessment: {matched(decision)}; but {agent!r} already has {limit} "
+                "submissions awaiting approval (max_parked_per_principal): answer or let "
+                "them expire first"))
+        # Nothing runs while a human looks: the uid goes back to the pool meanwhile.
+        self.c.store.release_uid(self.sub.id)
+        return self._move(State.AWAITING_APPROVAL, reason=f"assessment: {matched(decision)}")
+
+    def resume(self) -> Submission:
+        """Continue an approved submission (already moved to ``running``) with its real run."""
+        request, profile = self.sub.request, self._profile()
+        if self.sub.dry_run is None or self.sub.dry_run_diff is None:
+            raise RuntimeUnavailableError("an approved submission lost its dry-run record")
+        if profile.digest != self.sub.profile_digest:
+            # What was assessed and approved ran under the profile then in force; nothing
+            # else may run in its name. (Never ran: nothing to roll back but the record.)
+            return self.finish(State.ROLLED_BACK, reason=(
+                f"profile {profile.name!r} changed while the submission awaited approval "
+                f"(assessed {self.sub.profile_digest}, now {profile.digest}); the real run "
+                "did not start: submit again to have it assessed under the new profile"))
+        context = assessment_context(request, profile, self.sub.dry_run, self.sub.dry_run_diff,
+                                     max_deleted_files=self.c.max_deleted_files)
+        # The uid the dry run had, unless another submission took it while this one waited
+        # (a parked submission holds none): the clock told the runs apart already.
+        uid = self.c.store.claim_uid(self.sub.id, SUBMISSION_UIDS, wanted=self.sub.sandbox_uid)
+        if uid != self.sub.sandbox_uid:
+            self.sub = self.c.store.update(self.sub.model_copy(update={"sandbox_uid": uid}))
+        self.before = scan(self.c.workspaces.version_dir(self._space(),
+                                                         self.sub.base_version or 0),
+                           hash_limit=profile.limits.workspace_bytes)
+        return self._bounded_run(context)
+
+    def _bounded_run(self, context: dict[str, object]) -> Submission:
+        """The real run, from ``running`` (moved there by the caller, or by the approval)."""
+        try:
+            real = self._run(Phase.BOUNDED)
+        except RuntimeUnavailableError as exc:
+            return self._run_lost(exc)
+        try:
+            after = scan(self.work, hash_limit=self._hash_limit())
+        except TreeTooDeepError as exc:  # a clean dry run, then this: planted
+            self.sub = self.c.store.update(self.sub.model_copy(update={
+                "bounded_run": real.observation, **self._keep(Phase.BOUNDED, real, None)}))
+            return self._quarantine(real, f"validation: {exc}", violations=(str(exc),))
+        diff = diff_trees(self.before, after)
+        self.sub = self.c.store.update(self.sub.model_copy(update={
+            "bounded_run": real.observation, **self._keep(Phase.BOUNDED, real, diff)}))
+        planted = hazards(diff)  # weighed before the failure branch, see after_bounded_run
+        target = after_bounded_run(real.observation, planted)
+        if target is State.QUARANTINED:
+            return self._quarantine(real, _flag_reason(real, planted), violations=planted)
+        if target is State.ROLLED_BACK:
+            return self.finish(State.ROLLED_BACK, reason=_failure(real))
+        self._move(State.VALIDATING)
+        broken = violations(diff, real.observation, self._profile().limits)
+        if broken:
+            return self._quarantine(real, "validation: " + "; ".join(broken), violations=broken)
+        decision = self._decide(Gate.VALIDATION, validation_context(
+            context, real.observation, _recorded(self.sub.bounded_run_diff)))
+        target = after_validation(broken, decision)
+        if target is State.QUARANTINED:
+            return self._quarantine(real, f"validation: {matched(decision)}")
+        if target is State.ROLLED_BACK:
+            return self.finish(State.ROLLED_BACK, reason=f"validation: {matched(decision)}")
+        # The digest of the tree as published: ``publish`` hands it to root, bits stripped.
+        digest = tree_digest(as_published(after))
+        try:
+            staging = self._stage(digest)
+        except TreeChangedError as exc:  # nothing of the sandbox runs now: tampering
+            return self._quarantine(real, f"validation: {exc}", violations=(str(exc),))
+        return self._commit(staging, digest)
+
+    def _run_lost(self, failure: RuntimeUnavailableError) -> Submission:
+        """The real run failed without a result (the engine failed, or a stranger killed the
+        container, after which the error holds what the run showed): a tripwire it fired, or
+        a hazard it left in its workspace, still decides — a quarantine, whatever else went
+        wrong; otherwise the failure stands."""
+        seen = failure.observation if isinstance(failure, KilledFromOutsideError) else None
+        if seen is not None and seen.seccomp_killed:
+            # A tripwire fired before the stranger's kill: that decides, whatever came after.
+            self.sub = self.c.store.update(self.sub.model_copy(update={"bounded_run": seen}))
+            return self._quarantine(None, "tripwire: the bounded run was killed by seccomp "
+                                    f"(SIGSYS) after a clean dry run; and {failure}")
+        if not mounts_under(self.work):
+            raise failure
+        try:
+            diff = diff_trees(self.before, scan(self.work, hash_limit=self._hash_limit()))
+        except TreeTooDeepError as exc:
+            return self._quarantine(None, f"validation: {exc}; and {failure}",
+                                    violations=(str(exc),))
+        summary = self.c.store.keep_run(self.sub.id, Phase.BOUNDED, diff, {})
+        self.sub = self.c.store.update(self.sub.model_copy(update={"bounded_run_diff": summary}))
+        planted = hazards(diff)
+        if planted:
+            return self._quarantine(None, "validation: " + "; ".join(planted) + f"; and "
+                                    f"{failure}", violations=planted)
+        raise failure
+
+    def _commit(self, staging: Path, digest: str) -> Submission:
+        self._move(State.COMMITTING)
+        request, base, space = self.sub.request, self.sub.base_version or 0, self._space()
+        new = base + 1
+        publication = Publication(
+            owner=request.agent, workspace=request.workspace, base_version=base,
+            new_version=new, tree_digest=digest,
+            do=lambda: self.c.workspaces.publish(staging, space, new),
+            undo=lambda: self.c.workspaces.unpublish(space, new))
+        try:
+            return self.finish(State.COMMITTED, publication=publication, new_version=new,
+                               new_tree_digest=digest, reason="committed")
+        except CommitConflictError as exc:
+            return self.finish(State.ROLLED_BACK, reason=f"conflict: {exc}")
+
+    # -- steps ---------------------------------------------------------------------------
+
+    def _decide(self, gate: Gate, context: dict[str, object],
+                mapping: Callable[[Decision], Decision] = lambda d: d) -> Decision:
+        """Ask the policy engine; the answer is kept in the record with the next write."""
+        request = self.sub.request
+        decision = mapping(self.c.engine.decide(gate, request.agent, request.workspace, context))
+        self.sub = self.sub.model_copy(update={"decisions": (*self.sub.decisions, decision)})
+        return decision
+
+    def _run(self, phase: Phase) -> RunResult:
+        request, profile = self.sub.request, self._profile()
+        if self.sub.image_id is None:
+            raise RuntimeUnavailableError("no image was pinned before the dry run")
+        if self.sub.sandbox_uid is None:
+            raise RuntimeUnavailableError("no sandbox uid was recorded before the dry run")
+        self._prepare(self.sub.sandbox_uid)
+        spec = RunSpec(submission_id=self.sub.id, phase=phase, profile=profile,
+                       command=COMMANDS[request.language][1], workspace_dir=self.work,
+                       code_dir=self.code, image=self.sub.image_id,
+                       network=profile.network and phase is Phase.BOUNDED,
+                       uid=self.sub.sandbox_uid)
+        return self.c.runtime.run(spec)
+
+    def _stage(self, digest: str) -> Path:
+        """Copy the validated run copy off its tmpfs onto the data disk, and prove the copy is
+        the tree that was validated: what is committed is what was validated, by check."""
+        staging = self.dir / "staging"
+        remove_tree(staging)
+        left_out = copy_tree(self.work, staging, budget=self._hash_limit())
+        if left_out:  # over workspace_bytes in all: whatever the bundle says, never copied
+            raise WorkspaceError(f"the tree is over workspace_bytes ({self._hash_limit()}); "
+                                 f"not staged: {left_out[:5]}")
+        copied = tree_digest(as_published(scan(staging, hash_limit=self._hash_limit())))
+        if copied != digest:
+            raise TreeChangedError(f"the tree changed after validation (validated {digest}, "
+                                   f"staged {copied}); nothing is committed")
+        return staging
+
+    def _quarantine(self, real: RunResult | None, reason: str, *,
+                    violations: tuple[str, ...] = ()) -> Submission:
+        evidence = self.evidence
+        evidence.parent.mkdir(parents=True, exist_ok=True)
+        evidence.mkdir(mode=0o700, exist_ok=True)
+        evidence.chmod(0o700)  # for the security team only; never the sandbox user's
+        if real is not None:
+            (evidence / "stdout.log").write_bytes(real.stdout)
+            (evidence / "stderr.log").write_bytes(real.stderr)
+            (evidence / "container_changes.json").write_text(
+                json.dumps(real.container_changes))
+        (evidence / "submission.json").write_text(self.sub.model_dump_json(indent=2))
+        (evidence / "code").write_text(self.sub.request.code)
+        if mounts_under(self.work):
+            self._keep_workspace(evidence / "workspace")
+        manifest, summary = evidence_manifest(evidence, hash_limit=self._hash_limit())
+        (evidence / "manifest.json").write_bytes(manifest)
+        return self.finish(State.QUARANTINED, reason=reason, violations=violations,
+                           evidence_dir=str(evidence), evidence=summary)
+
+    def finish(self, target: State, publication: Publication | None = None,
+               **changes: object) -> Submission:
+        self.sub = self.c.store.finish(self.sub, target, self.c.seal, publication,
+                                       **self._safe(changes))
+        crash_point("sealed")
+        self.c.announce(self.sub)
+        return self.sub
+
+    def fail(self, reason: str) -> Submission:
+        """End safely for where the submission stands (the lifecycle says where)."""
+        bounded, diff = self.sub.bounded_run, self.sub.bounded_run_diff
+        # Evidence on disk means a quarantine was under way (a crash between keeping the
+        # evidence and the terminal state): finish it, never downgrade it to a rollback.
+        flagged = (bounded is not None and bounded.seccomp_killed) or (
+            diff is not None and diff.hazardous) or self.evidence.exists()
+        target = safe_terminal(self.sub.state, flagged=flagged)
+        if target is self.sub.state:
+            return self.sub
+        evidence = str(self.evidence) if target is State.QUARANTINED and (
+            self.evidence.exists()) else self.sub.evidence_dir
+        return self.finish(target, reason=f"infrastructure failure: {reason}",
+                           evidence_dir=evidence)
+
+    def _keep_workspace(self, destination: Path) -> None:
+        """The run copy as evidence (links as links; devices and fifos are listed in the
+        submission's diff, not recreated). A tree that cannot be copied is said so in the
+        evidence rather than failing the quarantine."""
+        try:
+            left_out = copy_tree(self.work, destination, budget=self._hash_limit())
+            hand_to_root(destination)
+        except (OSError, WorkspaceError) as exc:
+            log.warning("submission %s: workspace evidence incomplete: %s", self.sub.id, exc)
+            (destination.parent / "workspace.error").write_text(
+                f"the workspace could not be copied whole: {exc}\n")
+            return
+        if left_out:
+            (destination.parent / "workspace.error").write_text(
+                "files left out, past workspace_bytes in all (sizes in the submission's "
+                "diff):\n" + "".join(f"{path}\n" for path in left_out))
+
+    def cleanup(self) -> None:
+        release(self.dir)
+        if not self.c.keep_run_dirs and self.dir.exists():
+            remove_tree(self.dir)
+
+    def _move(self, target: State, **changes: object) -> Submission:
+        self.sub = self.c.store.move(self.sub, target, **self._safe(changes))
+        crash_point(target.value)
+        self.c.announce(self.sub)
+        return self.sub
+
+    def _prepare(self, uid: int) -> None:
+        """Fresh scratch filesystems for a run: the workspace copy and the code, written anew
+        before each run so their times do not age between the runs."""
+        request, limits = self.sub.request, self._profile().limits
+        release(self.dir)
+        mount_tmpfs(self.work, size_bytes=limits.workspace_bytes,
+                    inodes=limits.workspace_files)
+        self.c.workspaces.checkout(self._space(), self.sub.base_version or 0, self.work,
+                                   request.files, uid=uid)
+        mount_tmpfs(self.code, size_bytes=CODE_TMPFS_BYTES, inodes=8)
+        path = self.code / COMMANDS[request.language][0]
+        path.write_text(request.code)
+        path.chmod(0o644)
+
+    def _unaudited(self, profile: Profile) -> str | None:
+        """Why a run must be refused for want of a kernel audit source, if it must."""
+        if profile.accept_unaudited or self.c.runtime.audit_source() is not AuditSource.NONE:
+            return None
+        return ("admission: no kernel audit source is readable (neither the audit netlink "
+                "group nor /dev/kmsg), so a child's tripwire would go unseen; runs are "
+                f"refused unless the profile sets accept_unaudited (profile {profile.name!r} "
+                "does not)")
+
+    def _space(self) -> str:
+        """The directory of the submission's workspace (names are per agent)."""
+        if self._dir is None:
+            request = self.sub.request
+            self._dir = self.c.store.open_workspace(request.agent, request.workspace)[1]
+        return self._dir
+
+    def _keep(self, phase: Phase, result: RunResult, diff: Diff | None) -> dict[str, object]:
+        """Keep a run's whole diff and outputs apart; what the record keeps of them."""
+        summary = self.c.store.keep_run(self.sub.id, phase, diff,
+                                        {"stdout": result.stdout, "stderr": result.stderr})
+        kept: dict[str, object] = {"stdout": preview(result.stdout),
+                                   "stderr": preview(result.stderr)}
+        if summary is not None:
+            kept["dry_run_diff" if phase is Phase.DRY_RUN else "bounded_run_diff"] = summary
+        return kept
+
+    def _safe(self, changes: dict[str, object]) -> dict[str, object]:
+        """Reasons and violations can quote what the sandbox made (an OSError naming a file
+        with undecodable bytes, thousands of hazardous paths) and the controller's own
+        paths: made encodable, bounded and free of host paths before they reach the record
+        and the receipt."""
+        roots = [str(path) for path in self.c.paths.roots()] + [str(self.c.workspaces.root)]
+        safe = dict(changes)
+        if isinstance(reason := safe.get("reason"), str):
+            safe["reason"] = capped(without_paths(untrusted.text(reason), roots))
+        if isinstance(found := safe.get("violations"), tuple):
+            safe["violations"] = capped_list(tuple(
+                without_paths(untrusted.text(str(item)), roots) for item in found))
+        return safe
+
+    def _profile(self) -> Profile:
+        if self.profile is None:
+            raise InputError(f"profile {self.sub.request.profile!r} is no longer loaded")
+        return self.profile
+
+    def _hash_limit(self) -> int:
+        return self._profile().limits.workspace_bytes
+
+
+def _recorded(diff: DiffSummary | None) -> DiffSummary:
+    if diff is None:
+        raise RuntimeUnavailableError("a run's diff was not recorded")
+    return diff
+
+
+def _flag_reason(result: RunResult, planted: tuple[str, ...]) -> str:
+    parts = []
+    if result.observation.seccomp_killed:
+        parts.append("tripwire: the bounded run was killed by seccomp (SIGSYS) after a clean "
+                     "dry run")
+    if result.observation.incomplete is not None:
+        parts.append(f"the observation is incomplete: {result.observation.incomplete}")
+    if planted:
+        parts.append("validation: " + "; ".join(planted))
+    if not result.observation.succeeded:
+        parts.append(_failure(result))
+    return "; ".join(parts)
+
+
+def _failure(result: RunResult) -> str:
+    observation = result.observation
+    limits = ", ".join(limit.value for limit in observation.limits_hit)
+    detail = f"limit hit: {limits}" if limits else f"exit code {observation.exit_code}"
+    return f"bounded run failed ({detail})"
+
