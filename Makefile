@@ -19,6 +19,7 @@ setup:
 lint:
 	.venv/bin/ruff check controller tests benchmarks
 	.venv/bin/mypy controller
+	.venv/bin/mypy tests
 
 docker-down:
 	scripts/docker-down.sh

@@ -130,8 +130,7 @@ def bench_receipts(runs: int, scratch: Path) -> dict[str, Any]:
         controller.store.insert(sub)
         subs.append(sub)
     it = iter(subs)
-    samples = timed(lambda: controller.store.finish(next(it), State.DENIED, controller.seal),
-                    runs)
+    samples = timed(lambda: controller.sealer.finish(next(it), State.DENIED), runs)
     lines = [envelope for _, envelope in controller.store.receipts()]
     keys = load_public_keys("".join(k.pem for k in controller_keys(scratch)).encode())
     start = time.perf_counter()

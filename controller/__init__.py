@@ -1,8 +1,9 @@
 """Sandgate: a sandboxed code-execution controller.
 
-The pure core (``models``, ``lifecycle``, ``gate``, ``validation``, ``receipts``, ``ports``)
-imports no adapter. Adapters (``runtime``, ``store``, ``signing``, ``policy``, ``workspace``,
-``images``, ``cli``) live at the edge and are wired together by ``service``.
+One folder a layer (``docs/architecture.md``): ``core`` (pure: the lifecycle's rules and
+records, and the ports), ``adapters`` (Docker, Cedar, SQLite, the filesystem, signing),
+``profiles``, ``service`` (drives each submission through the ports), ``api`` and ``cli``
+(thin edges), ``tools`` and ``verify`` (the independent verifier).
 """
 
 __version__ = "0.1.0"

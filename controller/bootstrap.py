@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
+from controller.adapters.fs.tmpfs import ScratchMounts
 from controller.adapters.fs.workspaces import Workspaces
 from controller.adapters.policy.bundle import archive_bundle
 from controller.adapters.policy.cedar import CedarEngine
@@ -16,12 +17,13 @@ from controller.api.app import create_app
 from controller.api.deps import ApiContext
 from controller.api.limits import RateLimiter
 from controller.profiles.load import load_profiles
-from controller.service.controller import Controller, Paths
+from controller.service.controller import Controller
 from controller.service.dispatcher import Dispatcher
+from controller.service.means import Paths, Rules
 from controller.settings import Settings
 
 
-def open_controller(settings: Settings | None = None) -> Controller:
+def open_controller(settings: Settings | None = None) -> Controller[Store, ShadowedEngine]:
     """A controller on the embedded defaults: SQLite, a generated key, the local Docker engine.
 
     Raises ``SandgateError`` subclasses naming what is wrong (profile, bundle, key, engine).
@@ -41,11 +43,12 @@ def open_controller(settings: Settings | None = None) -> Controller:
         signer=signer,
         profiles=profiles,
         workspaces=Workspaces(settings.workspaces_dir),
+        tmpfs=ScratchMounts(),
         paths=Paths(runs=settings.runs_dir, quarantine=settings.quarantine_dir,
                     profiles=settings.profile_archive_dir, data=settings.data_dir),
-        max_deleted_files=settings.max_deleted_files,
-        keep_run_dirs=settings.keep_run_dirs,
-        max_parked=settings.max_parked_per_principal,
+        rules=Rules(max_deleted_files=settings.max_deleted_files,
+                    max_parked=settings.max_parked_per_principal,
+                    keep_run_dirs=settings.keep_run_dirs),
     )
     controller.archive_profiles(profiles)
     return controller

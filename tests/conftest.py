@@ -11,15 +11,18 @@ from pathlib import Path
 
 import pytest
 
+from controller.adapters.fs.tmpfs import PlainDirectories, ScratchMounts
 from controller.adapters.fs.workspaces import Workspaces
 from controller.adapters.policy.cedar import CedarEngine
 from controller.adapters.policy.shadow import ShadowedEngine
+from controller.adapters.runtime.fake import FakeRuntime
 from controller.adapters.signing import KeyRing
 from controller.adapters.store.submissions import Store
 from controller.core.models import SubmissionRequest
-from controller.core.ports import OWNER_LABEL, SandboxRuntime
+from controller.core.ports import OWNER_LABEL, SandboxRuntime, Tmpfs
 from controller.profiles.load import load_profiles
-from controller.service.controller import Controller, Paths
+from controller.service.controller import Controller
+from controller.service.means import Paths, Rules
 from controller.settings import SHIPPED_ROOT
 
 ROOT = SHIPPED_ROOT
@@ -28,8 +31,13 @@ TEST_OWNER = "sandgate"
 
 def make_controller(data: Path, runtime: SandboxRuntime, *, profiles_dir: Path | None = None,
                     policy_dir: Path | None = None, shadow_dir: Path | None = None,
-                    max_deleted_files: int = 20) -> Controller:
-    """A controller on ``data`` with the shipped profiles and default bundle."""
+                    max_deleted_files: int = 20, max_parked: int = 16,
+                    tmpfs: Tmpfs | None = None) -> Controller[Store, ShadowedEngine]:
+    """A controller on ``data`` with the shipped profiles and default bundle; its scratch
+    filesystems are plain directories under the fake runtime, real tmpfs mounts under
+    Docker (unless ``tmpfs`` says)."""
+    if tmpfs is None:
+        tmpfs = PlainDirectories() if isinstance(runtime, FakeRuntime) else ScratchMounts()
     active = CedarEngine.from_path(policy_dir or ROOT / "policies" / "default")
     shadow = CedarEngine.from_path(shadow_dir) if shadow_dir else None
     return Controller(
@@ -39,8 +47,9 @@ def make_controller(data: Path, runtime: SandboxRuntime, *, profiles_dir: Path |
         signer=KeyRing(data / "keys").signer(),
         profiles=load_profiles(profiles_dir or ROOT / "profiles"),
         workspaces=Workspaces(data / "workspaces"),
+        tmpfs=tmpfs,
         paths=Paths(runs=data / "runs", quarantine=data / "quarantine", data=data),
-        max_deleted_files=max_deleted_files,
+        rules=Rules(max_deleted_files=max_deleted_files, max_parked=max_parked),
     )
 
 

@@ -57,6 +57,9 @@ class Ed25519Signer:
     def sign(self, message: bytes) -> bytes:
         return self._key.sign(message)
 
+    def envelope(self, payload: bytes) -> str:
+        return envelope_json(payload, self)
+
     def handover(self, outgoing: str | None, sequence: int) -> dict[str, Any] | None:
         """The rotation record a receipt at ``sequence`` must carry when ``outgoing`` (the key
         of the receipt before it) is not this one; None when no key changes hands."""

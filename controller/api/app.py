@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
 
 from controller import __version__
-from controller.api import errors, operations, streams
+from controller.api import errors, openapi, operations, streams
 from controller.api.deps import ApiContext
 from controller.api.front_door import FrontDoor
 from controller.api.limits import BodySizeLimit
@@ -40,13 +40,16 @@ def create_app(ctx: ApiContext) -> FastAPI:
 
     app = FastAPI(title="Sandgate", version=__version__, lifespan=lifespan,
                   description="Sandboxed code execution: dry run, policy, bounded run, "
-                              "validation, signed receipts.")
+                              "validation, signed receipts. Every error is an ErrorBody "
+                              "(`{\"error\": {\"code\", \"message\"}}`): branch on its code.",
+                  openapi_tags=openapi.TAGS)
     app.state.ctx = ctx
     # The last added runs first: identity from the headers, before anything reads a body.
     app.add_middleware(BodySizeLimit, limit=ctx.settings.max_body_bytes)
     app.add_middleware(FrontDoor, authenticate=lambda key: ctx.principals.authenticate(key),
                        limiter=ctx.limiter, limits=ctx.limits)
     errors.install(app)
+    openapi.install(app)
     app.include_router(streams.router)
     app.include_router(operations.router)
     app.include_router(router)

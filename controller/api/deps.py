@@ -12,8 +12,10 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from controller.adapters.policy.shadow import ShadowedEngine
 from controller.adapters.signing import KeyRing
 from controller.adapters.store.principals import Principals
+from controller.adapters.store.submissions import Store
 from controller.api.front_door import MISSING, UNKNOWN, vouched_for
 from controller.api.limits import Limits, OpenStreams, RateLimiter
 from controller.core.lifecycle import is_terminal
@@ -84,7 +86,7 @@ def settled(submission: Submission | None) -> bool:
 
 @dataclass
 class ApiContext:
-    controller: Controller
+    controller: Controller[Store, ShadowedEngine]
     dispatcher: Dispatcher
     principals: Principals
     keyring: KeyRing

@@ -8,6 +8,7 @@ import math
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from controller.core.records import capped
@@ -44,8 +45,30 @@ STATUS: list[tuple[type[SandgateError], int]] = [
 ]
 
 
+class ErrorDetail(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    code: str = Field(description="Stable and machine-readable: branch on this, never on the "
+                                  "message", examples=["not_found"])
+    message: str = Field(description="What went wrong and what to do next, for a person")
+
+
+class ErrorBody(BaseModel):
+    """Every error the API answers, whatever its status (the one shape /openapi.json
+    declares for each 4xx and 5xx a route answers)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    error: ErrorDetail
+
+
 def error_body(code: str, message: str) -> dict[str, dict[str, str]]:
-    return {"error": {"code": code, "message": message}}
+    return ErrorBody(error=ErrorDetail(code=code, message=message)).model_dump()
+
+
+def message_of(exc: SandgateError) -> str:
+    """What a deliberate error says to the caller: what happened, then what to do."""
+    return f"{str(exc).rstrip('.')}. {exc.hint}"
 
 
 def error_response(code: str, message: str, status: int,
@@ -66,7 +89,7 @@ def render(exc: SandgateError) -> JSONResponse:
     retry = exc.retry_after if isinstance(exc, RetryableError) else None
     if status == 503 and retry is None:
         retry = 5.0
-    return error_response(exc.code, f"{str(exc).rstrip('.')}. {exc.hint}", status, retry)
+    return error_response(exc.code, message_of(exc), status, retry)
 
 
 def install(app: FastAPI) -> None:
@@ -91,8 +114,10 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         codes = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
-        return error_response(codes.get(exc.status_code, "http_error"), str(exc.detail),
-                              exc.status_code)
+        response = error_response(codes.get(exc.status_code, "http_error"), str(exc.detail),
+                                  exc.status_code)
+        response.headers.update(exc.headers or {})  # a 405's Allow (RFC 9110)
+        return response
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:

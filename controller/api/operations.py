@@ -12,7 +12,8 @@ from fastapi.responses import JSONResponse
 
 from controller import __version__
 from controller.api.deps import ApiContext, Ctx
-from controller.api.schemas import Readiness
+from controller.api.openapi import answers
+from controller.api.schemas import Health, Readiness
 from controller.core.models import AuditSource
 from controller.errors import NotFoundError
 
@@ -32,12 +33,15 @@ FAILED = {
 router = APIRouter(tags=["operations"])
 
 
-@router.get("/healthz")
-def healthz() -> dict[str, str]:
-    return {"status": "ok", "version": __version__}
+@router.get("/healthz", response_model=Health, operation_id="getHealth",
+            responses=answers(public=True))
+def healthz() -> Health:
+    return Health(status="ok", version=__version__)
 
 
-@router.get("/readyz", response_model=Readiness, responses={503: {"model": Readiness}})
+@router.get("/readyz", response_model=Readiness, operation_id="getReadiness", responses={
+    **answers(public=True), 503: {"model": Readiness, "description": "Not ready: the "
+                                  "failing checks say what is wrong (not why: that is logged)"}})
 def readyz(ctx: Ctx) -> JSONResponse:
     checks = readiness(ctx)
     ready = all(value == "ok" for value in checks.values())

@@ -1,29 +1,36 @@
-"""The routes: parse, call the service, render. No decisions are taken here."""
+"""The routes: parse, call the service, render. No decisions are taken here. What each
+answers besides its own type is declared with ``answers`` (see ``openapi``)."""
 
 import hashlib
 import json
 import logging
-from typing import Annotated, Literal
+import re
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
 
 import rfc8785
-from fastapi import APIRouter, Header, Query
+from fastapi import APIRouter, Body, Header, Query
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
+from pydantic import BeforeValidator
 
-from controller.adapters.fs.workspaces import read_file
+from controller.adapters.fs.trees import read_file
+from controller.api import examples
 from controller.api.deps import ApiContext, Caller, Ctx, settled
+from controller.api.openapi import BODY, answers
 from controller.api.schemas import (
     APPROVAL_CHANGES,
     ApprovalBody,
     ApprovalRequest,
     DiffPage,
+    Envelope,
+    KeyStatus,
     KeyView,
     PolicyView,
     ProfileView,
     ReceiptPage,
     SubmissionPage,
     SubmissionView,
-    SubmitBody,
     WorkspaceView,
     approval_request,
     bundle_view,
@@ -36,7 +43,7 @@ from controller.core.models import (
     Role,
     State,
     Submission,
-    SubmissionRequest,
+    SubmissionBody,
 )
 from controller.errors import (
     ForbiddenError,
@@ -50,25 +57,37 @@ APPROVERS = frozenset({Role.APPROVER, Role.ADMIN})
 OUTPUT_PAGE = 1 << 20
 RECEIPT_PAGE_BYTES = 8 << 20  # a page of receipts ends past this (each is bounded)
 MAX_INT = 2**62  # SQLite integers are 64-bit; larger query values are refused, not crashed on
+DATE_AND_TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ]")
+BYTES = {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
 router = APIRouter()
 log = logging.getLogger("sandgate.api")
 
 
+def _header(description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"description": description, "required": True, "schema": schema}
+
+
 @router.post("/v1/submissions", status_code=202, response_model=SubmissionView,
-             tags=["submissions"])
-async def submit(body: SubmitBody, ctx: Ctx, who: Caller,
-                 wait: Annotated[float, Query(ge=0, le=60)] = 0,
-                 idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+             tags=["submissions"], operation_id="submit", responses={
+                 **answers(*BODY, 403, 409, 503), 202: {"headers": {"Location": _header(
+                     "The submission's URL", {"type": "string"})}}})
+async def submit(body: Annotated[SubmissionBody, Body(openapi_examples=examples.SUBMIT)],
+                 ctx: Ctx, who: Caller,
+                 wait: Annotated[float, Query(ge=0, le=60, description=(
+                     "Seconds to wait for the end (or a parking for approval)"))] = 0,
+                 idempotency_key: Annotated[str | None, Header(max_length=200, description=(
+                     "Retries with the same key and body answer the same submission; the "
+                     "same key with another body is a 409"))] = None,
                  ) -> JSONResponse:
     """Accept code for the pipeline; with ``wait``, block until it ends (or parks for
     approval), or the wait runs out."""
     if who.role not in SUBMITTERS:
         raise ForbiddenError(f"role {who.role} cannot submit code")
     _can_sign(ctx)
-    fields = body.model_dump(mode="json")
-    request = SubmissionRequest.model_validate({**fields, "agent": who.name})
+    request = body.by(who.name)
     key = None
     if idempotency_key is not None:
+        fields = body.model_dump(mode="json")
         key = (idempotency_key, hashlib.sha256(rfc8785.dumps(fields)).hexdigest())
     sub = await run_in_threadpool(ctx.dispatcher.submit, request, key)
     store = ctx.controller.store
@@ -80,23 +99,44 @@ async def submit(body: SubmitBody, ctx: Ctx, who: Caller,
 
 
 @router.get("/v1/submissions/{submission_id}", response_model=SubmissionView,
-            tags=["submissions"])
+            tags=["submissions"], operation_id="getSubmission", responses=answers(404))
 def get_submission(submission_id: str, ctx: Ctx, who: Caller) -> SubmissionView:
     return submission_view(ctx.own(submission_id, who))
 
 
-@router.get("/v1/submissions", response_model=SubmissionPage, tags=["submissions"])
-def list_submissions(ctx: Ctx, who: Caller, state: str | None = None, since: str | None = None,
+def _date_and_time(value: object) -> object:
+    """An RFC 3339 date and time, as the schema says: not a number of seconds, nor a day."""
+    if isinstance(value, str) and not DATE_AND_TIME.match(value):
+        raise ValueError("a date and time, as 2025-06-01T12:00:00Z")
+    return value
+
+
+@router.get("/v1/submissions", response_model=SubmissionPage, tags=["submissions"],
+            operation_id="listSubmissions", responses=answers(404, 422))
+def list_submissions(ctx: Ctx, who: Caller,
+                     state: Annotated[State | None, Query(description="Only in this state")]
+                     = None,
+                     since: Annotated[datetime | None, BeforeValidator(_date_and_time),
+                                      Query(description=(
+                         "Only created at or after this time (UTC unless it says)"))] = None,
                      limit: Annotated[int, Query(ge=1, le=200)] = 50,
-                     cursor: str | None = None) -> SubmissionPage:
+                     cursor: Annotated[str | None, Query(description=(
+                         "A next_cursor: the page after it (404 if not the caller's)"))] = None,
+                     ) -> SubmissionPage:
     """Newest first; pass ``next_cursor`` back as ``cursor`` for the next page."""
     if cursor is not None:
         ctx.check_owner(cursor, who)
     found = ctx.controller.store.summaries(
-        agent=None if who.sees_everything else who.name, state=state, since=since,
-        after_id=cursor, limit=limit)
+        agent=None if who.sees_everything else who.name,
+        state=state.value if state is not None else None,
+        since=_stamp(since) if since is not None else None, after_id=cursor, limit=limit)
     return SubmissionPage(submissions=found,
                           next_cursor=found[-1].id if len(found) == limit else None)
+
+
+def _stamp(moment: datetime) -> str:
+    """``moment`` as the store writes times (ISO 8601 in UTC), so they compare as text."""
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC).isoformat()
 
 
 def _readable(ctx: ApiContext, submission_id: str, who: Principal) -> Submission:
@@ -121,7 +161,7 @@ def _phase(sub: Submission, phase: Phase | None) -> Phase:
 
 
 @router.get("/v1/submissions/{submission_id}/diff", response_model=DiffPage,
-            tags=["submissions"])
+            tags=["submissions"], operation_id="getDiff", responses=answers(404, 422))
 def get_diff(submission_id: str, ctx: Ctx, who: Caller, phase: Phase | None = None,
              cursor: Annotated[int, Query(ge=0, le=MAX_INT)] | None = None,
              limit: Annotated[int, Query(ge=1, le=1000)] = 200) -> DiffPage:
@@ -132,14 +172,16 @@ def get_diff(submission_id: str, ctx: Ctx, who: Caller, phase: Phase | None = No
     rows = ctx.controller.store.changes(submission_id, chosen,
                                         after=-1 if cursor is None else cursor, limit=limit)
     summary = sub.dry_run_diff if chosen is Phase.DRY_RUN else sub.bounded_run_diff
-    return DiffPage(phase=chosen.value, summary=summary, changes=[c for _, c in rows],
+    return DiffPage(phase=chosen, summary=summary, changes=[c for _, c in rows],
                     next_cursor=rows[-1][0] if len(rows) == limit else None)
 
 
 @router.get("/v1/submissions/{submission_id}/outputs/{stream}", tags=["submissions"],
-            responses={200: {"content": {"application/octet-stream": {}},
-                             "description": "The bytes the run wrote, exactly; the "
-                                            "Sandgate-Output-Size header is the whole size"}})
+            operation_id="getOutput", response_class=Response, responses={
+                **answers(404, 422), 200: {
+                    "description": "The bytes the run wrote, exactly", "content": BYTES,
+                    "headers": {"Sandgate-Output-Size": _header(
+                        "The whole output's size in bytes", {"type": "integer"})}}})
 def get_output(submission_id: str, stream: Literal["stdout", "stderr"], ctx: Ctx,
                who: Caller, phase: Phase | None = None,
                offset: Annotated[int, Query(ge=0, le=MAX_INT)] = 0,
@@ -154,7 +196,9 @@ def get_output(submission_id: str, stream: Literal["stdout", "stderr"], ctx: Ctx
 
 
 @router.get("/v1/submissions/{submission_id}/code", tags=["submissions"],
-            responses={200: {"content": {"text/plain": {}}}})
+            operation_id="getCode", response_class=Response, responses={
+                **answers(404), 200: {"description": "The code, as submitted",
+                                      "content": {"text/plain": {"schema": {"type": "string"}}}}})
 def get_code(submission_id: str, ctx: Ctx, who: Caller) -> Response:
     """The submitted code, as submitted (its sha256 is the receipt's subject)."""
     _readable(ctx, submission_id, who)
@@ -162,9 +206,10 @@ def get_code(submission_id: str, ctx: Ctx, who: Caller) -> Response:
                     media_type="text/plain; charset=utf-8")
 
 
-@router.get("/v1/receipts/{submission_id}", tags=["receipts"],
-            responses={200: {"description": "The DSSE envelope exactly as stored",
-                             "content": {"application/json": {}}}})
+@router.get("/v1/receipts/{submission_id}", tags=["receipts"], operation_id="getReceipt",
+            response_class=Response, responses={
+                **answers(404), 200: {"model": Envelope,
+                                      "description": "The DSSE envelope exactly as stored"}})
 def get_receipt(submission_id: str, ctx: Ctx, who: Caller) -> Response:
     ctx.check_owner(submission_id, who)
     envelope = ctx.controller.store.receipt_for(submission_id)
@@ -173,7 +218,8 @@ def get_receipt(submission_id: str, ctx: Ctx, who: Caller) -> Response:
     return Response(envelope, media_type="application/json")
 
 
-@router.get("/v1/receipts", response_model=ReceiptPage, tags=["receipts"])
+@router.get("/v1/receipts", response_model=ReceiptPage, tags=["receipts"],
+            operation_id="listReceipts", responses=answers(422))
 def list_receipts(ctx: Ctx, who: Caller, since_seq: Annotated[int, Query(ge=0, le=MAX_INT)] = 0,
                   limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> ReceiptPage:
     """Envelopes in sequence order: all of them for auditors and admins, own for agents."""
@@ -186,17 +232,18 @@ def list_receipts(ctx: Ctx, who: Caller, since_seq: Annotated[int, Query(ge=0, l
                        else None)
 
 
-@router.get("/v1/keys", response_model=list[KeyView], tags=["receipts"])
+@router.get("/v1/keys", response_model=list[KeyView], tags=["receipts"],
+            operation_id="listKeys", responses=answers())
 def keys(ctx: Ctx, who: Caller) -> list[KeyView]:
-    return [KeyView(key_id=k.key_id, pem=k.pem, created=k.created, status=k.status)
+    return [KeyView(key_id=k.key_id, pem=k.pem, created=k.created, status=KeyStatus(k.status))
             for k in ctx.keyring.public_keys()]
 
 
-@router.get("/v1/checkpoint", tags=["receipts"],
-            responses={200: {"description": "A DSSE envelope (payloadType "
-                                            "application/vnd.sandgate.checkpoint+json) over "
-                                            "the log's tree size and RFC 6962 root hash",
-                             "content": {"application/json": {}}}})
+@router.get("/v1/checkpoint", tags=["receipts"], operation_id="getCheckpoint",
+            response_class=Response, responses={
+                **answers(503), 200: {"model": Envelope, "description": (
+                    "A DSSE envelope (payloadType application/vnd.sandgate.checkpoint+json) "
+                    "over the log's tree size and RFC 6962 root hash")}})
 def checkpoint(ctx: Ctx, who: Caller) -> Response:
     """A signed tree head over the whole receipt log: keep it, and ``sandgate-verify
     --checkpoint`` finds a later copy of the log that lost or changed a receipt it covers."""
@@ -221,7 +268,8 @@ Owner = Annotated[str | None, Query(max_length=64, description=(
     "Whose workspace (admins and auditors); the caller's own by default"))]
 
 
-@router.get("/v1/workspaces/{name}", response_model=WorkspaceView, tags=["workspaces"])
+@router.get("/v1/workspaces/{name}", response_model=WorkspaceView, tags=["workspaces"],
+            operation_id="getWorkspace", responses=answers(404, 422))
 def get_workspace(name: str, ctx: Ctx, who: Caller, owner: Owner = None) -> WorkspaceView:
     version, directory = _workspace(ctx, name, who, owner)
     versions = [v for v in range(version + 1)
@@ -230,7 +278,8 @@ def get_workspace(name: str, ctx: Ctx, who: Caller, owner: Owner = None) -> Work
 
 
 @router.get("/v1/workspaces/{name}/files/{path:path}", tags=["workspaces"],
-            responses={200: {"content": {"application/octet-stream": {}}}})
+            operation_id="getWorkspaceFile", response_class=Response, responses={
+                **answers(404, 422), 200: {"description": "The file's bytes", "content": BYTES}})
 def get_file(name: str, path: str, ctx: Ctx, who: Caller, owner: Owner = None,
              version: Annotated[int | None, Query(ge=0, le=MAX_INT)] = None) -> Response:
     """A file at the current (or a given) version; workspaces change only by submissions."""
@@ -242,15 +291,16 @@ def get_file(name: str, path: str, ctx: Ctx, who: Caller, owner: Owner = None,
     return Response(data, media_type="application/octet-stream")
 
 
-@router.get("/v1/profiles", response_model=list[ProfileView], tags=["configuration"])
+@router.get("/v1/profiles", response_model=list[ProfileView], tags=["configuration"],
+            operation_id="listProfiles", responses=answers())
 def profiles(ctx: Ctx, who: Caller) -> list[ProfileView]:
     return [ProfileView(name=p.name, description=p.description, image=p.image, digest=p.digest,
-                        network=p.network, limits=p.limits.model_dump(),
-                        tripwires=list(p.tripwires))
+                        network=p.network, limits=p.limits, tripwires=list(p.tripwires))
             for p in ctx.controller.profiles.values()]
 
 
-@router.get("/v1/policies", response_model=PolicyView, tags=["policies"])
+@router.get("/v1/policies", response_model=PolicyView, tags=["policies"],
+            operation_id="getPolicies", responses=answers(404))
 def policies(ctx: Ctx, who: Caller) -> PolicyView:
     """The active bundle, and the shadow one with how often it disagreed."""
     engine = ctx.controller.engine
@@ -263,7 +313,8 @@ def policies(ctx: Ctx, who: Caller) -> PolicyView:
                       shadow_disagreements=engine.disagreements)
 
 
-@router.post("/v1/policies/reload", response_model=PolicyView, tags=["policies"])
+@router.post("/v1/policies/reload", response_model=PolicyView, tags=["policies"],
+             operation_id="reloadPolicies", responses=answers(403, 404, 422, 503))
 def reload_policies(ctx: Ctx, who: Caller) -> PolicyView:
     """Reload the bundles from disk now; a broken bundle is refused (422, naming the file
     and policy) and the active one keeps deciding."""
@@ -273,7 +324,8 @@ def reload_policies(ctx: Ctx, who: Caller) -> PolicyView:
     return policies(ctx, who)
 
 
-@router.post("/v1/profiles/reload", response_model=list[ProfileView], tags=["configuration"])
+@router.post("/v1/profiles/reload", response_model=list[ProfileView], tags=["configuration"],
+             operation_id="reloadProfiles", responses=answers(403, 422))
 def reload_profiles(ctx: Ctx, who: Caller) -> list[ProfileView]:
     """Reload every profile now; one broken profile refuses them all (422) and the loaded
     ones stay."""
@@ -283,7 +335,8 @@ def reload_profiles(ctx: Ctx, who: Caller) -> list[ProfileView]:
     return profiles(ctx, who)
 
 
-@router.get("/v1/approvals", response_model=list[ApprovalRequest], tags=["approvals"])
+@router.get("/v1/approvals", response_model=list[ApprovalRequest], tags=["approvals"],
+            operation_id="listApprovals", responses=answers(403, 422))
 def approvals(ctx: Ctx, who: Caller, limit: Annotated[int, Query(ge=1, le=100)] = 50,
               cursor: Annotated[str | None, Query(max_length=64)] = None,
               ) -> list[ApprovalRequest]:
@@ -298,7 +351,8 @@ def approvals(ctx: Ctx, who: Caller, limit: Annotated[int, Query(ge=1, le=100)] 
 
 
 @router.post("/v1/submissions/{submission_id}/approval", response_model=SubmissionView,
-             tags=["approvals"])
+             tags=["approvals"], operation_id="answerApproval",
+             responses=answers(*BODY, 403, 404, 503))
 def answer_approval(submission_id: str, body: ApprovalBody, ctx: Ctx,
                     who: Caller) -> SubmissionView:
     """Approve (the real run is queued) or reject (denied); recorded in the receipt."""

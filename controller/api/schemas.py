@@ -1,48 +1,76 @@
-"""Request and response bodies of the API (what /openapi.json describes)."""
+"""Response bodies of the API (what /openapi.json describes). The request body of a
+submission is the core's ``SubmissionBody``: its constraints are written there, once."""
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from enum import StrEnum
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, computed_field
 
+from controller.api import examples
 from controller.core.models import (
-    LABEL_KEY,
-    MAX_CODE_CHARS,
-    MAX_FILES,
-    MAX_LABEL_VALUE,
-    MAX_LABELS,
-    WORKSPACE_NAME,
     Decision,
     DiffSummary,
+    FileChange,
     Language,
+    Limit,
+    Observation,
+    Phase,
+    RuleMatch,
+    State,
     Submission,
-    SubmittedFile,
 )
-from controller.core.receipts import observation_summary
+from controller.core.profile import Limits
 from controller.core.records import RequestPreview, SubmissionSummary
 
 # The dry run's changes the approvals queue shows; the rest is a route away.
 APPROVAL_CHANGES = 20
+# What a response always carries is required in the schema (defaults included).
+VIEW = ConfigDict(json_schema_serialization_defaults_required=True)
 
 
-class SubmitBody(BaseModel):
-    """POST /v1/submissions: the agent is the authenticated principal, never the body."""
+def _examples(*found: dict[str, Any]) -> ConfigDict:
+    return ConfigDict(json_schema_serialization_defaults_required=True,
+                      json_schema_extra={"examples": list(found)})
 
-    model_config = ConfigDict(extra="forbid")
 
-    language: Language
-    code: str = Field(max_length=MAX_CODE_CHARS)
-    files: list[SubmittedFile] = Field(default_factory=list, max_length=MAX_FILES)
-    workspace: Annotated[str, Field(pattern=WORKSPACE_NAME.pattern)] = "default"
-    profile: Annotated[str, Field(pattern=WORKSPACE_NAME.pattern)] = "standard"
-    labels: dict[Annotated[str, Field(pattern=LABEL_KEY.pattern)],
-                 Annotated[str, Field(max_length=MAX_LABEL_VALUE)]] = Field(
-        default_factory=dict, max_length=MAX_LABELS)
+JsonInt = Annotated[int | str, Field(description=(
+    "An integer; a decimal string when outside ±(2^53 - 1), the range RFC 8785 JSON holds "
+    "exactly (sizes a sandbox chose)"))]
+
+
+class RunResult(Observation):
+    """One run as seen from outside the container, the limits it hit and its diff's counts
+    (what the receipt signs of it)."""
+
+    model_config = VIEW
+
+    diff: DiffSummary | None = Field(None, description="The workspace's changes, counted")
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def limits_hit(self) -> tuple[Limit, ...]:
+        return super().limits_hit
+
+    @classmethod
+    def of(cls, run: Observation | None, diff: DiffSummary | None) -> RunResult | None:
+        return None if run is None else cls(**dict(run), diff=diff)
+
+
+class Change(FileChange):
+    """One path a run created, modified or deleted."""
+
+    model_config = VIEW
+
+    size: JsonInt = 0  # type: ignore[assignment]
+    mode: JsonInt = 0  # type: ignore[assignment]
 
 
 class Links(BaseModel):
+    model_config = VIEW
+
     self: str
     events: str
     receipt: str
@@ -53,20 +81,26 @@ class Links(BaseModel):
 
 
 class SubmissionView(BaseModel):
+    """A submission: its state and why, the decisions taken, what each run did, previews
+    of the last run's output, the workspace versions, and where to read the rest."""
+
+    model_config = _examples(examples.SUBMISSION)
+
     id: str
-    state: str
+    state: State
     reason: str
     agent: str
-    language: str
+    language: Language
     workspace: str
     profile: str
     created_at: datetime
     updated_at: datetime
     decisions: list[Decision]
-    dry_run: dict[str, Any] | None
-    bounded_run: dict[str, Any] | None
+    dry_run: RunResult | None
+    bounded_run: RunResult | None
     violations: list[str]
-    stdout: str
+    stdout: str = Field(description="The first 16 KiB of the last run's stdout, decoded "
+                                    "(the bytes: links.stdout)")
     stderr: str
     version_before: int | None
     version_after: int | None
@@ -75,49 +109,89 @@ class SubmissionView(BaseModel):
 
 
 class SubmissionPage(BaseModel):
+    model_config = VIEW
+
     submissions: list[SubmissionSummary]
-    next_cursor: str | None
+    next_cursor: str | None = Field(description="Pass back as cursor for the next page")
 
 
 class DiffPage(BaseModel):
     """One run's changes, a page at a time in path order; ``summary.changes_sha256`` is the
     digest of the whole list (RFC 8785 JSON array of every page's changes)."""
 
-    phase: str
+    model_config = VIEW
+
+    phase: Phase
     summary: DiffSummary | None
-    changes: list[dict[str, Any]]
+    changes: list[Change]
     next_cursor: int | None
 
 
+class Signature(BaseModel):
+    model_config = ConfigDict(extra="allow", json_schema_serialization_defaults_required=True)
+
+    keyid: str = Field(description="The signing key's id, as GET /v1/keys lists it")
+    sig: str = Field(description="Base64 Ed25519 signature over the DSSE pre-authentication "
+                                 "encoding of payloadType and payload")
+
+
+class Envelope(BaseModel):
+    """A DSSE envelope: a receipt (payloadType ``application/vnd.in-toto+json``, an in-toto
+    Statement), a key rotation record or a checkpoint; ``sandgate-verify`` checks it."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True,
+                              json_schema_serialization_defaults_required=True,
+                              json_schema_extra={"examples": [examples.ENVELOPE]})
+
+    payload_type: str = Field(alias="payloadType")
+    payload: str = Field(description="Base64 of the signed bytes (canonical JSON)")
+    signatures: list[Signature]
+
+
 class ReceiptPage(BaseModel):
-    receipts: list[dict[str, Any]]
-    next_since_seq: int | None
+    model_config = VIEW
+
+    receipts: list[Envelope]
+    next_since_seq: int | None = Field(description="Pass back as since_seq for the next page")
+
+
+class KeyStatus(StrEnum):
+    ACTIVE = "active"
+    RETIRED = "retired"
 
 
 class KeyView(BaseModel):
+    model_config = _examples(examples.KEY)
+
     key_id: str
     pem: str
     created: datetime
-    status: str
+    status: KeyStatus
 
 
 class WorkspaceView(BaseModel):
+    model_config = _examples({"name": "default", "version": 2, "versions": [0, 1, 2]})
+
     name: str
-    version: int
-    versions: list[int]
+    version: int = Field(description="The current version")
+    versions: list[int] = Field(description="The versions whose files can be read")
 
 
 class ProfileView(BaseModel):
+    model_config = VIEW
+
     name: str
     description: str
     image: str
     digest: str
     network: bool
-    limits: dict[str, Any]
+    limits: Limits
     tripwires: list[str]
 
 
 class BundleView(BaseModel):
+    model_config = VIEW
+
     name: str
     version: str
     digest: str
@@ -131,7 +205,8 @@ class PolicyView(BundleView):
 
 
 class ApprovalBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"approve": True, "reason": "reviewed: writes one report file"}]})
 
     approve: bool
     reason: str = Field(min_length=1, max_length=2000)
@@ -141,19 +216,43 @@ class ApprovalRequest(BaseModel):
     """What an approver needs to decide: the code, what its dry run did, and why it waits.
     Bounded: the code and lists are cut (the ``links`` of the submission lead to the rest)."""
 
+    model_config = VIEW
+
     submission: SubmissionView
     code: str
     code_truncated: bool
     files: list[str]
     files_count: int
     dry_run_diff: DiffSummary | None
-    dry_run_changes: list[dict[str, Any]]
-    waiting_because: list[dict[str, Any]]
+    dry_run_changes: list[Change]
+    waiting_because: list[RuleMatch]
+
+
+class TransitionEvent(BaseModel):
+    """The ``data`` of a ``transition`` event of GET /v1/submissions/{id}/events."""
+
+    model_config = ConfigDict(populate_by_name=True, json_schema_extra={"examples": [
+        {"from": "validating", "to": "committing", "at": "2025-06-01T12:00:01.204518+00:00"}]})
+
+    source: State | None = Field(alias="from", description="None for the first event")
+    to: State
+    at: datetime
+
+
+class Health(BaseModel):
+    model_config = VIEW
+
+    status: Literal["ok"]
+    version: str
 
 
 class Readiness(BaseModel):
+    model_config = _examples({"ready": True, "checks": {
+        "docker": "ok", "store": "ok", "signing_key": "ok", "policy_bundle": "ok",
+        "accepting": "ok", "kernel_audit": "ok"}})
+
     ready: bool
-    checks: dict[str, str]
+    checks: dict[str, str] = Field(description='Each check: "ok", or what is wrong')
 
 
 def approval_request(sub: Submission, request: RequestPreview | None,
@@ -165,8 +264,9 @@ def approval_request(sub: Submission, request: RequestPreview | None,
     return ApprovalRequest(
         submission=submission_view(sub), code=shown.code,
         code_truncated=shown.code_chars > len(shown.code), files=list(shown.files),
-        files_count=shown.files_count, dry_run_diff=sub.dry_run_diff, dry_run_changes=changes,
-        waiting_because=[r.model_dump() for d in waiting for r in d.rules])
+        files_count=shown.files_count, dry_run_diff=sub.dry_run_diff,
+        dry_run_changes=[Change.model_validate(change) for change in changes],
+        waiting_because=[rule for d in waiting for rule in d.rules])
 
 
 def bundle_view(bundle: Any) -> BundleView:
@@ -184,11 +284,11 @@ def links(submission_id: str) -> Links:
 def submission_view(sub: Submission) -> SubmissionView:
     request = sub.request
     return SubmissionView(
-        id=sub.id, state=sub.state.value, reason=sub.reason, agent=request.agent,
-        language=request.language.value, workspace=request.workspace, profile=request.profile,
+        id=sub.id, state=sub.state, reason=sub.reason, agent=request.agent,
+        language=request.language, workspace=request.workspace, profile=request.profile,
         created_at=sub.created_at, updated_at=sub.updated_at, decisions=list(sub.decisions),
-        dry_run=observation_summary(sub.dry_run, sub.dry_run_diff),
-        bounded_run=observation_summary(sub.bounded_run, sub.bounded_run_diff),
+        dry_run=RunResult.of(sub.dry_run, sub.dry_run_diff),
+        bounded_run=RunResult.of(sub.bounded_run, sub.bounded_run_diff),
         violations=list(sub.violations), stdout=sub.stdout, stderr=sub.stderr,
         version_before=sub.base_version, version_after=sub.new_version,
         receipt_seq=sub.receipt_seq, links=links(sub.id))

@@ -23,21 +23,29 @@ from starlette.types import Receive, Scope, Send
 
 from controller.adapters.store.submissions import Store
 from controller.api.deps import Caller, Ctx, Waiters
+from controller.api.openapi import EVENT_ID, answers, event_stream
 from controller.core.lifecycle import TERMINAL
 from controller.errors import InputError
 
 KEEP_ALIVE_S = 15.0
 FALLBACK_POLL_S = 1.0  # for transitions no announcement woke the stream for
-EVENT_ID = re.compile(r"[0-9]{1,18}")  # an event id: a positive SQLite integer
+EVENT_ID_SHAPE = re.compile(EVENT_ID)
 TERMINAL_NAMES = frozenset(state.value for state in TERMINAL)
+STREAM = ("Server-sent events: `id: <n>`, `event: transition`, `data: <a TransitionEvent as "
+          "JSON>`, a blank line; `: keep-alive` comments between. Ends after the terminal "
+          "state's event, or when idle")
 router = APIRouter()
 
 
 @router.get("/v1/submissions/{submission_id}/events", tags=["submissions"],
-            response_class=StreamingResponse,
-            responses={200: {"content": {"text/event-stream": {}}}})
+            operation_id="streamEvents", response_class=StreamingResponse, responses={
+                **answers(404, 422), 200: {"description": "One event per transition",
+                                           "content": event_stream(STREAM)}})
 def events(submission_id: str, ctx: Ctx, who: Caller,
-           last_event_id: Annotated[str | None, Header()] = None) -> StreamingResponse:
+           last_event_id: Annotated[str | None, Header(description=(
+               "The id of the last event received: the stream resumes after it"),
+               json_schema_extra={"pattern": EVENT_ID})] = None,
+           ) -> StreamingResponse:
     """Server-sent events, one per transition; ``Last-Event-ID`` resumes after that one."""
     after = resume_after(last_event_id)
     ctx.check_owner(submission_id, who)
@@ -50,7 +58,7 @@ def resume_after(last_event_id: str | None) -> int:
     """The event id to resume after: 0 without ``Last-Event-ID``."""
     if last_event_id is None:
         return 0
-    if not EVENT_ID.fullmatch(last_event_id):
+    if not EVENT_ID_SHAPE.fullmatch(last_event_id):
         raise InputError("Last-Event-ID must be an event id this stream sent: 1 to 18 "
                          "digits (0-9)")
     return int(last_event_id)

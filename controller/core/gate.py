@@ -90,11 +90,6 @@ def unattended(decision: Decision) -> Decision:
     return decision
 
 
-def assessment(run: Decision, unattended_decision: Decision) -> Decision:
-    """The decision the lifecycle follows after the dry run, from the two answers."""
-    return run if run.outcome is not Outcome.PERMIT else unattended_decision
-
-
 def validation_context(
     assessment: dict[str, Any], bounded_run: Observation, diff: DiffSummary
 ) -> dict[str, Any]:

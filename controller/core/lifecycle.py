@@ -15,6 +15,8 @@ from controller.core.models import (
     Observation,
     Outcome,
     State,
+    Submission,
+    utcnow,
 )
 from controller.errors import IllegalTransitionError
 
@@ -49,6 +51,13 @@ def check_transition(current: State, target: State) -> State:
     if target not in TRANSITIONS[current]:
         raise IllegalTransitionError(f"illegal transition {current} -> {target}")
     return target
+
+
+def advanced(submission: Submission, target: State, **changes: object) -> Submission:
+    """The record after a legal move to ``target`` with ``changes`` (``IllegalTransitionError``
+    for an illegal one)."""
+    check_transition(submission.state, target)
+    return submission.model_copy(update={**changes, "state": target, "updated_at": utcnow()})
 
 
 def safe_terminal(current: State, *, flagged: bool = False) -> State:

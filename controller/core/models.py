@@ -10,7 +10,7 @@ import binascii
 import re
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -132,7 +132,7 @@ class SubmittedFile(Frozen):
     path: Annotated[str, Field(min_length=1, max_length=MAX_FILE_PATH)]
     content: str = Field(max_length=MAX_FILE_CHARS,
                          description="File content; text, or base64 when encoding is base64")
-    encoding: Annotated[str, Field(pattern="^(utf-8|base64)$")] = "utf-8"
+    encoding: Literal["utf-8", "base64"] = "utf-8"
     mode: Annotated[int, Field(ge=0, le=0o777)] = 0o644
 
     @field_validator("path")
@@ -165,19 +165,33 @@ class SubmittedFile(Frozen):
         return self
 
 
-class SubmissionRequest(Frozen):
-    """What an agent asks for."""
+class SubmissionBody(Frozen):
+    """What a submitter writes: a request without who asks (the API's request body; each
+    constraint is written here once)."""
 
     language: Language
     code: str = Field(max_length=MAX_CODE_CHARS, description="The code to run")
-    files: tuple[SubmittedFile, ...] = Field(default=(), max_length=MAX_FILES)
-    workspace: Annotated[str, Field(pattern=WORKSPACE_NAME.pattern)] = "default"
-    profile: Annotated[str, Field(pattern=WORKSPACE_NAME.pattern)] = "standard"
-    # A principal's name: it names the agent's workspace directory, so it has their shape.
-    agent: Annotated[str, Field(pattern=WORKSPACE_NAME.pattern)] = LOCAL_AGENT
+    files: tuple[SubmittedFile, ...] = Field(default=(), max_length=MAX_FILES, description=(
+        "Files placed in the workspace before the code runs"))
+    workspace: Annotated[str, Field(pattern=WORKSPACE_NAME.pattern, description=(
+        "The submitter's workspace to run in (made at version 0 if new)"))] = "default"
+    profile: Annotated[str, Field(pattern=WORKSPACE_NAME.pattern, description=(
+        "A loaded profile's name (GET /v1/profiles)"))] = "standard"
     labels: dict[Annotated[str, Field(pattern=LABEL_KEY.pattern)],
                  Annotated[str, Field(max_length=MAX_LABEL_VALUE)]] = Field(
-        default_factory=dict, max_length=MAX_LABELS)
+        default_factory=dict, max_length=MAX_LABELS, description="Recorded in the receipt",
+        json_schema_extra={"propertyNames": {"pattern": LABEL_KEY.pattern}})
+
+    def by(self, agent: str) -> SubmissionRequest:
+        """This body as ``agent``'s request (the API's agent: the authenticated caller)."""
+        return SubmissionRequest(**dict(self), agent=agent)
+
+
+class SubmissionRequest(SubmissionBody):
+    """What an agent asks for."""
+
+    # A principal's name: it names the agent's workspace directory, so it has their shape.
+    agent: Annotated[str, Field(pattern=WORKSPACE_NAME.pattern)] = LOCAL_AGENT
 
 
 class StreamSummary(Frozen):

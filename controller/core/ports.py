@@ -1,21 +1,34 @@
-"""The small interfaces the core needs from the outside world.
+"""The small interfaces the service needs from the outside world.
 
-Adapters implement them: ``runtime.docker`` (and ``runtime.fake`` for unit tests),
-``policy.cedar``, ``signing``. The service depends on these Protocols, not on the adapters.
+Adapters implement them: ``adapters.runtime.docker`` (``adapters.runtime.fake`` beside it),
+``adapters.policy.shadow``, ``adapters.signing``, ``adapters.fs.tmpfs`` (a plain-directory
+stand-in beside it) and ``adapters.store``. The service depends on these Protocols, never on
+an adapter.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from controller.core.models import AuditSource, Decision, Gate, Language, Observation, Phase
+from controller.core.models import (
+    AuditSource,
+    Decision,
+    Diff,
+    DiffSummary,
+    Gate,
+    Language,
+    Observation,
+    Phase,
+    State,
+    Submission,
+)
 from controller.core.profile import Profile
 from controller.errors import RuntimeUnavailableError
 
-SANDBOX_USER = "10001:10001"
 SANDBOX_UID = 10001
 # One uid (and gid) per submission in flight, from this range (the image names each one
 # ``sandbox``): a seccomp kill is charged by uid to the run that caused it, never to another
@@ -108,10 +121,95 @@ class PolicyEngine(Protocol):
 
 
 class Signer(Protocol):
+    """Signs receipts (DSSE) with the active key."""
+
     @property
     def key_id(self) -> str: ...
 
-    def sign(self, message: bytes) -> bytes: ...
+    def envelope(self, payload: bytes) -> str:
+        """The receipt's DSSE envelope over ``payload``, as one line of JSON."""
+        ...
+
+    def handover(self, outgoing: str | None, sequence: int) -> dict[str, Any] | None:
+        """The rotation record the receipt at ``sequence`` carries when ``outgoing`` (the key
+        of the receipt before it) is another key; None when no key changes hands."""
+        ...
+
+
+class Tmpfs(Protocol):
+    """Scratch filesystems for a run's copies, mounted on the run directory and released in
+    one step whatever they hold; and the trees on them handed to the sandbox user and back."""
+
+    def mount(self, target: Path, *, size_bytes: int, inodes: int) -> None:
+        """A fresh, empty filesystem on ``target`` (created if missing), capped as given."""
+        ...
+
+    def release(self, root: Path) -> None:
+        """Let go of every scratch filesystem under ``root`` (their contents with them)."""
+        ...
+
+    def mounted(self, root: Path) -> bool:
+        """Whether a scratch filesystem is mounted at or under ``root``."""
+        ...
+
+    def hand_to_sandbox(self, root: Path, uid: int) -> None:
+        """Let the run's user (``uid``, also its gid) write the tree at ``root``."""
+        ...
+
+    def hand_to_root(self, root: Path) -> None:
+        """Take a tree back: no longer the sandbox user's, no setuid/setgid bit anywhere."""
+        ...
+
+
+class Terminal(Protocol):
+    """The transaction a submission ends in (``SubmissionStore.terminal``)."""
+
+    sequence: int  # the receipt's place in the log
+    previous: str | None  # the payload digest of the receipt before it
+
+    def swap_version(self, owner: str, workspace: str, base: int, new: int,
+                     tree_digest: str) -> None:
+        """Compare-and-swap; ``CommitConflictError`` if another commit moved it first."""
+        ...
+
+    def append(self, before: Submission, after: Submission, envelope: str,
+               digest: str) -> None:
+        """Write the terminal record ``after`` over ``before``, and its receipt."""
+        ...
+
+
+class SubmissionStore(Protocol):
+    """The durable record of submissions, as the service drives them: every move persisted
+    before the side effect it announces; the terminal one with its receipt."""
+
+    def insert(self, submission: Submission,
+               idempotency: tuple[str, str] | None = None) -> Submission: ...
+
+    def get(self, submission_id: str) -> Submission | None: ...
+
+    def move(self, submission: Submission, target: State, **changes: object) -> Submission: ...
+
+    def update(self, submission: Submission) -> Submission: ...
+
+    def terminal(self) -> AbstractContextManager[Terminal]: ...
+
+    def keep_run(self, submission_id: str, phase: Phase, diff: Diff | None,
+                 outputs: dict[str, bytes]) -> DiffSummary | None: ...
+
+    def claim_uid(self, submission_id: str, uids: range, wanted: int | None = None) -> int: ...
+
+    def release_uid(self, submission_id: str) -> None: ...
+
+    def open_workspace(self, owner: str, name: str) -> tuple[int, str]: ...
+
+    def parked(self, agent: str | None = None, updated_before: str | None = None,
+               limit: int = 1000) -> list[str]: ...
+
+    def in_flight(self) -> list[Submission]: ...
+
+    def owner_of(self, submission_id: str) -> tuple[str, str] | None: ...
+
+    def signer_of(self, sequence: int) -> str | None: ...
 
 
 class KilledFromOutsideError(RuntimeUnavailableError):

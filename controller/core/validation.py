@@ -37,3 +37,25 @@ def limit_breaches(observation: Observation, limits: Limits) -> tuple[str, ...]:
 def violations(diff: Diff, observation: Observation, limits: Limits) -> tuple[str, ...]:
     """Every hard invariant the bounded run broke; empty when it may go to policy."""
     return hazards(diff) + limit_breaches(observation, limits)
+
+
+def flag_reason(observation: Observation, planted: tuple[str, ...]) -> str:
+    """Why a bounded run is quarantined: a tripwire, an incomplete observation, hazards."""
+    parts = []
+    if observation.seccomp_killed:
+        parts.append("tripwire: the bounded run was killed by seccomp (SIGSYS) after a clean "
+                     "dry run")
+    if observation.incomplete is not None:
+        parts.append(f"the observation is incomplete: {observation.incomplete}")
+    if planted:
+        parts.append("validation: " + "; ".join(planted))
+    if not observation.succeeded:
+        parts.append(failure_reason(observation))
+    return "; ".join(parts)
+
+
+def failure_reason(observation: Observation) -> str:
+    """Why a bounded run failed: the limits it hit, else its exit code."""
+    limits = ", ".join(limit.value for limit in observation.limits_hit)
+    detail = f"limit hit: {limits}" if limits else f"exit code {observation.exit_code}"
+    return f"bounded run failed ({detail})"

@@ -28,7 +28,7 @@ from typing import Any
 
 import pyseccomp
 
-from controller.adapters.fs.workspaces import hand_to_sandbox
+from controller.adapters.fs.trees import hand_to_sandbox
 from controller.adapters.runtime.kmsg import AuditLog, open_audit_log, parse_logged
 from controller.core.models import Language, Phase
 from controller.core.ports import COMMANDS, SANDBOX_UID, RunSpec, SandboxRuntime

@@ -1,4 +1,4 @@
-"""The service: wires the lifecycle to the adapters and drives each submission to its end.
+"""The controller: accepts submissions and drives each to its end through the ports.
 
 Every move is persisted before the side effect it announces; every failure ends in the safe
 terminal state for where the submission stood (``lifecycle.safe_terminal``), with its receipt.
@@ -10,72 +10,55 @@ import hashlib
 import logging
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from typing import Generic, TypeVar
 
-from controller.adapters.fs.tmpfs import release
-from controller.adapters.fs.workspaces import (
-    Workspaces,
-    remove_tree,
-)
-from controller.adapters.policy.shadow import ShadowedEngine
-from controller.adapters.signing import Ed25519Signer, envelope_json
-from controller.adapters.store.submissions import Sealed, Store
-from controller.core import receipts
-from controller.core.lifecycle import (
-    TERMINAL,
-    after_approval,
-)
+from controller.adapters.fs.trees import remove_tree
+from controller.adapters.fs.workspaces import Workspaces
+from controller.core.lifecycle import TERMINAL, after_approval
 from controller.core.models import Approval, State, Submission, SubmissionRequest, utcnow
-from controller.core.ports import SandboxRuntime
+from controller.core.ports import PolicyEngine, SandboxRuntime, Signer, SubmissionStore, Tmpfs
 from controller.core.profile import Profile
-from controller.errors import (
-    ForbiddenError,
-    InputError,
-    NotFoundError,
-)
+from controller.errors import ForbiddenError, InputError, NotFoundError
 from controller.faults import crash_point
 from controller.profiles.load import archive_profile, load_profiles
+from controller.service.means import Means, Paths, Rules
 from controller.service.pipeline import Job
-from controller.verify.dsse import payload_digest
+from controller.service.sealing import Sealer
 
 log = logging.getLogger("sandgate")
 
 Listener = Callable[[Submission], None]
+# The service holds its store and engine by their ports; the wiring (``bootstrap``, tests)
+# knows which adapters they are, and reads views from them as such.
+StoreT = TypeVar("StoreT", bound=SubmissionStore, covariant=True)
+EngineT = TypeVar("EngineT", bound=PolicyEngine, covariant=True)
 
 
-@dataclass
-class Paths:
-    runs: Path
-    quarantine: Path
-    profiles: Path | None = None  # the archive of every profile loaded, by digest
-    data: Path | None = None  # the data directory holding them all
-
-    def roots(self) -> list[Path]:
-        """The controller's own directories: never named to a client or in a receipt."""
-        return [path for path in (self.data, self.runs, self.quarantine, self.profiles)
-                if path is not None]
-
-
-class Controller:
+class Controller(Generic[StoreT, EngineT]):
     """Accepts submissions and drives them through the lifecycle, one call per submission."""
 
-    def __init__(self, *, store: Store, runtime: SandboxRuntime, engine: ShadowedEngine,
-                 signer: Ed25519Signer, profiles: dict[str, Profile], workspaces: Workspaces,
-                 paths: Paths, max_deleted_files: int = 20, keep_run_dirs: bool = False,
-                 max_parked: int = 16) -> None:
+    def __init__(self, *, store: StoreT, runtime: SandboxRuntime, engine: EngineT,
+                 signer: Signer, profiles: dict[str, Profile], workspaces: Workspaces,
+                 tmpfs: Tmpfs, paths: Paths, rules: Rules | None = None) -> None:
         self.store = store
         self.runtime = runtime
         self.engine = engine
-        self.signer = signer
         self.profiles = profiles
         self.workspaces = workspaces
+        self.tmpfs = tmpfs
         self.paths = paths
-        self.max_deleted_files = max_deleted_files
-        self.keep_run_dirs = keep_run_dirs
-        self.max_parked = max_parked  # per principal: requests awaiting a human hold no slot
+        self.rules = rules or Rules()
+        self.sealer = Sealer(store, signer, workspaces)
         self.listeners: list[Listener] = []
+        self.means = Means(store=store, runtime=runtime, engine=engine, workspaces=workspaces,
+                           tmpfs=tmpfs, sealer=self.sealer, announce=self.announce,
+                           paths=paths, rules=self.rules)
+
+    def job(self, submission: Submission) -> Job:
+        """A job for ``submission`` under the profile it names as loaded now."""
+        return Job(self.means, submission, self.profiles.get(submission.request.profile))
 
     def submit(self, request: SubmissionRequest) -> Submission:
         """Accept and process one submission in this thread; returns it in a terminal state."""
@@ -110,7 +93,7 @@ class Controller:
     def process(self, submission: Submission) -> Submission:
         """Drive a submission to its end: a new one from the start, an approved one from its
         real run."""
-        job = Job(self, submission)
+        job = self.job(submission)
         try:
             return job.resume() if submission.state is State.RUNNING else job.drive()
         except Exception as exc:
@@ -135,7 +118,7 @@ class Controller:
         return ended
 
     def _end_interrupted(self, submission: Submission) -> Submission:
-        job = Job(self, submission)
+        job = self.job(submission)
         try:
             request = submission.request
             if submission.state is State.COMMITTING and submission.base_version is not None:
@@ -156,8 +139,8 @@ class Controller:
             try:
                 found = self.store.owner_of(directory.name)
                 if found is None or State(found[1]) in TERMINAL:
-                    release(directory)
-                    if not self.keep_run_dirs:
+                    self.tmpfs.release(directory)
+                    if not self.rules.keep_run_dirs:
                         remove_tree(directory)
             except Exception:
                 log.exception("run directory %s could not be removed; left for the next "
@@ -193,13 +176,13 @@ class Controller:
         verdict = "approved" if approve else "rejected"
         note = f"{verdict} by {approver}: {reason}"
         if after_approval(approval) is State.DENIED:
-            return Job(self, found).finish(State.DENIED, approval=approval, reason=note)
+            return self.job(found).finish(State.DENIED, approval=approval, reason=note)
         profile = self.profiles.get(found.request.profile)
         if profile is None or profile.digest != found.profile_digest:
             # The approver saw evidence gathered under the assessed profile: approving it
             # must not run the code under another.
             now = profile.digest if profile is not None else "no longer loaded"
-            return Job(self, found).finish(State.DENIED, approval=approval, reason=(
+            return self.job(found).finish(State.DENIED, approval=approval, reason=(
                 f"{note}; but profile {found.request.profile!r} changed while the submission "
                 f"awaited approval (assessed {found.profile_digest}, now {now}): submit again "
                 "to have it assessed under the profile in force"))
@@ -216,34 +199,14 @@ class Controller:
                 found = self.store.get(submission_id)  # one at a time: it is sealed whole
                 if found is None or found.state is not State.AWAITING_APPROVAL:
                     continue  # answered meanwhile
-                expired.append(Job(self, found).finish(
+                expired.append(self.job(found).finish(
                     State.DENIED, reason=f"approval expired: no answer within {ttl_s:g} s"))
             except Exception:  # one record never stops the sweep of the others
                 log.exception("submission %s: could not expire its approval request",
                               submission_id)
         return expired
 
-    def seal(self, submission: Submission, sequence: int, previous: str | None) -> Sealed:
-        """The signed receipt; if the full statement cannot be built or encoded (the record
-        holds something the sandbox made that we failed to make safe), a minimal one naming
-        the failure: a terminal state is never left without its receipt.
-
-        The first receipt under a new key carries the handover from the key of the receipt
-        before it (either form), so the log itself says which key signs which sequence."""
-        rotation = self.signer.handover(self.store.signer_of(sequence - 1), sequence)
-        try:
-            payload = receipts.canonical(receipts.with_key_rotation(receipts.statement(
-                submission, sequence=sequence, previous_digest=previous,
-                profile_name=submission.request.profile), rotation))
-        except Exception as exc:  # any failure here is ours; the submission must still end
-            log.exception("submission %s: full receipt failed; sealing a minimal one",
-                          submission.id)
-            payload = receipts.canonical(receipts.with_key_rotation(receipts.minimal_statement(
-                submission, sequence=sequence, previous_digest=previous,
-                failure=f"{type(exc).__name__}: {exc}"), rotation))
-        return Sealed(envelope=envelope_json(payload, self.signer),
-                      digest=payload_digest(payload))
-
     def announce(self, submission: Submission) -> None:
         for listener in self.listeners:
             listener(submission)
+

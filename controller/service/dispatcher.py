@@ -31,16 +31,36 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 from controller.core.models import State, Submission, SubmissionRequest
 from controller.errors import OverloadedError, RateLimitedError, UnavailableError
-from controller.service.controller import Controller
 
 log = logging.getLogger("sandgate.dispatcher")
 
 # A principal's own quota, (max_running, max_queued); None where the default applies.
 QuotaLookup = Callable[[str], "tuple[int | None, int | None]"]
+
+
+class Owners(Protocol):
+    def owner_of(self, submission_id: str) -> tuple[str, str] | None: ...
+
+
+class Runner(Protocol):
+    """What the dispatcher asks of the controller (``service.controller.Controller``)."""
+
+    @property
+    def store(self) -> Owners: ...
+
+    def accept_once(self, request: SubmissionRequest,
+                    idempotency: tuple[str, str] | None = None) -> tuple[Submission, bool]: ...
+
+    def process(self, submission: Submission) -> Submission: ...
+
+    def approve(self, submission_id: str, approver: str, approve: bool,
+                reason: str) -> Submission: ...
+
+    def expire_approvals(self, ttl_s: float) -> list[Submission]: ...
 
 
 class Share(NamedTuple):
@@ -74,7 +94,7 @@ class _Tenant:
 class Dispatcher:
     """Accepts submissions within each principal's share and drives them on worker threads."""
 
-    def __init__(self, controller: Controller, *, workers: int = 4, queue_size: int = 64,
+    def __init__(self, controller: Runner, *, workers: int = 4, queue_size: int = 64,
                  retry_after: float = 2.0, approval_ttl_s: float = 3600.0,
                  max_running: int | None = None, max_queued: int | None = None,
                  quota_of: QuotaLookup | None = None) -> None:

@@ -1,8 +1,8 @@
 """The pipeline: one submission's way through the stages, each move persisted first.
 
 ``Job`` holds what is on disk for the submission (``sub``) and does each stage's side effect
-only after the move that announces it is written. The ``Controller`` (``service``) owns the
-adapters; a job borrows them.
+only after the move that announces it is written, with the ``Means`` it is given (the ports
+and the rules; never the controller).
 """
 
 from __future__ import annotations
@@ -11,21 +11,13 @@ import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from controller.adapters.fs.tmpfs import mount_tmpfs, mounts_under, release
-from controller.adapters.fs.workspaces import (
-    Entry,
-    as_published,
+from controller.adapters.fs.trees import (
     copy_tree,
-    diff_trees,
     evidence_manifest,
-    hand_to_root,
     remove_tree,
     scan,
-    tree_digest,
 )
-from controller.adapters.store.submissions import Publication
 from controller.core import untrusted
 from controller.core.gate import (
     admission_context,
@@ -63,7 +55,8 @@ from controller.core.ports import (
 )
 from controller.core.profile import Profile
 from controller.core.records import capped, capped_list, preview, without_paths
-from controller.core.validation import hazards, violations
+from controller.core.trees import Entry, as_published, diff_trees, tree_digest
+from controller.core.validation import failure_reason, flag_reason, hazards, violations
 from controller.errors import (
     CommitConflictError,
     InputError,
@@ -73,28 +66,27 @@ from controller.errors import (
     WorkspaceError,
 )
 from controller.faults import crash_point
+from controller.service.means import Means
+from controller.service.sealing import Publication
 
 # UTF-8 takes at most 4 bytes a character; the tmpfs rounds up to pages.
 CODE_TMPFS_BYTES = 4 * MAX_CODE_CHARS + (64 << 10)
 
 log = logging.getLogger(__name__)
 
-if TYPE_CHECKING:
-    from controller.service.controller import Controller
-
 class Job:
     """One submission on its way through the pipeline; ``sub`` is always what is on disk."""
 
-    def __init__(self, controller: Controller, submission: Submission) -> None:
-        self.c = controller
+    def __init__(self, means: Means, submission: Submission, profile: Profile | None) -> None:
+        self.m = means
         self.sub = submission
-        self.dir = controller.paths.runs / submission.id
+        self.dir = means.paths.runs / submission.id
         # Both runs see the same world: /workspace and /sandbox are each the root of a fresh
         # tmpfs on the same run paths (``scratch``), so nothing in mountinfo tells the phase.
         self.work = self.dir / "work"
         self.code = self.dir / "code"
-        self.evidence = controller.paths.quarantine / submission.id
-        self.profile = controller.profiles.get(submission.request.profile)
+        self.evidence = means.paths.quarantine / submission.id
+        self.profile = profile  # None: no longer loaded (a job that needs it fails closed)
         self.before: dict[str, Entry] = {}
         self._dir: str | None = None
 
@@ -102,23 +94,23 @@ class Job:
 
     def drive(self) -> Submission:
         request, profile = self.sub.request, self._profile()
-        base, self._dir = self.c.store.open_workspace(request.agent, request.workspace)
-        self.c.workspaces.ensure(self._dir)
-        self.before = scan(self.c.workspaces.version_dir(self._dir, base),
+        base, self._dir = self.m.store.open_workspace(request.agent, request.workspace)
+        self.m.workspaces.ensure(self._dir)
+        self.before = scan(self.m.workspaces.version_dir(self._dir, base),
                            hash_limit=profile.limits.workspace_bytes)
         # Pinned once, before the dry run: both runs start from this id even if the tag moves
         # in between. An engine that cannot resolve it raises, and ``fail`` denies.
-        image = self.c.runtime.image_id(profile.image)
+        image = self.m.runtime.image_id(profile.image)
         blind = self._unaudited(profile)
         if blind:
             return self.finish(State.DENIED, reason=blind, base_version=base,
                                profile_digest=profile.digest)
         admission = self._decide(Gate.ADMISSION, admission_context(
-            request, profile, max_deleted_files=self.c.max_deleted_files))
+            request, profile, max_deleted_files=self.m.rules.max_deleted_files))
         if after_admission(admission) is State.DENIED:
             return self.finish(State.DENIED, reason=f"admission: {matched(admission)}",
                                base_version=base, profile_digest=profile.digest)
-        uid = self.c.store.claim_uid(self.sub.id, SUBMISSION_UIDS)
+        uid = self.m.store.claim_uid(self.sub.id, SUBMISSION_UIDS)
         self._move(State.DRY_RUN, base_version=base, base_tree_digest=tree_digest(self.before),
                    profile_digest=profile.digest, image_id=image, sandbox_uid=uid)
         dry = self._run(Phase.DRY_RUN)
@@ -127,7 +119,7 @@ class Job:
         except TreeTooDeepError as exc:
             return self.finish(State.DENIED, None, reason=f"dry run: {exc}",
                                dry_run=dry.observation, **self._keep(Phase.DRY_RUN, dry, None))
-        release(self.dir)
+        self.m.tmpfs.release(self.dir)
         kept = self._keep(Phase.DRY_RUN, dry, dry_diff)
         if after_dry_run(dry.observation) is State.DENIED:
             return self.finish(State.DENIED, None, reason="dry run: the observation is incomplete: "
@@ -135,7 +127,7 @@ class Job:
         self._move(State.ASSESSING, dry_run=dry.observation, **kept)
         context = assessment_context(request, profile, dry.observation,
                                      _recorded(self.sub.dry_run_diff),
-                                     max_deleted_files=self.c.max_deleted_files)
+                                     max_deleted_files=self.m.rules.max_deleted_files)
         decision = self._decide(Gate.ASSESSMENT, context)
         if decision.outcome is Outcome.PERMIT:
             decision = self._decide(Gate.UNATTENDED, context, unattended)
@@ -150,14 +142,14 @@ class Job:
     def _park(self, decision: Decision) -> Submission:
         """Wait for a human; a parked submission holds no run slot, so each principal may
         have only ``max_parked`` of them: past that, denied (fail closed)."""
-        agent, limit = self.sub.request.agent, self.c.max_parked
-        if len(self.c.store.parked(agent=agent, limit=limit)) >= limit:
+        agent, limit = self.sub.request.agent, self.m.rules.max_parked
+        if len(self.m.store.parked(agent=agent, limit=limit)) >= limit:
             return self.finish(State.DENIED, reason=(
                 f"assessment: {matched(decision)}; but {agent!r} already has {limit} "
                 "submissions awaiting approval (max_parked_per_principal): answer or let "
                 "them expire first"))
         # Nothing runs while a human looks: the uid goes back to the pool meanwhile.
-        self.c.store.release_uid(self.sub.id)
+        self.m.store.release_uid(self.sub.id)
         return self._move(State.AWAITING_APPROVAL, reason=f"assessment: {matched(decision)}")
 
     def resume(self) -> Submission:
@@ -173,13 +165,13 @@ class Job:
                 f"(assessed {self.sub.profile_digest}, now {profile.digest}); the real run "
                 "did not start: submit again to have it assessed under the new profile"))
         context = assessment_context(request, profile, self.sub.dry_run, self.sub.dry_run_diff,
-                                     max_deleted_files=self.c.max_deleted_files)
+                                     max_deleted_files=self.m.rules.max_deleted_files)
         # The uid the dry run had, unless another submission took it while this one waited
         # (a parked submission holds none): the clock told the runs apart already.
-        uid = self.c.store.claim_uid(self.sub.id, SUBMISSION_UIDS, wanted=self.sub.sandbox_uid)
+        uid = self.m.store.claim_uid(self.sub.id, SUBMISSION_UIDS, wanted=self.sub.sandbox_uid)
         if uid != self.sub.sandbox_uid:
-            self.sub = self.c.store.update(self.sub.model_copy(update={"sandbox_uid": uid}))
-        self.before = scan(self.c.workspaces.version_dir(self._space(),
+            self.sub = self.m.store.update(self.sub.model_copy(update={"sandbox_uid": uid}))
+        self.before = scan(self.m.workspaces.version_dir(self._space(),
                                                          self.sub.base_version or 0),
                            hash_limit=profile.limits.workspace_bytes)
         return self._bounded_run(context)
@@ -193,18 +185,19 @@ class Job:
         try:
             after = scan(self.work, hash_limit=self._hash_limit())
         except TreeTooDeepError as exc:  # a clean dry run, then this: planted
-            self.sub = self.c.store.update(self.sub.model_copy(update={
+            self.sub = self.m.store.update(self.sub.model_copy(update={
                 "bounded_run": real.observation, **self._keep(Phase.BOUNDED, real, None)}))
             return self._quarantine(real, f"validation: {exc}", violations=(str(exc),))
         diff = diff_trees(self.before, after)
-        self.sub = self.c.store.update(self.sub.model_copy(update={
+        self.sub = self.m.store.update(self.sub.model_copy(update={
             "bounded_run": real.observation, **self._keep(Phase.BOUNDED, real, diff)}))
         planted = hazards(diff)  # weighed before the failure branch, see after_bounded_run
         target = after_bounded_run(real.observation, planted)
         if target is State.QUARANTINED:
-            return self._quarantine(real, _flag_reason(real, planted), violations=planted)
+            return self._quarantine(real, flag_reason(real.observation, planted),
+                                    violations=planted)
         if target is State.ROLLED_BACK:
-            return self.finish(State.ROLLED_BACK, reason=_failure(real))
+            return self.finish(State.ROLLED_BACK, reason=failure_reason(real.observation))
         self._move(State.VALIDATING)
         broken = violations(diff, real.observation, self._profile().limits)
         if broken:
@@ -232,18 +225,18 @@ class Job:
         seen = failure.observation if isinstance(failure, KilledFromOutsideError) else None
         if seen is not None and seen.seccomp_killed:
             # A tripwire fired before the stranger's kill: that decides, whatever came after.
-            self.sub = self.c.store.update(self.sub.model_copy(update={"bounded_run": seen}))
+            self.sub = self.m.store.update(self.sub.model_copy(update={"bounded_run": seen}))
             return self._quarantine(None, "tripwire: the bounded run was killed by seccomp "
                                     f"(SIGSYS) after a clean dry run; and {failure}")
-        if not mounts_under(self.work):
+        if not self.m.tmpfs.mounted(self.work):
             raise failure
         try:
             diff = diff_trees(self.before, scan(self.work, hash_limit=self._hash_limit()))
         except TreeTooDeepError as exc:
             return self._quarantine(None, f"validation: {exc}; and {failure}",
                                     violations=(str(exc),))
-        summary = self.c.store.keep_run(self.sub.id, Phase.BOUNDED, diff, {})
-        self.sub = self.c.store.update(self.sub.model_copy(update={"bounded_run_diff": summary}))
+        summary = self.m.store.keep_run(self.sub.id, Phase.BOUNDED, diff, {})
+        self.sub = self.m.store.update(self.sub.model_copy(update={"bounded_run_diff": summary}))
         planted = hazards(diff)
         if planted:
             return self._quarantine(None, "validation: " + "; ".join(planted) + f"; and "
@@ -254,11 +247,9 @@ class Job:
         self._move(State.COMMITTING)
         request, base, space = self.sub.request, self.sub.base_version or 0, self._space()
         new = base + 1
-        publication = Publication(
-            owner=request.agent, workspace=request.workspace, base_version=base,
-            new_version=new, tree_digest=digest,
-            do=lambda: self.c.workspaces.publish(staging, space, new),
-            undo=lambda: self.c.workspaces.unpublish(space, new))
+        publication = Publication(owner=request.agent, workspace=request.workspace,
+                                  directory=space, staging=staging, base=base, new=new,
+                                  tree_digest=digest)
         try:
             return self.finish(State.COMMITTED, publication=publication, new_version=new,
                                new_tree_digest=digest, reason="committed")
@@ -271,7 +262,7 @@ class Job:
                 mapping: Callable[[Decision], Decision] = lambda d: d) -> Decision:
         """Ask the policy engine; the answer is kept in the record with the next write."""
         request = self.sub.request
-        decision = mapping(self.c.engine.decide(gate, request.agent, request.workspace, context))
+        decision = mapping(self.m.engine.decide(gate, request.agent, request.workspace, context))
         self.sub = self.sub.model_copy(update={"decisions": (*self.sub.decisions, decision)})
         return decision
 
@@ -287,7 +278,7 @@ class Job:
                        code_dir=self.code, image=self.sub.image_id,
                        network=profile.network and phase is Phase.BOUNDED,
                        uid=self.sub.sandbox_uid)
-        return self.c.runtime.run(spec)
+        return self.m.runtime.run(spec)
 
     def _stage(self, digest: str) -> Path:
         """Copy the validated run copy off its tmpfs onto the data disk, and prove the copy is
@@ -298,6 +289,7 @@ class Job:
         if left_out:  # over workspace_bytes in all: whatever the bundle says, never copied
             raise WorkspaceError(f"the tree is over workspace_bytes ({self._hash_limit()}); "
                                  f"not staged: {left_out[:5]}")
+        self.m.tmpfs.hand_to_root(staging)  # what is published is root's, whatever ran
         copied = tree_digest(as_published(scan(staging, hash_limit=self._hash_limit())))
         if copied != digest:
             raise TreeChangedError(f"the tree changed after validation (validated {digest}, "
@@ -317,7 +309,7 @@ class Job:
                 json.dumps(real.container_changes))
         (evidence / "submission.json").write_text(self.sub.model_dump_json(indent=2))
         (evidence / "code").write_text(self.sub.request.code)
-        if mounts_under(self.work):
+        if self.m.tmpfs.mounted(self.work):
             self._keep_workspace(evidence / "workspace")
         manifest, summary = evidence_manifest(evidence, hash_limit=self._hash_limit())
         (evidence / "manifest.json").write_bytes(manifest)
@@ -326,10 +318,9 @@ class Job:
 
     def finish(self, target: State, publication: Publication | None = None,
                **changes: object) -> Submission:
-        self.sub = self.c.store.finish(self.sub, target, self.c.seal, publication,
-                                       **self._safe(changes))
+        self.sub = self.m.sealer.finish(self.sub, target, publication, **self._safe(changes))
         crash_point("sealed")
-        self.c.announce(self.sub)
+        self.m.announce(self.sub)
         return self.sub
 
     def fail(self, reason: str) -> Submission:
@@ -353,7 +344,7 @@ class Job:
         evidence rather than failing the quarantine."""
         try:
             left_out = copy_tree(self.work, destination, budget=self._hash_limit())
-            hand_to_root(destination)
+            self.m.tmpfs.hand_to_root(destination)
         except (OSError, WorkspaceError) as exc:
             log.warning("submission %s: workspace evidence incomplete: %s", self.sub.id, exc)
             (destination.parent / "workspace.error").write_text(
@@ -365,33 +356,34 @@ class Job:
                 "diff):\n" + "".join(f"{path}\n" for path in left_out))
 
     def cleanup(self) -> None:
-        release(self.dir)
-        if not self.c.keep_run_dirs and self.dir.exists():
+        self.m.tmpfs.release(self.dir)
+        if not self.m.rules.keep_run_dirs and self.dir.exists():
             remove_tree(self.dir)
 
     def _move(self, target: State, **changes: object) -> Submission:
-        self.sub = self.c.store.move(self.sub, target, **self._safe(changes))
+        self.sub = self.m.store.move(self.sub, target, **self._safe(changes))
         crash_point(target.value)
-        self.c.announce(self.sub)
+        self.m.announce(self.sub)
         return self.sub
 
     def _prepare(self, uid: int) -> None:
         """Fresh scratch filesystems for a run: the workspace copy and the code, written anew
         before each run so their times do not age between the runs."""
         request, limits = self.sub.request, self._profile().limits
-        release(self.dir)
-        mount_tmpfs(self.work, size_bytes=limits.workspace_bytes,
+        self.m.tmpfs.release(self.dir)
+        self.m.tmpfs.mount(self.work, size_bytes=limits.workspace_bytes,
                     inodes=limits.workspace_files)
-        self.c.workspaces.checkout(self._space(), self.sub.base_version or 0, self.work,
-                                   request.files, uid=uid)
-        mount_tmpfs(self.code, size_bytes=CODE_TMPFS_BYTES, inodes=8)
+        self.m.workspaces.checkout(self._space(), self.sub.base_version or 0, self.work,
+                                   request.files)
+        self.m.tmpfs.hand_to_sandbox(self.work, uid)
+        self.m.tmpfs.mount(self.code, size_bytes=CODE_TMPFS_BYTES, inodes=8)
         path = self.code / COMMANDS[request.language][0]
         path.write_text(request.code)
         path.chmod(0o644)
 
     def _unaudited(self, profile: Profile) -> str | None:
         """Why a run must be refused for want of a kernel audit source, if it must."""
-        if profile.accept_unaudited or self.c.runtime.audit_source() is not AuditSource.NONE:
+        if profile.accept_unaudited or self.m.runtime.audit_source() is not AuditSource.NONE:
             return None
         return ("admission: no kernel audit source is readable (neither the audit netlink "
                 "group nor /dev/kmsg), so a child's tripwire would go unseen; runs are "
@@ -402,12 +394,12 @@ class Job:
         """The directory of the submission's workspace (names are per agent)."""
         if self._dir is None:
             request = self.sub.request
-            self._dir = self.c.store.open_workspace(request.agent, request.workspace)[1]
+            self._dir = self.m.store.open_workspace(request.agent, request.workspace)[1]
         return self._dir
 
     def _keep(self, phase: Phase, result: RunResult, diff: Diff | None) -> dict[str, object]:
         """Keep a run's whole diff and outputs apart; what the record keeps of them."""
-        summary = self.c.store.keep_run(self.sub.id, phase, diff,
+        summary = self.m.store.keep_run(self.sub.id, phase, diff,
                                         {"stdout": result.stdout, "stderr": result.stderr})
         kept: dict[str, object] = {"stdout": preview(result.stdout),
                                    "stderr": preview(result.stderr)}
@@ -420,7 +412,7 @@ class Job:
         with undecodable bytes, thousands of hazardous paths) and the controller's own
         paths: made encodable, bounded and free of host paths before they reach the record
         and the receipt."""
-        roots = [str(path) for path in self.c.paths.roots()] + [str(self.c.workspaces.root)]
+        roots = [str(path) for path in self.m.paths.roots()] + [str(self.m.workspaces.root)]
         safe = dict(changes)
         if isinstance(reason := safe.get("reason"), str):
             safe["reason"] = capped(without_paths(untrusted.text(reason), roots))
@@ -443,24 +435,4 @@ def _recorded(diff: DiffSummary | None) -> DiffSummary:
         raise RuntimeUnavailableError("a run's diff was not recorded")
     return diff
 
-
-def _flag_reason(result: RunResult, planted: tuple[str, ...]) -> str:
-    parts = []
-    if result.observation.seccomp_killed:
-        parts.append("tripwire: the bounded run was killed by seccomp (SIGSYS) after a clean "
-                     "dry run")
-    if result.observation.incomplete is not None:
-        parts.append(f"the observation is incomplete: {result.observation.incomplete}")
-    if planted:
-        parts.append("validation: " + "; ".join(planted))
-    if not result.observation.succeeded:
-        parts.append(_failure(result))
-    return "; ".join(parts)
-
-
-def _failure(result: RunResult) -> str:
-    observation = result.observation
-    limits = ", ".join(limit.value for limit in observation.limits_hit)
-    detail = f"limit hit: {limits}" if limits else f"exit code {observation.exit_code}"
-    return f"bounded run failed ({detail})"
 

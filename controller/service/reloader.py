@@ -10,6 +10,8 @@ import logging
 import threading
 from pathlib import Path
 
+from controller.adapters.policy.shadow import ShadowedEngine
+from controller.core.ports import SubmissionStore
 from controller.errors import ConfigError
 from controller.service.controller import Controller
 
@@ -24,7 +26,10 @@ def directory_digest(directory: Path) -> str:
     return digest.hexdigest()
 
 
-def watch(controller: Controller, profiles_dir: Path, archive: Path, interval: float,
+Reloadable = Controller[SubmissionStore, ShadowedEngine]
+
+
+def watch(controller: Reloadable, profiles_dir: Path, archive: Path, interval: float,
           stop: threading.Event) -> None:
     """A thread's body: poll every ``interval`` seconds until ``stop`` is set."""
     seen = (controller.engine.digests(), directory_digest(profiles_dir))
@@ -36,7 +41,7 @@ def watch(controller: Controller, profiles_dir: Path, archive: Path, interval: f
             log.exception("hot reload failed; the loaded bundles and profiles stay")
 
 
-def _reload_changed(controller: Controller, profiles_dir: Path, archive: Path,
+def _reload_changed(controller: Reloadable, profiles_dir: Path, archive: Path,
                     seen: tuple[tuple[str, ...], str]) -> tuple[tuple[str, ...], str]:
     """Reload what changed since ``seen``; return what is seen now."""
     now = (controller.engine.digests(), directory_digest(profiles_dir))

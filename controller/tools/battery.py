@@ -10,10 +10,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from xml.etree import ElementTree
 
-from controller.adapters.fs.workspaces import scan, tree_digest
+from controller.adapters.fs.trees import scan
+from controller.adapters.store.submissions import Store
 from controller.core.models import Phase, State, Submission, SubmissionRequest
+from controller.core.ports import PolicyEngine
+from controller.core.trees import tree_digest
 from controller.service.controller import Controller
-from controller.tools.probes import BATTERY, Expect, Probe
+from controller.tools.probes import BATTERY, Expect, ExpectKind, Probe
 
 RESULT = re.compile(r"^result: (.*)$", re.MULTILINE)
 MAX_STDOUT = 64 << 20  # more than any profile's output cap
@@ -58,22 +61,22 @@ def observe(sub: Submission) -> str:
 
 def contained(expect: Expect, sub: Submission) -> bool:
     dry, rules = sub.dry_run, {r.id for d in sub.decisions for r in d.rules}
-    if expect.kind == "printed":
+    if expect.kind == ExpectKind.PRINTED:
         printed = RESULT.findall(sub.stdout)
         return bool(printed) and printed[-1].strip() in expect.tokens
-    if expect.kind == "killed":
+    if expect.kind == ExpectKind.KILLED:
         return sub.state is State.DENIED and dry is not None and dry.seccomp_killed
-    if expect.kind == "limit":
+    if expect.kind == ExpectKind.LIMIT:
         return sub.state is State.DENIED and dry is not None and expect.value in {
             limit.value for limit in dry.limits_hit}
-    if expect.kind == "state":
+    if expect.kind == ExpectKind.STATE:
         return sub.state.value == expect.value
-    if expect.kind == "census":
+    if expect.kind == ExpectKind.CENSUS:
         return not census_drift(expect, sub)
-    if expect.kind == "rule":
+    if expect.kind == ExpectKind.RULE:
         return expect.value in rules and sub.state in (
             State.DENIED, State.ROLLED_BACK, State.QUARANTINED)
-    return False  # "breach": the profile itself allows what the probe attempts
+    return False  # BREACH: the profile itself allows what the probe attempts
 
 
 def census_drift(expect: Expect, sub: Submission) -> list[str]:
@@ -94,7 +97,7 @@ def census_drift(expect: Expect, sub: Submission) -> list[str]:
     return drift
 
 
-def committed_as_validated(controller: Controller, sub: Submission) -> bool:
+def committed_as_validated(controller: Controller[Store, PolicyEngine], sub: Submission) -> bool:
     """For any probe that committed: the version on disk is the tree whose digest the
     receipt records (taken at validation)."""
     if sub.state is not State.COMMITTED or sub.new_version is None:
@@ -107,7 +110,7 @@ def committed_as_validated(controller: Controller, sub: Submission) -> bool:
     return tree_digest(scan(version, hash_limit=limit)) == sub.new_tree_digest
 
 
-def with_whole_stdout(controller: Controller, sub: Submission) -> Submission:
+def with_whole_stdout(controller: Controller[Store, PolicyEngine], sub: Submission) -> Submission:
     """The submission with its last run's whole stdout (the record keeps a preview): a
     probe's result line may come after a flood."""
     phase = Phase.BOUNDED if sub.bounded_run is not None else Phase.DRY_RUN
@@ -124,7 +127,7 @@ def select(pattern: str | None) -> list[Probe]:
     return [p for p in BATTERY if found.search(p.name) or found.search(p.category)]
 
 
-def run_battery(controller: Controller, profile: str, probes: Iterable[Probe],
+def run_battery(controller: Controller[Store, PolicyEngine], profile: str, probes: Iterable[Probe],
                 progress: Callable[[int, ProbeResult], None] | None = None
                 ) -> list[ProbeResult]:
     """Each probe as one submission, one after another (so kills are attributed exactly)."""

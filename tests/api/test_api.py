@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 from pathlib import Path
+from typing import TypedDict
 
 import httpx
 import pytest
@@ -93,7 +94,14 @@ def _agent_of(envelope: dict[str, str]) -> str:
     return str(json.loads(base64.b64decode(envelope["payload"]))["predicate"]["agent"])
 
 
-BAD_INPUTS = [
+class Body(TypedDict, total=False):
+    """What a bad request sends: a JSON document, or raw bytes."""
+
+    json: object
+    content: bytes
+
+
+BAD_INPUTS: list[tuple[str, Body, int, str]] = [
     ("malformed json", {"content": b'{"language": "python",'}, 400, "malformed_json"),
     ("wrong type", {"json": {"language": "python", "code": 42}}, 422, "invalid_input"),
     ("unknown language", {"json": {"language": "cobol", "code": "x"}}, 422, "invalid_input"),
@@ -119,12 +127,12 @@ BAD_INPUTS = [
 @pytest.mark.parametrize(("name", "body", "status", "code"), BAD_INPUTS,
                          ids=[case[0] for case in BAD_INPUTS])
 def test_bad_input_is_a_4xx_that_changes_nothing(server: Server, name: str,
-                                                 body: dict[str, object], status: int,
+                                                 body: Body, status: int,
                                                  code: str) -> None:
     with server.client("root") as admin, server.client("alice") as alice:
         before = len(admin.get("/v1/submissions", params={"limit": 200}).json()["submissions"])
         headers = {"Content-Type": "application/json"}
-        answer = alice.post("/v1/submissions", headers=headers, **body)  # type: ignore[arg-type]
+        answer = alice.post("/v1/submissions", headers=headers, **body)
         assert answer.status_code == status, answer.text[:300]
         assert answer.json()["error"]["code"] == code
         assert answer.json()["error"]["message"]

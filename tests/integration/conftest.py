@@ -8,10 +8,15 @@ from pathlib import Path
 import pytest
 import yaml
 
+from controller.adapters.policy.shadow import ShadowedEngine
+from controller.adapters.store.submissions import Store
 from controller.core.models import AuditSource, Phase
 from controller.core.ports import RunResult, RunSpec, SandboxRuntime
 from controller.service.controller import Controller
 from tests.conftest import ROOT, make_controller
+
+# What ``make_controller`` builds: the SQLite store and the shadowed Cedar engine.
+LocalController = Controller[Store, ShadowedEngine]
 
 
 @dataclass
@@ -56,5 +61,5 @@ def spy(docker_runtime: SandboxRuntime) -> Spy:
 
 
 @pytest.fixture
-def controller(tmp_path: Path, spy: Spy, quick_profiles: Path) -> Controller:
+def controller(tmp_path: Path, spy: Spy, quick_profiles: Path) -> LocalController:
     return make_controller(tmp_path / "data", spy, profiles_dir=quick_profiles)

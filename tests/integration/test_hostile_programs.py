@@ -14,22 +14,22 @@ import yaml
 from controller.adapters.runtime.docker import DockerRuntime
 from controller.adapters.signing import KeyRing
 from controller.core.models import Phase, State, Submission, SubmissionRequest
-from controller.service.controller import Controller
 from controller.verify.chain import verify_log
 from controller.verify.dsse import load_public_keys
 from tests.conftest import make_controller, python
+from tests.integration.conftest import LocalController
 
 pytestmark = pytest.mark.docker
 
 
-def log_verifies(controller: Controller, data: Path) -> int:
+def log_verifies(controller: LocalController, data: Path) -> int:
     pem = "".join(k.pem for k in KeyRing(data / "keys").public_keys()).encode()
     report = verify_log([e for _, e in controller.store.receipts()], load_public_keys(pem))
     assert report.ok, report.problems
     return report.checked
 
 
-def in_the_real_run_only(body: str, controller: Controller) -> str:
+def in_the_real_run_only(body: str, controller: LocalController) -> str:
     """``body`` runs only in the real run: the runs are 3 s apart, and the code reads the
     wall clock (as any code can: binding, not hiding, is the defence)."""
     switch = time.time() + 1.5
@@ -43,7 +43,7 @@ def in_the_real_run_only(body: str, controller: Controller) -> str:
         f"    {line}\n" for line in body.splitlines())
 
 
-def test_a_sparse_file_is_capped_by_rlimit_fsize(controller: Controller) -> None:
+def test_a_sparse_file_is_capped_by_rlimit_fsize(controller: LocalController) -> None:
     result = controller.submit(python(
         "import errno, os\nopen('big', 'w').close()\n"
         "try:\n    os.truncate('big', 1 << 60)\nexcept OSError as exc:\n"
@@ -77,7 +77,7 @@ def test_a_sparse_file_past_json_integers_ends_with_a_receipt_and_a_restart(
 
 
 def test_exit_137_after_planting_an_escaping_symlink_is_a_quarantine(
-        controller: Controller) -> None:
+        controller: LocalController) -> None:
     code = in_the_real_run_only(
         "import os\nos.symlink('/etc/shadow', 'escape')\nos._exit(137)", controller)
     result = controller.submit(python(code))
@@ -87,7 +87,7 @@ def test_exit_137_after_planting_an_escaping_symlink_is_a_quarantine(
     assert result.bounded_run is not None and result.bounded_run.exit_code == 137
 
 
-def test_a_name_that_is_not_utf8_commits_with_its_bytes(controller: Controller) -> None:
+def test_a_name_that_is_not_utf8_commits_with_its_bytes(controller: LocalController) -> None:
     result = controller.submit(python("open(b'caf\\xe9\\x1b[0m', 'w').write('x')"))
     assert result.state is State.COMMITTED, result.reason
     assert result.bounded_run_diff is not None
@@ -120,7 +120,7 @@ def test_a_tenant_calling_tripwires_never_gets_another_tenants_runs_denied(
                           workspace="mallory", code=CHILD_PTRACE.format(seconds=2.5)))))
     attacker.start()
     time.sleep(0.8)  # its children are being killed now
-    innocent = []
+    innocent: list[Submission] = []
     while attacker.is_alive() and len(innocent) < 8:
         innocent.append(controller.submit(SubmissionRequest(
             language=python("").language, agent="alice", workspace="alice",
@@ -155,7 +155,7 @@ os.waitpid(pid, 0)
 
 
 @pytest.mark.parametrize("profile", ["standard", "strict"])
-def test_a_child_tripwire_cannot_be_hidden_behind_a_flood(controller: Controller,
+def test_a_child_tripwire_cannot_be_hidden_behind_a_flood(controller: LocalController,
                                                           profile: str) -> None:
     result = controller.submit(SubmissionRequest(
         language=python("").language, profile=profile, code=SELF_FILTER_THEN_CHILD_TRIPWIRE))
@@ -164,7 +164,7 @@ def test_a_child_tripwire_cannot_be_hidden_behind_a_flood(controller: Controller
     assert result.stdout.startswith("prctl -1 ")  # the sandbox installs no filter of its own
 
 
-def test_resource_figures_come_from_the_kernels_counters(controller: Controller) -> None:
+def test_resource_figures_come_from_the_kernels_counters(controller: LocalController) -> None:
     # Runs shorter than one sampling period, and workers that live a few milliseconds: the
     # run's parent cgroup outlives the container and holds the kernel's own peaks and totals.
     quick = controller.submit(python("pass"))

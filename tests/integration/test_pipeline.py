@@ -12,19 +12,18 @@ import pytest
 
 from controller.core.models import Phase, State, Submission, SubmissionRequest
 from controller.core.ports import SUBMISSION_UIDS
-from controller.service.controller import Controller
 from tests.conftest import python
-from tests.integration.conftest import Spy
+from tests.integration.conftest import LocalController, Spy
 
 pytestmark = pytest.mark.docker
 
 
-def files_of(controller: Controller, version: int, workspace: str = "default") -> set[str]:
+def files_of(controller: LocalController, version: int, workspace: str = "default") -> set[str]:
     root = controller.workspaces.version_dir(f"@local/{workspace}", version)
     return {p.relative_to(root).as_posix() for p in root.rglob("*")}
 
 
-def test_hello_in_python_and_sh_commits_with_a_version_bump(controller: Controller) -> None:
+def test_hello_in_python_and_sh_commits_with_a_version_bump(controller: LocalController) -> None:
     first = controller.submit(python('print("hi")'))
     assert (first.state, first.stdout, first.base_version, first.new_version) == (
         State.COMMITTED, "hi\n", 0, 1)
@@ -35,7 +34,7 @@ def test_hello_in_python_and_sh_commits_with_a_version_bump(controller: Controll
     assert second.dry_run.exit_code == 0 and second.bounded_run.image_id.startswith("sha256:")
 
 
-def test_a_written_file_is_in_the_next_version(controller: Controller) -> None:
+def test_a_written_file_is_in_the_next_version(controller: LocalController) -> None:
     result = controller.submit(python(
         "from pathlib import Path\nPath('out/report.txt').parent.mkdir()\n"
         "Path('out/report.txt').write_text('42')",
@@ -46,7 +45,7 @@ def test_a_written_file_is_in_the_next_version(controller: Controller) -> None:
     assert (version / "input.txt").read_text() == "given"
 
 
-def test_deleting_50_files_rolls_back_and_leaves_the_workspace(controller: Controller) -> None:
+def test_deleting_50_files_rolls_back_and_leaves_the_workspace(controller: LocalController) -> None:
     made = controller.submit(python(
         "for i in range(50):\n    open(f'f{i:02}.txt', 'w').write(str(i))"))
     assert made.state is State.COMMITTED
@@ -65,7 +64,7 @@ def test_deleting_50_files_rolls_back_and_leaves_the_workspace(controller: Contr
     ("import os\nos.symlink('/etc/passwd', 'passwd')", "run.deny-escaping-symlink"),
     ("import ctypes\nctypes.CDLL(None).ptrace(0, 0, 0, 0)", "run.deny-tripwire"),
 ])
-def test_hazards_in_the_dry_run_deny_before_any_real_run(controller: Controller, spy: Spy,
+def test_hazards_in_the_dry_run_deny_before_any_real_run(controller: LocalController, spy: Spy,
                                                          code: str, rule: str) -> None:
     result = controller.submit(python(code))
     assert result.state is State.DENIED and rule in result.reason
@@ -73,7 +72,7 @@ def test_hazards_in_the_dry_run_deny_before_any_real_run(controller: Controller,
     assert controller.store.workspace_version("default") == 0
 
 
-def test_a_time_bomb_that_hides_from_the_dry_run_is_quarantined(controller: Controller,
+def test_a_time_bomb_that_hides_from_the_dry_run_is_quarantined(controller: LocalController,
                                                                 spy: Spy) -> None:
     instant = time.time() + 4
     code = (f"import ctypes, time\nif time.time() > {instant}:\n"
@@ -104,7 +103,7 @@ def test_a_time_bomb_that_hides_from_the_dry_run_is_quarantined(controller: Cont
     ("infinite loop", "while True:\n    pass", "wall_time"),
     ("100 MB print", "import sys\nsys.stdout.write('x' * 100_000_000)", "output"),
 ])
-def test_resource_bombs_end_with_the_limit_named(controller: Controller, name: str, code: str,
+def test_resource_bombs_end_with_the_limit_named(controller: LocalController, name: str, code: str,
                                                  limit: str) -> None:
     rss_before = psutil.Process(os.getpid()).memory_info().rss
     result = controller.submit(python(code))
@@ -119,7 +118,7 @@ def test_resource_bombs_end_with_the_limit_named(controller: Controller, name: s
     assert after.state is State.COMMITTED, after.reason
 
 
-def test_runs_see_the_same_world_in_both_phases(controller: Controller) -> None:
+def test_runs_see_the_same_world_in_both_phases(controller: LocalController) -> None:
     # The mounts behind /workspace and /sandbox, minus the first three fields (mount ids and
     # device numbers, which the kernel allocates afresh for every mount, whichever phase it
     # runs), sorted (the engine orders mounts of equal depth at random, in either phase
@@ -151,7 +150,7 @@ def test_runs_see_the_same_world_in_both_phases(controller: Controller) -> None:
     assert result.stdout.rstrip().endswith("True")
 
 
-def test_a_tripwire_hit_by_a_child_process_denies(controller: Controller, spy: Spy) -> None:
+def test_a_tripwire_hit_by_a_child_process_denies(controller: LocalController, spy: Spy) -> None:
     # The child dies of SIGSYS; the parent shrugs and exits 0. Only the kernel's audit record
     # tells, and it must be enough to deny.
     code = ("import subprocess, sys\n"

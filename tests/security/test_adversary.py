@@ -15,7 +15,7 @@ import json
 import os
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +25,12 @@ from cryptography.hazmat.primitives import serialization
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from securesystemslib.dsse import Envelope
-from securesystemslib.signer import SSlibKey
+from securesystemslib.signer import Key, SSlibKey
 
+from controller.adapters.policy.shadow import ShadowedEngine
 from controller.adapters.runtime.docker import DockerRuntime
 from controller.adapters.signing import KeyRing
+from controller.adapters.store.submissions import Store
 from controller.core.lifecycle import TERMINAL
 from controller.core.models import State, Submission, SubmissionRequest
 from controller.service.controller import Controller
@@ -127,7 +129,7 @@ class Arena:
     owner: str
     runtime: DockerRuntime
     profiles: Path
-    controller: Controller
+    controller: Controller[Store, ShadowedEngine] = field(init=False)  # by _open
     pause: bool = False
 
     def restart(self) -> list[Submission]:
@@ -136,7 +138,7 @@ class Arena:
         self.controller = self._open()
         return self.controller.reconcile()
 
-    def _open(self) -> Controller:
+    def _open(self) -> Controller[Store, ShadowedEngine]:
         controller = make_controller(self.data, self.runtime, profiles_dir=self.profiles)
 
         def pause(submission: Submission) -> None:
@@ -162,7 +164,7 @@ def arena(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Arena]:
         (profiles / f"{name}.yaml").write_text(yaml.safe_dump(raw))
     owner = f"sandgate-adversary-{root.name[-12:]}"
     runtime = DockerRuntime(owner=owner)
-    arena = Arena(root / "data", owner, runtime, profiles, controller=None)  # type: ignore[arg-type]
+    arena = Arena(root / "data", owner, runtime, profiles)
     arena.controller = arena._open()
     yield arena
     arena.controller.store.close()
@@ -170,8 +172,8 @@ def arena(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Arena]:
     runtime.client.close()
 
 
-def third_party_keys(data: Path) -> list[SSlibKey]:
-    keys = []
+def third_party_keys(data: Path) -> list[Key]:
+    keys: list[Key] = []
     for info in KeyRing(data / "keys").public_keys():
         public = serialization.load_pem_public_key(info.pem.encode())
         raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from controller.adapters.fs.workspaces import hand_to_sandbox
+from controller.adapters.fs.trees import hand_to_sandbox
 from controller.adapters.runtime.docker import DockerRuntime
 from controller.core.models import Phase
 from controller.core.ports import RunSpec, SandboxRuntime

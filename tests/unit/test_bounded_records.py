@@ -12,7 +12,9 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from controller.adapters.runtime.fake import FakeRuntime, Outcome
+from controller.adapters.policy.shadow import ShadowedEngine
+from controller.adapters.runtime.fake import Behaviour, FakeRuntime, Outcome
+from controller.adapters.store.submissions import Store
 from controller.core.models import (
     MAX_CODE_CHARS,
     OUTPUT_PREVIEW_BYTES,
@@ -30,8 +32,8 @@ from tests.conftest import bundle_with, make_controller, parking_rule, python
 FILES = 3000
 
 
-def controller_with(tmp_path: Path, behaviour: object) -> Controller:
-    return make_controller(tmp_path, FakeRuntime(behaviour=behaviour))  # type: ignore[arg-type]
+def controller_with(tmp_path: Path, behaviour: Behaviour) -> Controller[Store, ShadowedEngine]:
+    return make_controller(tmp_path, FakeRuntime(behaviour=behaviour))
 
 
 def row_sizes(tmp_path: Path, sid: str) -> tuple[int, int]:
@@ -44,11 +46,12 @@ def row_sizes(tmp_path: Path, sid: str) -> tuple[int, int]:
     return int(record), int(summary)
 
 
-def predicate(controller: Controller, sid: str) -> dict[str, object]:
+def predicate(controller: Controller[Store, ShadowedEngine], sid: str) -> dict[str, object]:
     envelope = controller.store.receipt_for(sid)
     assert envelope is not None
-    found: dict[str, object] = json.loads(base64.b64decode(json.loads(envelope)["payload"]))
-    return found["predicate"]  # type: ignore[return-value]
+    statement: dict[str, dict[str, object]] = json.loads(  # JSON: the receipt's statement
+        base64.b64decode(json.loads(envelope)["payload"]))
+    return statement["predicate"]
 
 
 def many_files(spec: RunSpec) -> Outcome:
@@ -143,7 +146,7 @@ def test_listing_lines_are_small_whatever_the_reason(tmp_path: Path) -> None:
 
 def test_views_and_the_approvals_queue_never_load_a_request_whole(tmp_path: Path) -> None:
     controller = make_controller(
-        tmp_path, FakeRuntime(behaviour=writes_two_files),  # type: ignore[arg-type]
+        tmp_path, FakeRuntime(behaviour=writes_two_files),
         policy_dir=bundle_with(tmp_path, "parks", parking_rule(0)))
     code = "#" * MAX_CODE_CHARS
     files = tuple(SubmittedFile(path=f"f{i:04}", content="x" * 1000) for i in range(300))
@@ -169,9 +172,8 @@ def writes_two_files(spec: RunSpec) -> Outcome:
 
 def test_a_principal_parks_at_most_its_share(tmp_path: Path) -> None:
     controller = make_controller(
-        tmp_path, FakeRuntime(behaviour=writes_two_files),  # type: ignore[arg-type]
-        policy_dir=bundle_with(tmp_path, "parks", parking_rule(0)))
-    controller.max_parked = 2
+        tmp_path, FakeRuntime(behaviour=writes_two_files),
+        policy_dir=bundle_with(tmp_path, "parks", parking_rule(0)), max_parked=2)
     states = [controller.submit(python(f"# {n}", agent="mallory")).state for n in range(3)]
     assert states == [State.AWAITING_APPROVAL] * 2 + [State.DENIED]
     refused = controller.store.get(controller.store.summaries(agent="mallory")[0].id)

@@ -13,10 +13,10 @@ from controller.adapters.runtime.cgroups import CgroupReader, Sample
 def fake_proc(monkeypatch: pytest.MonkeyPatch, text: str) -> None:
     real = Path.read_text
 
-    def read_text(self: Path, *args: object, **kwargs: object) -> str:
+    def read_text(self: Path, encoding: str | None = None, errors: str | None = None) -> str:
         if str(self).startswith("/proc/") and str(self).endswith("/cgroup"):
             return text
-        return real(self, *args, **kwargs)  # type: ignore[arg-type]
+        return real(self, encoding, errors)
 
     monkeypatch.setattr(Path, "read_text", read_text)
 

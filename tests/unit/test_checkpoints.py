@@ -12,8 +12,10 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from controller.adapters.policy.shadow import ShadowedEngine
 from controller.adapters.runtime.fake import FakeRuntime
 from controller.adapters.signing import KeyRing
+from controller.adapters.store.submissions import Store
 from controller.errors import SigningError
 from controller.service.controller import Controller
 from controller.verify.chain import verify_log
@@ -141,11 +143,11 @@ def test_a_checkpoint_with_a_bool_tree_size_is_refused(key: Ed25519PrivateKey) -
 
 # The writer: the service seals, rotates and checkpoints; the verifier accepts the result.
 
-def _controller(data: Path) -> Controller:
+def _controller(data: Path) -> Controller[Store, ShadowedEngine]:
     return make_controller(data, FakeRuntime())
 
 
-def _exported(controller: Controller) -> list[str]:
+def _exported(controller: Controller[Store, ShadowedEngine]) -> list[str]:
     return [envelope for _, envelope in controller.store.receipts()]
 
 
@@ -157,7 +159,7 @@ def test_the_service_records_a_rotation_in_the_log(tmp_path: Path) -> None:
     first = _controller(tmp_path)
     for _ in range(2):
         first.submit(python("print(1)"))
-    outgoing = first.signer.key_id
+    outgoing = first.sealer.signer.key_id
     incoming = KeyRing(tmp_path / "keys").rotate().key_id
     second = _controller(tmp_path)  # a restart: the controller now holds the new key
     for _ in range(2):
@@ -188,7 +190,7 @@ def test_a_process_holding_a_rotated_away_key_does_not_sign_over_the_new_one(
 def test_a_handover_from_a_key_the_ring_lacks_is_an_error(tmp_path: Path) -> None:
     controller = _controller(tmp_path)
     with pytest.raises(SigningError, match="cannot load signing key"):
-        controller.signer.handover("ab" * 32, 2)
+        controller.sealer.signer.handover("ab" * 32, 2)
 
 
 def test_exported_log_and_checkpoint_verify_and_a_truncated_copy_fails(

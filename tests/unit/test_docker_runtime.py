@@ -57,7 +57,7 @@ def test_a_failure_mid_run_leaves_no_thread_and_no_socket(tmp_path: Path) -> Non
         update={"wall_time_s": 0.2})})
     spec = RunSpec(submission_id="s", phase=Phase.DRY_RUN, profile=quick, command=("true",),
                    workspace_dir=tmp_path, code_dir=tmp_path, image="sha256:x")
-    runtime = DockerRuntime(client=client, owner="test")  # type: ignore[arg-type]
+    runtime = DockerRuntime(client=client, owner="test")
     with pytest.raises(RuntimeUnavailableError, match="went away"):
         runtime.run(spec)
     try:

@@ -132,6 +132,14 @@ def wait_until(condition: Callable[[], bool], timeout: float = 10) -> None:
         time.sleep(0.005)
 
 
+def holds(items: list[str], item: str) -> Callable[[], bool]:
+    return lambda: item in items
+
+
+def grown_to(items: list[str], size: int) -> Callable[[], bool]:
+    return lambda: len(items) == size
+
+
 @pytest.fixture
 def fake() -> Iterator[FakeController]:
     controller = FakeController()
@@ -169,7 +177,7 @@ def test_a_flood_at_its_quota_does_not_starve_another_tenant(fake: FakeControlle
         except RetryableError:
             continue
         accepted_b.append(f"b{n}")
-        wait_until(lambda n=n: f"b{n}" in fake.finished)
+        wait_until(holds(fake.finished, f"b{n}"))
     assert len(accepted_b) >= 18  # at least 90 %
     # Every one of b's ran while a's backlog stayed where it was: a0 alone has started.
     assert [code for code in fake.started if code.startswith("a")] == ["a0"]
@@ -239,7 +247,7 @@ def test_workers_take_turns_round_robin(fake: FakeController) -> None:
         dispatcher.submit(request(name, code))
     order = ["a0", "a1", "b1", "c1", "a2", "b2", "a3"]
     for index, code in enumerate(order):
-        wait_until(lambda index=index: len(fake.started) == index + 1)
+        wait_until(grown_to(fake.started, index + 1))
         assert fake.started[-1] == code, fake.started
         fake.release(code)
     dispatcher.drain(timeout=10)

@@ -280,7 +280,8 @@ def test_a_stalled_body_is_answered_408(tmp_path: Path) -> None:
     assert [m["type"] for m in answer.sent] == ["http.response.start", "http.response.body"]
 
 
-def test_a_body_dripped_just_fast_enough_is_cut_off_at_the_deadline(tmp_path: Path) -> None:
+def test_a_body_dripped_just_fast_enough_is_cut_off_at_the_deadline(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     s = site(tmp_path, body_timeout_s=0.3, body_deadline_s=1.0)
     exchange = Call(s.app, "POST", "/v1/submissions",
                     headers={"authorization": f"Bearer {s.keys['alice']}",
@@ -292,7 +293,7 @@ def test_a_body_dripped_just_fast_enough_is_cut_off_at_the_deadline(tmp_path: Pa
         await asyncio.sleep(0.1)
         return {"type": "http.request", "body": next(chunks), "more_body": True}
 
-    exchange.receive = drip  # type: ignore[method-assign]
+    monkeypatch.setattr(exchange, "receive", drip)
     started = time.monotonic()
     asyncio.run(asyncio.wait_for(exchange.run(), 5))
     assert 0.9 < time.monotonic() - started < 2
@@ -411,7 +412,8 @@ def test_streams_are_capped_per_principal_and_released_on_disconnect(tmp_path: P
     assert s.ctx.streams.held("alice") == 0 and s.ctx.streams.held("bob") == 0
 
 
-def test_another_tenants_submission_is_not_found_without_loading_it(tmp_path: Path) -> None:
+def test_another_tenants_submission_is_not_found_without_loading_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     s = site(tmp_path)
     theirs = s.ctx.controller.submit(python("print(1)", agent="alice"))
     store = s.ctx.controller.store
@@ -422,7 +424,7 @@ def test_another_tenants_submission_is_not_found_without_loading_it(tmp_path: Pa
         loads.append(submission_id)
         return original(submission_id)
 
-    store.get = counted  # type: ignore[method-assign]
+    monkeypatch.setattr(store, "get", counted)
     for path in (f"/v1/submissions/{theirs.id}", f"/v1/submissions/{theirs.id}/events"):
         answer = call(s.app, "GET", path, s.keys["bob"])
         assert answer.status == 404 and answer.error()["code"] == "not_found", path
@@ -434,7 +436,8 @@ def test_another_tenants_submission_is_not_found_without_loading_it(tmp_path: Pa
 
 # Readiness -------------------------------------------------------------------------------
 
-def test_readyz_names_the_failing_check_without_its_internals(tmp_path: Path) -> None:
+def test_readyz_names_the_failing_check_without_its_internals(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     s = site(tmp_path)
     secret = "/var/lib/secret-host-path/docker.sock"
 
@@ -444,8 +447,8 @@ def test_readyz_names_the_failing_check_without_its_internals(tmp_path: Path) ->
     def no_writes() -> None:
         raise AssertionError("readiness must not take a write transaction")
 
-    s.ctx.controller.runtime.ping = down  # type: ignore[method-assign]
-    s.ctx.controller.store.check_writable = no_writes  # type: ignore[method-assign]
+    monkeypatch.setattr(s.ctx.controller.runtime, "ping", down)
+    monkeypatch.setattr(s.ctx.controller.store, "check_writable", no_writes)
     answer = call(s.app, "GET", "/readyz")
     assert answer.status == 503 and secret.encode() not in answer.body
     checks = json.loads(answer.body)["checks"]

@@ -7,11 +7,15 @@ import base64
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from controller.adapters.runtime.fake import FakeRuntime, Outcome
-from controller.cli.main import _print_result
+from controller.adapters.fs.tmpfs import ScratchMounts
+from controller.adapters.policy.shadow import ShadowedEngine
+from controller.adapters.runtime.fake import Behaviour, FakeRuntime, Outcome
+from controller.adapters.store.submissions import Store
+from controller.cli.run import _print_result
 from controller.core import untrusted
 from controller.core.models import AuditSource, Phase, State, Submission
 from controller.core.ports import SUBMISSION_UIDS, RunSpec
@@ -21,12 +25,15 @@ from controller.verify.dsse import load_public_keys
 from tests.conftest import make_controller, python
 
 
-def controller_with(tmp_path: Path, behaviour: object, **fake: object) -> Controller:
-    return make_controller(tmp_path, FakeRuntime(behaviour=behaviour, **fake))  # type: ignore[arg-type]
+def controller_with(tmp_path: Path, behaviour: Behaviour,
+                    **fake: Any) -> Controller[Store, ShadowedEngine]:
+    # Real scratch mounts: a tmpfs holds what a data disk cannot (sparse files past 2**53).
+    return make_controller(tmp_path, FakeRuntime(behaviour=behaviour, **fake),
+                           tmpfs=ScratchMounts())
 
 
-def verified(controller: Controller, tmp_path: Path) -> list[dict[str, object]]:
-    """Every receipt of the log, after the whole log verified."""
+def verified(controller: Controller[Store, ShadowedEngine], tmp_path: Path) -> list[dict[str, Any]]:
+    """Every receipt's predicate (JSON) in the log, after the whole log verified."""
     from controller.adapters.signing import KeyRing
 
     pem = "".join(k.pem for k in KeyRing(tmp_path / "keys").public_keys()).encode()
@@ -37,7 +44,7 @@ def verified(controller: Controller, tmp_path: Path) -> list[dict[str, object]]:
             for line in lines]
 
 
-def sparse(size: int, phases: tuple[Phase, ...]) -> object:
+def sparse(size: int, phases: tuple[Phase, ...]) -> Behaviour:
     def behaviour(spec: RunSpec) -> Outcome:
         if spec.phase in phases:
             with (spec.workspace_dir / "huge").open("wb") as handle:
@@ -173,8 +180,9 @@ def test_no_two_submissions_in_flight_share_a_uid_across_processes(tmp_path: Pat
     assert controller.store.claim_uid(a.id, pair, wanted=first) == first  # its own: kept
     with pytest.raises(RuntimeUnavailableError, match="no sandbox uid is free"):
         other.claim_uid(c.id, pair, wanted=first)
-    controller.store.finish(controller.store.get(a.id), State.DENIED,  # type: ignore[arg-type]
-                            controller.seal, reason="done")
+    held = controller.store.get(a.id)
+    assert held is not None
+    controller.sealer.finish(held, State.DENIED, reason="done")
     assert other.claim_uid(c.id, pair, wanted=first) == first  # a finished one holds none
     other.close()
 
@@ -191,7 +199,7 @@ def test_the_receipt_binds_each_submitted_file_by_digest_and_mode(tmp_path: Path
     [predicate] = verified(controller, tmp_path)
     import hashlib
 
-    assert predicate["request"]["files"] == [  # type: ignore[index]
+    assert predicate["request"]["files"] == [
         {"path": "run.sh", "mode": "0755", "sha256": hashlib.sha256(b"echo hi").hexdigest()},
         {"path": "data.bin", "mode": "0644", "sha256": hashlib.sha256(b"\0\1").hexdigest()}]
 
@@ -210,7 +218,7 @@ def test_a_statement_that_cannot_be_built_gets_a_minimal_signed_receipt(
     [predicate] = verified(controller, tmp_path)
     assert predicate["minimal"] is True and predicate["state"] == "committed"
     assert "ValueError: an unforeseen value" in str(predicate["reason"])
-    assert predicate["workspace"]["tree_after"] == result.new_tree_digest  # type: ignore[index]
+    assert predicate["workspace"]["tree_after"] == result.new_tree_digest
 
 
 def test_one_unreadable_record_stops_neither_reconcile_nor_the_others(tmp_path: Path) -> None:
@@ -329,19 +337,26 @@ def test_a_quarantine_near_the_path_limit_keeps_its_cause_and_its_manifest(
 
 
 def test_readyz_says_when_child_tripwires_cannot_be_seen(tmp_path: Path) -> None:
-    from types import SimpleNamespace
-
+    from controller.adapters.signing import KeyRing
+    from controller.adapters.store.principals import Principals
+    from controller.api.deps import ApiContext
+    from controller.api.limits import RateLimiter
     from controller.api.operations import _audited
     from controller.errors import SandgateError
+    from controller.service.dispatcher import Dispatcher
+    from controller.settings import Settings
 
     controller = make_controller(tmp_path, FakeRuntime(source=AuditSource.NONE))
-    ctx = SimpleNamespace(controller=controller)
+    settings = Settings(data_dir=tmp_path)
+    ctx = ApiContext(controller=controller, dispatcher=Dispatcher(controller, workers=1),
+                     principals=Principals(settings.db_path), keyring=KeyRing(settings.keys_dir),
+                     settings=settings, limiter=RateLimiter(1, 1))
     with pytest.raises(SandgateError, match="no kernel audit source is readable"):
-        _audited(ctx)  # type: ignore[arg-type]
+        _audited(ctx)
     accepting = controller.profiles["standard"].model_copy(update={"accept_unaudited": True})
     controller.profiles = {**controller.profiles, "standard": accepting}
-    _audited(ctx)  # type: ignore[arg-type]  # a profile accepts it: ready
+    _audited(ctx)  # a profile accepts it: ready
     controller.runtime = FakeRuntime(source=AuditSource.NETLINK)
     controller.profiles = {**controller.profiles, "standard": accepting.model_copy(
         update={"accept_unaudited": False})}
-    _audited(ctx)  # type: ignore[arg-type]
+    _audited(ctx)

@@ -8,12 +8,16 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from controller.adapters.runtime.cgroups import remove_owned_parents, run_parent
 from controller.errors import ConfigError
 from controller.settings import Settings
+
+if TYPE_CHECKING:
+    from docker import DockerClient
 
 GENERATED = re.compile(r"^sandgate-[0-9a-f]{12}$")
 
@@ -99,11 +103,13 @@ def test_one_owners_reconcile_leaves_anothers_cgroups(tmp_path: Path) -> None:
 
 @pytest.mark.docker
 def test_a_second_controller_leaves_the_firsts_containers_running(tmp_path: Path) -> None:
+    from controller.adapters.runtime.docker import DockerRuntime
     from controller.bootstrap import open_controller
     from controller.core.ports import OWNER_LABEL, SUBMISSION_LABEL
 
     first = open_controller(Settings(data_dir=tmp_path / "a"))
     second = open_controller(Settings(data_dir=tmp_path / "b"))
+    assert isinstance(first.runtime, DockerRuntime) and isinstance(second.runtime, DockerRuntime)
     owner = Settings(data_dir=tmp_path / "a").resolved_owner()
     assert first.runtime.owner == owner != second.runtime.owner
     client = first.runtime.client
@@ -119,11 +125,11 @@ def test_a_second_controller_leaves_the_firsts_containers_running(tmp_path: Path
     finally:
         if _exists(client, container.id):
             container.remove(force=True)
-        for controller in (first, second):
-            controller.runtime.client.close()
+        for runtime in (first.runtime, second.runtime):
+            runtime.client.close()
 
 
-def _exists(client: object, container_id: str) -> bool:
+def _exists(client: DockerClient, container_id: str) -> bool:
     import docker.errors
 
     try:

@@ -9,11 +9,14 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from controller.adapters.policy.bundle import bundle_digest
+from controller.adapters.policy.bundle import Bundle, bundle_digest
+from controller.adapters.policy.shadow import ShadowedEngine
 from controller.adapters.runtime.fake import FakeRuntime, Outcome
+from controller.adapters.store.submissions import Store
 from controller.core.models import Phase, State
 from controller.core.ports import RunSpec
 from controller.errors import ForbiddenError, PolicyBundleError
@@ -37,7 +40,8 @@ def deleting(spec: RunSpec) -> Outcome:
     return Outcome()
 
 
-def seeded(tmp_path: Path, policy_dir: Path, **kwargs: object) -> tuple[Controller, FakeRuntime]:
+def seeded(tmp_path: Path, policy_dir: Path, **kwargs: Any
+           ) -> tuple[Controller[Store, ShadowedEngine], FakeRuntime]:
     """A controller whose workspace holds five files (committed by a first submission)."""
     def create(spec: RunSpec) -> Outcome:
         for n in range(5):
@@ -46,14 +50,15 @@ def seeded(tmp_path: Path, policy_dir: Path, **kwargs: object) -> tuple[Controll
 
     runtime = FakeRuntime(behaviour=create)
     controller = make_controller(tmp_path / "data", runtime, policy_dir=policy_dir,
-                                 **kwargs)  # type: ignore[arg-type]
+                                 **kwargs)
     assert controller.submit(python("create")).state is State.COMMITTED
     runtime.behaviour = deleting
     runtime.runs.clear()
     return controller, runtime
 
 
-def predicate(controller: Controller, submission_id: str) -> dict[str, object]:
+def predicate(controller: Controller[Store, ShadowedEngine],
+              submission_id: str) -> dict[str, Any]:  # a receipt's, from its JSON
     envelope = json.loads(controller.store.receipt_for(submission_id) or "{}")
     return dict(json.loads(base64.b64decode(envelope["payload"]))["predicate"])
 
@@ -72,19 +77,20 @@ def test_approval_parks_then_approve_runs_and_commits(tmp_path: Path) -> None:
     assert done.state is State.COMMITTED and done.new_version == 2
     assert [spec.phase for spec in runtime.runs] == [Phase.DRY_RUN, Phase.BOUNDED]
     approval = predicate(controller, done.id)["approval"]
-    assert approval["approver"] == "carol" and approval["approve"] is True  # type: ignore[index]
+    assert approval["approver"] == "carol" and approval["approve"] is True
 
 
 def test_rejection_and_expiry_deny(tmp_path: Path) -> None:
     controller, runtime = seeded(tmp_path, bundle_with(tmp_path, "b", APPROVAL_RULE))
     rejected = controller.approve(controller.submit(python("a")).id, "carol", False, "no")
     assert rejected.state is State.DENIED and "rejected by carol" in rejected.reason
-    assert predicate(controller, rejected.id)["approval"]["approve"] is False  # type: ignore[index]
+    assert predicate(controller, rejected.id)["approval"]["approve"] is False
     waiting = controller.submit(python("b"))
     assert controller.expire_approvals(ttl_s=3600) == []
     expired = controller.expire_approvals(ttl_s=0)
     assert [s.id for s in expired] == [waiting.id]
-    assert controller.store.get(waiting.id).state is State.DENIED  # type: ignore[union-attr]
+    ended = controller.store.get(waiting.id)
+    assert ended is not None and ended.state is State.DENIED
     assert all(spec.phase is Phase.DRY_RUN for spec in runtime.runs)
     assert controller.store.workspace_version("default") == 1
 
@@ -162,9 +168,10 @@ def test_reload_refuses_a_typo_and_takes_a_valid_bundle_on_the_next_decision(
     after = controller.submit(python("print(3)"))
     old, new = before.decisions[1].bundle_digest, after.decisions[1].bundle_digest
     assert old != new and new == bundle_digest(live)
-    assert predicate(controller, after.id)["decisions"][1]["bundle_digest"] == new  # type: ignore[index]
-    assert (archive / new.removeprefix("sha256:")).is_dir()  # type: ignore[union-attr]
-    assert bundle_digest(archive / new.removeprefix("sha256:")) == new  # type: ignore[union-attr]
+    assert predicate(controller, after.id)["decisions"][1]["bundle_digest"] == new
+    assert new is not None
+    assert (archive / new.removeprefix("sha256:")).is_dir()
+    assert bundle_digest(archive / new.removeprefix("sha256:")) == new
 
 
 def test_policy_test_cli_passes_and_fails_on_a_changed_case(tmp_path: Path) -> None:
@@ -206,17 +213,22 @@ def test_the_watcher_reloads_bundles_and_profiles_and_skips_broken_ones(tmp_path
             time.sleep(0.05)
         return False
 
+    def bundle() -> Bundle:
+        loaded = controller.engine.bundle
+        assert loaded is not None
+        return loaded
+
     try:
         time.sleep(0.3)  # let the watcher take its first look before anything changes
-        first = controller.engine.bundle.digest  # type: ignore[union-attr]
+        first = bundle().digest
         manifest = live / "manifest.yaml"
         manifest.write_text(manifest.read_text().replace('"1.0.0"', '"1.0.1"'))
-        assert eventually(lambda: controller.engine.bundle.version == "1.0.1")  # type: ignore[union-attr]
-        assert controller.engine.bundle.digest != first  # type: ignore[union-attr]
+        assert eventually(lambda: bundle().version == "1.0.1")
+        assert bundle().digest != first
         broken = live / "policies" / "run.cedar"
         broken.write_text(broken.read_text() + "\nthis is not cedar;\n")
         time.sleep(0.3)
-        assert controller.engine.bundle.version == "1.0.1"  # type: ignore[union-attr]
+        assert bundle().version == "1.0.1"
         strict = profiles / "strict.yaml"
         strict.write_text(strict.read_text().replace("pids: 32", "pids: 30"))
         assert eventually(lambda: controller.profiles["strict"].limits.pids == 30)
@@ -251,7 +263,7 @@ def test_a_parked_submission_holds_no_uid_and_gets_its_own_back_when_free(
     taken = controller.store.claim_uid(squatter.id, SUBMISSION_UIDS, wanted=first.sandbox_uid)
     assert taken == first.sandbox_uid
     restarted = make_controller(tmp_path / "data", runtime,
-                                policy_dir=tmp_path / "b")  # type: ignore[arg-type]
+                                policy_dir=tmp_path / "b")
     assert [s.id for s in restarted.reconcile()] == [squatter.id]  # it was in flight
     done = restarted.process(restarted.approve(second.id, "carol", True, "fine"))
     assert done.state is State.COMMITTED and runtime.runs[-1].uid == second.sandbox_uid

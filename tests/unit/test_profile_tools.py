@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -43,8 +44,8 @@ def test_lint_rejects_dangerous_allows_with_a_reason(tmp_path: Path, name: str) 
 
 
 def test_lint_rejects_unfiltered_clone_and_32_bit_abis(tmp_path: Path) -> None:
-    def edit(seccomp: dict[str, object]) -> None:
-        seccomp["syscalls"][0]["names"].append("clone")  # type: ignore[index]
+    def edit(seccomp: dict[str, Any]) -> None:  # a seccomp policy as JSON
+        seccomp["syscalls"][0]["names"].append("clone")
         seccomp["architectures"] = ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86"]
 
     messages = [f.message for f in lint_profile(variant(tmp_path, edit))]

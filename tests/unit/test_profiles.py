@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TypedDict, cast
 
 import pytest
 import yaml
@@ -15,16 +16,26 @@ from controller.settings import SHIPPED_ROOT
 PROFILES = SHIPPED_ROOT / "profiles"
 
 
+class SyscallRule(TypedDict):
+    names: list[str]
+    action: str
+
+
+def _rules(seccomp: dict[str, object]) -> list[SyscallRule]:
+    """The syscall rules of a seccomp policy (JSON: the profile keeps it as a document)."""
+    return cast(list[SyscallRule], seccomp["syscalls"])
+
+
 def test_shipped_profiles_load_with_tripwires_merged() -> None:
     profiles = load_profiles(PROFILES)
     assert set(profiles) == {"standard", "strict"}
     for profile in profiles.values():
         assert profile.seccomp["defaultAction"] == "SCMP_ACT_ERRNO"
         assert profile.seccomp["architectures"] == ["SCMP_ARCH_X86_64"]
-        kills = {name for rule in profile.seccomp["syscalls"]  # type: ignore[attr-defined]
+        kills = {name for rule in _rules(profile.seccomp)
                  if rule["action"] == "SCMP_ACT_KILL_PROCESS" for name in rule["names"]}
         assert {"ptrace", "mount", "unshare", "bpf", "keyctl", "setns"} <= kills
-        allowed = {name for rule in profile.seccomp["syscalls"]  # type: ignore[attr-defined]
+        allowed = {name for rule in _rules(profile.seccomp)
                    if rule["action"] == "SCMP_ACT_ALLOW" for name in rule["names"]}
         assert not allowed & {"io_uring_setup", "perf_event_open", "userfaultfd", "ptrace"}
         assert profile.digest.startswith("sha256:")
@@ -79,7 +90,7 @@ def test_digest_changes_with_the_seccomp_policy(tmp_path: Path) -> None:
 
 
 def _rules_naming(seccomp: dict[str, object], name: str) -> list[str]:
-    return [str(rule["action"]) for rule in seccomp["syscalls"]  # type: ignore[attr-defined]
+    return [str(rule["action"]) for rule in _rules(seccomp)
             if name in rule["names"]]
 
 
@@ -97,4 +108,4 @@ def test_a_rule_left_with_no_names_is_dropped(tmp_path: Path) -> None:
 
     profile = load_profile(_variant(tmp_path, seccomp_edit=add_errno_rule))
     assert _rules_naming(profile.seccomp, "ptrace") == ["SCMP_ACT_KILL_PROCESS"]
-    assert all(rule["names"] for rule in profile.seccomp["syscalls"])  # type: ignore[attr-defined]
+    assert all(rule["names"] for rule in _rules(profile.seccomp))

@@ -9,6 +9,7 @@ import stat
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from securesystemslib.dsse import Envelope
 from securesystemslib.signer import SSlibKey
 
@@ -47,7 +48,7 @@ def ring(tmp_path: Path) -> KeyRing:
     return KeyRing(tmp_path / "keys")
 
 
-def _keys(ring: KeyRing) -> dict:  # type: ignore[type-arg]
+def _keys(ring: KeyRing) -> dict[str, Ed25519PublicKey]:
     return load_public_keys("".join(k.pem for k in ring.public_keys()).encode())
 
 

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import errno
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from controller.adapters.fs.tmpfs import mount_tmpfs, mounts_under, release
-from controller.adapters.fs.workspaces import MAX_TREE_PATH, remove_tree, scan
+from controller.adapters.fs.trees import remove_tree, scan
+from controller.core.trees import MAX_TREE_PATH
 from controller.errors import TreeTooDeepError, WorkspaceError
 
 
 @pytest.fixture
-def scratch(tmp_path: Path):  # type: ignore[no-untyped-def]
+def scratch(tmp_path: Path) -> Iterator[Path]:
     yield tmp_path / "run dir"  # a space: mountinfo escapes it
     release(tmp_path)
 

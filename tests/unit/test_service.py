@@ -8,23 +8,30 @@ from pathlib import Path
 
 import pytest
 
-from controller.adapters.fs.tmpfs import mounts_under
-from controller.adapters.fs.workspaces import scan, tree_digest
-from controller.adapters.runtime.fake import FakeRuntime, Outcome
+from controller.adapters.fs.tmpfs import ScratchMounts, mounts_under
+from controller.adapters.fs.trees import scan
+from controller.adapters.policy.shadow import ShadowedEngine
+from controller.adapters.runtime.fake import Behaviour, FakeRuntime, Outcome
+from controller.adapters.signing import PublicKeyInfo
+from controller.adapters.store.submissions import Store
 from controller.core.models import Phase, State, Submission
 from controller.core.ports import RunSpec
+from controller.core.trees import tree_digest
 from controller.errors import RuntimeUnavailableError
+from controller.service.controller import Controller
 from controller.verify.chain import verify_log
 from controller.verify.dsse import load_public_keys
 from tests.conftest import make_controller, python
 
 
-def controller_with(tmp_path: Path, behaviour: object) -> tuple[object, FakeRuntime]:
-    runtime = FakeRuntime(behaviour=behaviour)  # type: ignore[arg-type]
-    return make_controller(tmp_path, runtime), runtime
+def controller_with(tmp_path: Path, behaviour: Behaviour
+                    ) -> tuple[Controller[Store, ShadowedEngine], FakeRuntime]:
+    runtime = FakeRuntime(behaviour=behaviour)
+    # Real scratch mounts: these tests hold the service to what they guarantee.
+    return make_controller(tmp_path, runtime, tmpfs=ScratchMounts()), runtime
 
 
-def writes(name: str, text: str = "x") -> object:
+def writes(name: str, text: str = "x") -> Behaviour:
     def behaviour(spec: RunSpec) -> Outcome:
         (spec.workspace_dir / name).write_text(text)
         return Outcome(stdout=b"hi\n")
@@ -33,11 +40,11 @@ def writes(name: str, text: str = "x") -> object:
 
 def test_clean_run_commits_the_staging_tree(tmp_path: Path) -> None:
     controller, runtime = controller_with(tmp_path, writes("out.txt", "data"))
-    result = controller.submit(python("code"))  # type: ignore[attr-defined]
+    result = controller.submit(python("code"))
     assert result.state is State.COMMITTED and result.new_version == 1
     assert [spec.phase for spec in runtime.runs] == [Phase.DRY_RUN, Phase.BOUNDED]
     assert runtime.runs[0].workspace_dir == runtime.runs[1].workspace_dir  # same mountinfo
-    version = controller.workspaces.version_dir("@local/default", 1)  # type: ignore[attr-defined]
+    version = controller.workspaces.version_dir("@local/default", 1)
     assert (version / "out.txt").read_text() == "data"
     assert not (tmp_path / "runs" / result.id).exists()
 
@@ -47,10 +54,10 @@ def test_seccomp_kill_in_the_real_run_quarantines(tmp_path: Path) -> None:
         return Outcome(seccomp_killed=spec.phase is Phase.BOUNDED)
 
     controller, _ = controller_with(tmp_path, behaviour)
-    result = controller.submit(python("bomb"))  # type: ignore[attr-defined]
+    result = controller.submit(python("bomb"))
     assert result.state is State.QUARANTINED and result.evidence_dir
     assert (Path(result.evidence_dir) / "submission.json").exists()
-    assert controller.store.workspace_version("default") == 0  # type: ignore[attr-defined]
+    assert controller.store.workspace_version("default") == 0
 
 
 @pytest.mark.parametrize(("outcome", "state"), [
@@ -61,7 +68,7 @@ def test_seccomp_kill_in_the_real_run_quarantines(tmp_path: Path) -> None:
 def test_dry_run_failures_deny_and_never_run_for_real(tmp_path: Path, outcome: Outcome,
                                                       state: State) -> None:
     controller, runtime = controller_with(tmp_path, lambda spec: outcome)
-    result = controller.submit(python("x"))  # type: ignore[attr-defined]
+    result = controller.submit(python("x"))
     assert result.state is state
     assert [spec.phase for spec in runtime.runs] == [Phase.DRY_RUN]
 
@@ -69,28 +76,28 @@ def test_dry_run_failures_deny_and_never_run_for_real(tmp_path: Path, outcome: O
 def test_engine_failure_in_the_real_run_rolls_back(tmp_path: Path) -> None:
     controller, _ = controller_with(
         tmp_path, lambda spec: Outcome(fail=spec.phase is Phase.BOUNDED))
-    result = controller.submit(python("x"))  # type: ignore[attr-defined]
+    result = controller.submit(python("x"))
     assert result.state is State.ROLLED_BACK and "infrastructure failure" in result.reason
 
 
 def test_a_bounded_run_that_fails_rolls_back(tmp_path: Path) -> None:
     controller, _ = controller_with(
         tmp_path, lambda spec: Outcome(exit_code=1 if spec.phase is Phase.BOUNDED else 0))
-    result = controller.submit(python("x"))  # type: ignore[attr-defined]
+    result = controller.submit(python("x"))
     assert result.state is State.ROLLED_BACK and "exit code 1" in result.reason
 
 
 def test_receipts_chain_across_submissions(tmp_path: Path) -> None:
     controller, _ = controller_with(tmp_path, writes("f"))
     for _ in range(3):
-        controller.submit(python("x"))  # type: ignore[attr-defined]
+        controller.submit(python("x"))
     pem = "".join(k.pem for k in controller_keys(tmp_path)).encode()
-    lines = [e for _, e in controller.store.receipts()]  # type: ignore[attr-defined]
+    lines = [e for _, e in controller.store.receipts()]
     report = verify_log(lines, load_public_keys(pem))
     assert report.ok and report.checked == 3
 
 
-def controller_keys(tmp_path: Path) -> list:  # type: ignore[type-arg]
+def controller_keys(tmp_path: Path) -> list[PublicKeyInfo]:
     from controller.adapters.signing import KeyRing
 
     return KeyRing(tmp_path / "keys").public_keys()
@@ -98,18 +105,17 @@ def controller_keys(tmp_path: Path) -> list:  # type: ignore[type-arg]
 
 def test_reconcile_ends_interrupted_submissions_safely(tmp_path: Path) -> None:
     controller, _ = controller_with(tmp_path, writes("f"))
-    early = controller.accept(python("a"))  # type: ignore[attr-defined]
-    late = controller.accept(python("b"))  # type: ignore[attr-defined]
-    store = controller.store  # type: ignore[attr-defined]
+    early = controller.accept(python("a"))
+    late = controller.accept(python("b"))
+    store = controller.store
     late = store.move(store.move(store.move(late, State.DRY_RUN), State.ASSESSING), State.RUNNING)
-    ended = {s.id: s.state for s in controller.reconcile()}  # type: ignore[attr-defined]
+    ended = {s.id: s.state for s in controller.reconcile()}
     assert ended == {early.id: State.DENIED, late.id: State.ROLLED_BACK}
     assert store.unfinished() == [] and store.receipt_count() == 2
 
 
 def test_a_concurrent_commit_makes_the_loser_roll_back_with_conflict(tmp_path: Path) -> None:
-    controller: object = None
-    inner: list[object] = []
+    inner: list[Submission] = []
     started: list[str] = []
 
     def behaviour(spec: RunSpec) -> Outcome:
@@ -117,17 +123,17 @@ def test_a_concurrent_commit_makes_the_loser_roll_back_with_conflict(tmp_path: P
         if spec.phase is Phase.BOUNDED and not started:
             # While the first submission's real run is in flight, another one commits.
             started.append(spec.submission_id)
-            inner.append(controller.submit(python("other")))  # type: ignore[attr-defined]
+            inner.append(controller.submit(python("other")))
         return Outcome()
 
     controller, _ = controller_with(tmp_path, behaviour)
-    loser = controller.submit(python("first"))  # type: ignore[attr-defined]
+    loser = controller.submit(python("first"))
     winner = inner[0]
-    assert winner.state is State.COMMITTED and winner.new_version == 1  # type: ignore[attr-defined]
+    assert winner.state is State.COMMITTED and winner.new_version == 1
     assert loser.state is State.ROLLED_BACK and loser.reason.startswith("conflict")
-    version = controller.workspaces.version_dir("@local/default", 1)  # type: ignore[attr-defined]
-    assert {p.name for p in version.iterdir()} == {winner.id}  # type: ignore[attr-defined]
-    assert not controller.workspaces.version_dir("@local/default", 2).exists()  # type: ignore[attr-defined]
+    version = controller.workspaces.version_dir("@local/default", 1)
+    assert {p.name for p in version.iterdir()} == {winner.id}
+    assert not controller.workspaces.version_dir("@local/default", 2).exists()
 
 
 def test_both_runs_see_one_host_path_and_freshly_written_code(tmp_path: Path) -> None:
@@ -142,7 +148,7 @@ def test_both_runs_see_one_host_path_and_freshly_written_code(tmp_path: Path) ->
         return Outcome()
 
     controller, runtime = controller_with(tmp_path, behaviour)
-    result = controller.submit(python("code"))  # type: ignore[attr-defined]
+    result = controller.submit(python("code"))
     assert result.state is State.COMMITTED
     dry, bounded = runtime.runs
     assert dry.workspace_dir == bounded.workspace_dir and dry.code_dir == bounded.code_dir
@@ -154,7 +160,7 @@ def test_the_image_is_pinned_once_for_both_runs(tmp_path: Path) -> None:
     controller, runtime = controller_with(tmp_path, writes("f"))
     ids = iter(["sha256:first", "sha256:moved-tag"])
     runtime.images = lambda image: next(ids)
-    result = controller.submit(python("x"))  # type: ignore[attr-defined]
+    result = controller.submit(python("x"))
     assert result.state is State.COMMITTED and result.image_id == "sha256:first"
     assert [spec.image for spec in runtime.runs] == ["sha256:first", "sha256:first"]
     assert runtime.resolved == ["sandgate/python:latest"]
@@ -167,12 +173,12 @@ def test_an_image_the_engine_cannot_resolve_denies_before_any_run(tmp_path: Path
         raise RuntimeUnavailableError(f"image {image!r} is not available")
 
     runtime.images = missing
-    result = controller.submit(python("x"))  # type: ignore[attr-defined]
+    result = controller.submit(python("x"))
     assert result.state is State.DENIED and "not available" in result.reason
     assert runtime.runs == []
 
 
-def plants(hazard: str) -> object:
+def plants(hazard: str) -> Behaviour:
     def behaviour(spec: RunSpec) -> Outcome:
         if spec.phase is Phase.DRY_RUN:
             return Outcome()
@@ -190,17 +196,19 @@ def plants(hazard: str) -> object:
 def test_a_failed_bounded_run_that_planted_a_hazard_is_quarantined(tmp_path: Path,
                                                                    hazard: str) -> None:
     controller, _ = controller_with(tmp_path, plants(hazard))
-    result = controller.submit(python("x"))  # type: ignore[attr-defined]
+    result = controller.submit(python("x"))
     assert result.state is State.QUARANTINED, result.reason
     assert result.violations and "exit code 1" in result.reason
+    assert result.evidence_dir is not None
     evidence = Path(result.evidence_dir)
     assert (evidence / "workspace").is_dir() and (evidence / "submission.json").exists()
-    assert controller.store.workspace_version("default") == 0  # type: ignore[attr-defined]
+    assert controller.store.workspace_version("default") == 0
 
 
 def test_quarantine_evidence_is_private_and_carries_no_setuid_bit(tmp_path: Path) -> None:
     controller, _ = controller_with(tmp_path, plants("setuid"))
-    result = controller.submit(python("x"))  # type: ignore[attr-defined]
+    result = controller.submit(python("x"))
+    assert result.evidence_dir is not None
     evidence = Path(result.evidence_dir)
     assert stat.S_IMODE(evidence.stat().st_mode) == 0o700
     tool = (evidence / "workspace" / "tool").stat()
@@ -218,9 +226,9 @@ def test_published_versions_are_root_owned_without_privilege_bits(tmp_path: Path
         return Outcome()
 
     controller, _ = controller_with(tmp_path, behaviour)
-    result = controller.submit(python("x"))  # type: ignore[attr-defined]
+    result = controller.submit(python("x"))
     assert result.state is State.COMMITTED, result.reason
-    version = controller.workspaces.version_dir("@local/default", 1)  # type: ignore[attr-defined]
+    version = controller.workspaces.version_dir("@local/default", 1)
     for path in (version, version / "shared", version / "shared" / "f"):
         info = path.lstat()
         assert (info.st_uid, info.st_gid) == (0, 0), path
@@ -230,12 +238,12 @@ def test_published_versions_are_root_owned_without_privilege_bits(tmp_path: Path
 
 def test_reconcile_finishes_an_interrupted_quarantine(tmp_path: Path) -> None:
     controller, _ = controller_with(tmp_path, writes("f"))
-    store = controller.store  # type: ignore[attr-defined]
-    sub = controller.accept(python("a"))  # type: ignore[attr-defined]
+    store = controller.store
+    sub = controller.accept(python("a"))
     sub = store.move(store.move(store.move(sub, State.DRY_RUN), State.ASSESSING), State.RUNNING)
     evidence = tmp_path / "quarantine" / sub.id  # kept just before the controller died
     evidence.mkdir(parents=True)
-    (ended,) = controller.reconcile()  # type: ignore[attr-defined]
+    (ended,) = controller.reconcile()
     assert ended.state is State.QUARANTINED and ended.evidence_dir == str(evidence)
     assert store.unfinished() == [] and store.receipt_count() == 1
 
@@ -247,16 +255,17 @@ def test_a_tree_changed_after_validation_is_never_committed(tmp_path: Path) -> N
         if submission.state is State.VALIDATING:
             (tmp_path / "runs" / submission.id / "work" / "out.txt").write_text("swapped")
 
-    controller.listeners.append(tamper)  # type: ignore[attr-defined]
-    result = controller.submit(python("code"))  # type: ignore[attr-defined]
+    controller.listeners.append(tamper)
+    result = controller.submit(python("code"))
     assert result.state is State.QUARANTINED, result.reason
     assert "the tree changed after validation" in result.reason
+    assert result.evidence_dir is not None
     assert (Path(result.evidence_dir) / "workspace" / "out.txt").read_text() == "swapped"
-    assert not controller.workspaces.version_dir("@local/default", 1).exists()  # type: ignore[attr-defined]
+    assert not controller.workspaces.version_dir("@local/default", 1).exists()
     assert mounts_under(tmp_path) == []
 
 
-def nests(depth: int, phases: tuple[Phase, ...]) -> object:
+def nests(depth: int, phases: tuple[Phase, ...]) -> Behaviour:
     def behaviour(spec: RunSpec) -> Outcome:
         if spec.phase in phases:
             current = spec.workspace_dir
@@ -269,7 +278,7 @@ def nests(depth: int, phases: tuple[Phase, ...]) -> object:
 
 def test_a_dry_run_leaving_a_tree_too_deep_is_denied_by_name(tmp_path: Path) -> None:
     controller, runtime = controller_with(tmp_path, nests(1600, (Phase.DRY_RUN,)))
-    result = controller.submit(python("code"))  # type: ignore[attr-defined]
+    result = controller.submit(python("code"))
     assert result.state is State.DENIED
     assert result.reason.startswith("dry run: the tree has a path longer than 3000 bytes")
     assert [spec.phase for spec in runtime.runs] == [Phase.DRY_RUN]
@@ -278,9 +287,10 @@ def test_a_dry_run_leaving_a_tree_too_deep_is_denied_by_name(tmp_path: Path) -> 
 
 def test_a_bounded_run_planting_a_tree_too_deep_is_quarantined(tmp_path: Path) -> None:
     controller, _ = controller_with(tmp_path, nests(1600, (Phase.BOUNDED,)))
-    result = controller.submit(python("code"))  # type: ignore[attr-defined]
+    result = controller.submit(python("code"))
     assert result.state is State.QUARANTINED
     assert "longer than 3000 bytes" in result.reason and result.violations
+    assert result.evidence_dir is not None
     evidence = Path(result.evidence_dir)
     assert "could not be copied whole" in (evidence / "workspace.error").read_text()
     assert mounts_under(tmp_path) == []
@@ -296,8 +306,9 @@ def test_quarantine_evidence_never_copies_a_sparse_terabyte(tmp_path: Path) -> N
         return Outcome()
 
     controller, _ = controller_with(tmp_path, behaviour)
-    result = controller.submit(python("code"))  # type: ignore[attr-defined]
+    result = controller.submit(python("code"))
     assert result.state is State.QUARANTINED, result.reason
+    assert result.evidence_dir is not None
     evidence = Path(result.evidence_dir)
     assert not (evidence / "workspace" / "big").exists()
     assert "big" in (evidence / "workspace.error").read_text()

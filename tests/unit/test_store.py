@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from controller.adapters.store.schema import SCHEMA_VERSION
-from controller.adapters.store.submissions import Publication, Sealed, Store
+from controller.adapters.store.submissions import Store
+from controller.core.lifecycle import advanced
 from controller.core.models import FileChange, Phase, State, Submission
 from controller.core.records import changes_digest
 from controller.errors import CommitConflictError, IllegalTransitionError, StoreError
@@ -20,8 +21,20 @@ def sub(n: int = 1) -> Submission:
     return Submission(id=f"s{n}", trace_id="t", request=python("print(1)"), code_sha256="0")
 
 
-def seal(submission: Submission, sequence: int, previous: str | None) -> Sealed:
-    return Sealed(envelope=f'{{"seq":{sequence},"prev":"{previous}"}}', digest=f"d{sequence}")
+def finish(store: Store, submission: Submission, target: State,
+           swap: tuple[str, str, int, int, str] | None = None, fail: Exception | None = None,
+           **changes: object) -> Submission:
+    """End ``submission`` in one terminal transaction as the service's sealer does, with a
+    stand-in receipt naming its place in the log (``fail``: the signing fails)."""
+    with store.terminal() as tx:
+        if swap is not None:
+            tx.swap_version(*swap)
+        ended = advanced(submission, target, **changes, receipt_seq=tx.sequence)
+        if fail is not None:
+            raise fail
+        tx.append(submission, ended, f'{{"seq":{tx.sequence},"prev":"{tx.previous}"}}',
+                  f"d{tx.sequence}")
+    return ended
 
 
 @pytest.fixture
@@ -33,13 +46,13 @@ def test_finish_writes_state_and_receipt_together(store: Store) -> None:
     first = sub(1)
     store.insert(first)
     moved = store.move(first, State.DRY_RUN)
-    ended = store.finish(moved, State.DENIED, seal, reason="no")
+    ended = finish(store, moved, State.DENIED, reason="no")
     assert ended.receipt_seq == 1
     assert store.get("s1") == ended
     assert store.receipts() == [(1, '{"seq":1,"prev":"None"}')]
     second = sub(2)
     store.insert(second)
-    store.finish(second, State.DENIED, seal)
+    finish(store, second, State.DENIED)
     assert store.receipts(since_seq=1) == [(2, '{"seq":2,"prev":"d1"}')]
     assert store.transitions("s1") == [(None, "received"), ("received", "dry_run"),
                                        ("dry_run", "denied")]
@@ -52,9 +65,9 @@ def test_illegal_and_terminal_moves_are_refused(store: Store) -> None:
         store.move(first, State.RUNNING)
     with pytest.raises(StoreError, match="terminal"):
         store.move(first, State.DENIED)
-    ended = store.finish(first, State.DENIED, seal)
+    ended = finish(store, first, State.DENIED)
     with pytest.raises(IllegalTransitionError):
-        store.finish(ended, State.DENIED, seal)
+        finish(store, ended, State.DENIED)
     assert store.receipt_count() == 1
 
 
@@ -62,18 +75,15 @@ def test_a_failing_seal_leaves_no_terminal_state(store: Store) -> None:
     first = sub()
     store.insert(first)
 
-    def broken(submission: Submission, sequence: int, previous: str | None) -> Sealed:
-        raise OSError("disk full")
-
     with pytest.raises(OSError, match="disk full"):
-        store.finish(first, State.DENIED, broken)
+        finish(store, first, State.DENIED, fail=OSError("disk full"))
     assert store.get("s1") == first and store.receipt_count() == 0
 
 
 def test_receipts_and_transitions_are_append_only(store: Store, tmp_path: Path) -> None:
     first = sub()
     store.insert(first)
-    store.finish(first, State.DENIED, seal)
+    finish(store, first, State.DENIED)
     raw = sqlite3.connect(tmp_path / "db.sqlite")
     for statement in ("UPDATE receipts SET envelope = 'x'", "DELETE FROM receipts",
                       "UPDATE transitions SET reason = 'x'", "DELETE FROM transitions"):
@@ -83,29 +93,31 @@ def test_receipts_and_transitions_are_append_only(store: Store, tmp_path: Path) 
 
 
 def test_commit_is_compare_and_swap(store: Store) -> None:
-    published: list[str] = []
-    undone: list[str] = []
-
-    def publication(base: int, tag: str) -> Publication:
-        return Publication("local", "w", base, base + 1, "digest", do=lambda: published.append(tag),
-                           undo=lambda: undone.append(tag))
-
     assert store.workspace_version("w") == 0
     for n in (1, 2):
         store.insert(sub(n))
     winner = store.move(store.move(store.move(store.move(store.move(
         sub(1), State.DRY_RUN), State.ASSESSING), State.RUNNING), State.VALIDATING),
         State.COMMITTING)
-    store.finish(winner, State.COMMITTED, seal, publication(0, "a"))
+    finish(store, winner, State.COMMITTED, ("local", "w", 0, 1, "digest"))
     loser = store.move(store.move(store.move(store.move(store.move(
         sub(2), State.DRY_RUN), State.ASSESSING), State.RUNNING), State.VALIDATING),
         State.COMMITTING)
     with pytest.raises(CommitConflictError):
-        store.finish(loser, State.COMMITTED, seal, publication(0, "b"))
-    assert published == ["a"] and store.workspace_version("w") == 1
-    assert store.get("s2") is not None and store.get("s2").state is State.COMMITTING  # type: ignore[union-attr]
-    store.finish(loser, State.ROLLED_BACK, seal, reason="conflict")
-    assert store.receipt_count() == 2 and undone == []
+        finish(store, loser, State.COMMITTED, ("local", "w", 0, 1, "other"))
+    assert store.workspace_version("w") == 1
+    left = store.get("s2")
+    assert left is not None and left.state is State.COMMITTING and store.receipt_count() == 1
+    finish(store, loser, State.ROLLED_BACK, reason="conflict")
+    assert store.receipt_count() == 2
+
+
+def test_a_terminal_write_must_be_terminal_and_numbered_in_its_place(store: Store) -> None:
+    first = sub()
+    store.insert(first)
+    with pytest.raises(StoreError, match="cannot be appended"), store.terminal() as tx:
+        tx.append(first, advanced(first, State.DENIED, receipt_seq=tx.sequence + 1), "{}", "d")
+    assert store.get("s1") == first and store.receipt_count() == 0
 
 
 def test_a_database_of_an_older_release_is_migrated_in_place(tmp_path: Path) -> None:

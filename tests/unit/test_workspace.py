@@ -8,17 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from controller.adapters.fs.workspaces import (
-    MAX_LINK_HOPS,
-    add_files,
-    copy_tree,
-    diff_trees,
-    escapes,
-    resolves_outside,
-    scan,
-    tree_digest,
-)
+from controller.adapters.fs.trees import add_files, copy_tree, scan
 from controller.core.models import ChangeKind, SubmittedFile
+from controller.core.trees import MAX_LINK_HOPS, diff_trees, escapes, resolves_outside, tree_digest
 from controller.errors import InputError
 
 LIMIT = 1 << 20
@@ -147,7 +139,7 @@ def test_submitted_paths_must_stay_inside(path: str) -> None:
 
 
 def test_remove_tree_handles_depth_past_path_max_and_keeps_link_targets(tmp_path: Path) -> None:
-    from controller.adapters.fs.workspaces import remove_tree
+    from controller.adapters.fs.trees import remove_tree
 
     outside = write(tmp_path, "outside/keep.txt", "kept")
     root = tmp_path / "deep"

@@ -20,6 +20,9 @@ import errno
 import os
 from pathlib import Path
 
+from controller.adapters.fs.trees import hand_to_root, hand_to_sandbox, remove_tree, scan
+from controller.core.models import EntryType
+from controller.core.trees import PRIVILEGE_BITS
 from controller.errors import WorkspaceError
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -84,3 +87,58 @@ def _unescape(field: str) -> str:
     if "\\" not in field:
         return field
     return os.fsdecode(os.fsencode(field).decode("unicode_escape").encode("latin-1"))
+
+
+class ScratchMounts:
+    """The ``Tmpfs`` port on real tmpfs mounts (needs root)."""
+
+    def mount(self, target: Path, *, size_bytes: int, inodes: int) -> None:
+        mount_tmpfs(target, size_bytes=size_bytes, inodes=inodes)
+
+    def release(self, root: Path) -> None:
+        release(root)
+
+    def mounted(self, root: Path) -> bool:
+        return bool(mounts_under(root))
+
+    def hand_to_sandbox(self, root: Path, uid: int) -> None:
+        hand_to_sandbox(root, uid)
+
+    def hand_to_root(self, root: Path) -> None:
+        hand_to_root(root)
+
+
+class PlainDirectories:
+    """The ``Tmpfs`` port on plain directories, for tests without root or Docker: the same
+    lifecycle (fresh and empty when mounted, emptied when released), none of the caps and no
+    change of owner."""
+
+    def __init__(self) -> None:
+        self._points: set[Path] = set()
+
+    def mount(self, target: Path, *, size_bytes: int, inodes: int) -> None:
+        remove_tree(target)
+        target.mkdir(parents=True)
+        self._points.add(target)
+
+    def release(self, root: Path) -> None:
+        for point in sorted(self.under(root), key=lambda path: len(path.parts), reverse=True):
+            if point.exists():
+                remove_tree(point)  # hostile trees too (paths past PATH_MAX)
+                point.mkdir()  # a released mount point stays, empty, as a real one does
+            self._points.discard(point)
+
+    def mounted(self, root: Path) -> bool:
+        return bool(self.under(root))
+
+    def hand_to_sandbox(self, root: Path, uid: int) -> None:
+        """Nothing to hand over: the fake runtime's runs are this process."""
+
+    def hand_to_root(self, root: Path) -> None:
+        """The privilege bits go, as they do for real; owners stay (no root to chown)."""
+        for path, entry in scan(root, hash_limit=-1).items():
+            if entry.type is not EntryType.SYMLINK and entry.mode & PRIVILEGE_BITS:
+                os.chmod(root / path, entry.mode & ~PRIVILEGE_BITS)
+
+    def under(self, root: Path) -> list[Path]:
+        return [point for point in self._points if point == root or root in point.parents]

@@ -1,317 +1,24 @@
-"""Workspaces on disk: versioned trees, run copies, diffs, and atomic publication.
+"""Workspaces on disk: one directory of versions per workspace, checked out into run copies
+and published by one rename.
 
-Layout under ``<data>/workspaces/<name>/``: one directory per version (``v/<n>``). The
+Layout under ``<data>/workspaces/<dir>/``: one directory per version (``v/<n>``). The
 database is the truth about which version is current; a version directory the database does
 not know (a crash between rename and commit) is an orphan, and ``publish`` replaces it.
-Nothing here follows a symlink: trees are walked with ``lstat`` and copied link by link.
 """
 
 from __future__ import annotations
 
 import errno
-import hashlib
-import json
 import os
-import shutil
-import stat
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
 from pathlib import Path
 
-from controller.core import untrusted
-from controller.core.models import (
-    MAX_EVIDENCE_ENTRIES,
-    ChangeKind,
-    Diff,
-    EntryType,
-    Evidence,
-    EvidenceFile,
-    FileChange,
-    SubmittedFile,
+from controller.adapters.fs.trees import (
+    add_files,
+    copy_tree,
+    remove_tree,
 )
-from controller.core.ports import SANDBOX_UID
-from controller.errors import InputError, NotFoundError, TreeTooDeepError, WorkspaceError
-
-MAX_READ_BYTES = 16 << 20
-MAX_TREE_PATH = 3000  # bytes of a path relative to the tree: PATH_MAX less room for the root
-
-MAX_LINK_HOPS = 40  # the kernel's own limit (MAXSYMLINKS)
-_PRIVILEGE_BITS = stat.S_ISUID | stat.S_ISGID
-_CHUNK = 1 << 20
-
-
-@dataclass(frozen=True)
-class Entry:
-    """One path of a tree, as ``lstat`` saw it."""
-
-    type: EntryType
-    mode: int
-    size: int
-    nlink: int
-    sha256: str | None = None
-    link_target: str | None = None
-
-    def same_as(self, other: Entry) -> bool:
-        return (self.type, self.mode, self.sha256, self.link_target, self.size) == (
-            other.type, other.mode, other.sha256, other.link_target, other.size)
-
-
-def scan(root: Path, *, hash_limit: int, max_path: int = MAX_TREE_PATH) -> dict[str, Entry]:
-    """Every path under ``root`` (relative, '/'-separated), without following symlinks.
-
-    Files larger than ``hash_limit`` (e.g. a sparse terabyte) are not read: their digest is
-    None and their size still counts against the workspace cap. A path past ``MAX_TREE_PATH``
-    raises ``TreeTooDeepError`` (past PATH_MAX, no path-based call could reach it).
-    """
-    entries: dict[str, Entry] = {}
-    stack = [""]
-    while stack:
-        relative = stack.pop()
-        with os.scandir(root / relative if relative else root) as it:
-            for item in it:
-                path = f"{relative}/{item.name}" if relative else item.name
-                if len(os.fsencode(path)) > max_path:
-                    raise TreeTooDeepError(
-                        f"the tree has a path longer than {max_path} bytes "
-                        f"({path.count('/') + 1} levels deep); it cannot be validated")
-                entry = _entry(Path(item.path), item.stat(follow_symlinks=False), hash_limit)
-                entries[path] = entry
-                if entry.type is EntryType.DIR:
-                    stack.append(path)
-    return entries
-
-
-def _entry(path: Path, st: os.stat_result, hash_limit: int) -> Entry:
-    mode = stat.S_IMODE(st.st_mode)
-    if stat.S_ISLNK(st.st_mode):
-        return Entry(EntryType.SYMLINK, mode, st.st_size, st.st_nlink,
-                     link_target=os.readlink(path))
-    if stat.S_ISDIR(st.st_mode):
-        return Entry(EntryType.DIR, mode, 0, st.st_nlink)
-    if stat.S_ISREG(st.st_mode):
-        digest = _sha256_file(path) if st.st_size <= hash_limit else None
-        return Entry(EntryType.FILE, mode, st.st_size, st.st_nlink, sha256=digest)
-    kind = EntryType.DEVICE if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode) else (
-        EntryType.OTHER)
-    return Entry(kind, mode, 0, st.st_nlink)
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-    with os.fdopen(fd, "rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def escapes(path: str, target: str) -> bool:
-    """Whether a symlink at ``path`` (relative to the root) points outside the root."""
-    if target.startswith("/"):
-        return True
-    depth = len(path.split("/")) - 1
-    for part in target.split("/"):
-        if part == "..":
-            depth -= 1
-            if depth < 0:
-                return True
-        elif part not in ("", "."):
-            depth += 1
-    return False
-
-
-def resolves_outside(path: str, entries: Mapping[str, Entry]) -> bool:
-    """Whether the symlink at ``path`` ends outside the root once resolved against ``entries``.
-
-    ``escapes`` reads only the link's own text, so ``s -> .`` with ``t -> s/s/s/../../..``
-    passes it while the kernel resolves ``t`` three levels up. Here every component that is a
-    symlink in the tree is expanded in turn, as the kernel would; an absolute target, a ``..``
-    above the root or more than ``MAX_LINK_HOPS`` expansions count as leaving (fail closed).
-    Components the tree does not hold are taken literally.
-    """
-    resolved = path.split("/")[:-1]  # the link's own directory: scanned, so never a symlink
-    pending = _link_parts(entries.get(path))
-    if pending is None:
-        return True
-    hops = 1
-    while pending:
-        part = pending.pop(0)
-        if part in ("", "."):
-            continue
-        if part == "..":
-            if not resolved:
-                return True
-            resolved.pop()
-            continue
-        entry = entries.get("/".join((*resolved, part)))
-        if entry is not None and entry.type is EntryType.SYMLINK:
-            hops += 1
-            expansion = _link_parts(entry)
-            if hops > MAX_LINK_HOPS or expansion is None:
-                return True
-            pending = expansion + pending
-            continue
-        resolved.append(part)
-    return False
-
-
-def _link_parts(entry: Entry | None) -> list[str] | None:
-    """A symlink's target as components, or None when it is absolute or unknown."""
-    if entry is None or entry.link_target is None or entry.link_target.startswith("/"):
-        return None
-    return entry.link_target.split("/")
-
-
-def diff_trees(before: dict[str, Entry], after: dict[str, Entry]) -> Diff:
-    """Changes from ``before`` to ``after`` and the hazards found in ``after``."""
-    changes: list[FileChange] = []
-    for path in sorted(before.keys() | after.keys()):
-        old, new = before.get(path), after.get(path)
-        if new is None and old is not None:
-            changes.append(_change(path, ChangeKind.DELETED, old))
-        elif old is None and new is not None:
-            changes.append(_change(path, ChangeKind.CREATED, new))
-        elif old is not None and new is not None and not old.same_as(new):
-            changes.append(_change(path, ChangeKind.MODIFIED, new))
-    return Diff(
-        changes=tuple(changes),
-        setuid_files=_paths(after, lambda e: e.type is EntryType.FILE
-                            and bool(e.mode & (stat.S_ISUID | stat.S_ISGID))),
-        device_nodes=_paths(after, lambda e: e.type is EntryType.DEVICE),
-        # Both checks: the link's text alone, and its resolution through the tree's links.
-        escaping_symlinks=tuple(
-            untrusted.name(p) for p, e in sorted(after.items()) if e.type is EntryType.SYMLINK
-            and (e.link_target is None or escapes(p, e.link_target)
-                 or resolves_outside(p, after))),
-        hardlinks=_paths(after, lambda e: e.type is EntryType.FILE and e.nlink > 1),
-        special_files=_paths(after, lambda e: e.type is EntryType.OTHER),
-        size_after=sum(e.size for e in after.values() if e.type is EntryType.FILE),
-        files_after=sum(1 for e in after.values() if e.type is not EntryType.DIR),
-    )
-
-
-def _change(path: str, kind: ChangeKind, entry: Entry) -> FileChange:
-    target = entry.link_target
-    return FileChange(path=untrusted.name(path), kind=kind, type=entry.type, size=entry.size,
-                      mode=entry.mode, sha256=entry.sha256,
-                      link_target=None if target is None else untrusted.name(target))
-
-
-def _paths(entries: dict[str, Entry], predicate: Callable[[Entry], bool]) -> tuple[str, ...]:
-    """Recorded (``untrusted.name``) forms of the paths that match, sorted by raw path."""
-    return tuple(untrusted.name(path) for path, entry in sorted(entries.items())
-                 if predicate(entry))
-
-
-def tree_digest(entries: dict[str, Entry]) -> str:
-    """A digest of a whole tree: paths, types, modes, contents and link targets.
-
-    Names enter as their bytes (any bytes, not only UTF-8: the sandbox chose them)."""
-    digest = hashlib.sha256()
-    for path, e in sorted(entries.items()):
-        digest.update(os.fsencode(path) + f"\0{e.type}\0{e.mode:o}\0{e.sha256 or e.size}\0".encode()
-                      + os.fsencode(e.link_target or "") + b"\n")
-    return f"sha256:{digest.hexdigest()}"
-
-
-def evidence_manifest(root: Path, *, hash_limit: int) -> tuple[bytes, Evidence]:
-    """The manifest of an evidence directory (every regular file: path, size, digest) as the
-    JSON to keep beside it, and its summary: the digest binds the files into the receipt."""
-    # The workspace copy sits one level down: its longest paths are a prefix longer.
-    entries = scan(root, hash_limit=hash_limit, max_path=MAX_TREE_PATH + 64)
-    listed = [EvidenceFile(path=untrusted.name(path), size=entry.size, sha256=entry.sha256)
-              for path, entry in sorted(entries.items())
-              if entry.type is EntryType.FILE]
-    data = json.dumps([item.model_dump() for item in listed], sort_keys=True).encode()
-    return data, Evidence(manifest_sha256=hashlib.sha256(data).hexdigest(), files=len(listed),
-                          bytes=sum(item.size for item in listed),
-                          entries=tuple(listed[:MAX_EVIDENCE_ENTRIES]))
-
-
-def copy_tree(source: Path, destination: Path, *, budget: int | None = None) -> list[str]:
-    """Copy a tree link by link (symlinks stay symlinks; specials are not copied) into a new
-    or empty ``destination`` (a fresh mount point is one); return the files left out.
-
-    The copy is root's, so no setuid/setgid bit is carried over. With a ``budget`` (bytes),
-    a file that would take the copied total past it is left out: a sparse terabyte costs a
-    tmpfs nothing, and its copy would write every byte.
-    """
-    destination.mkdir(parents=True, exist_ok=True)
-    if any(destination.iterdir()):
-        raise WorkspaceError(f"cannot copy into {destination}: it is not empty")
-    left_out, spent = [], 0
-    for path, entry in sorted(scan(source, hash_limit=-1).items()):
-        src, dst = source / path, destination / path
-        if entry.type is EntryType.DIR:
-            dst.mkdir(mode=0o755)
-        elif entry.type is EntryType.SYMLINK and entry.link_target is not None:
-            os.symlink(entry.link_target, dst)
-        elif entry.type is EntryType.FILE:
-            if budget is not None and spent + entry.size > budget:
-                left_out.append(path)
-                continue
-            spent += entry.size
-            shutil.copyfile(src, dst, follow_symlinks=False)
-        if entry.type in (EntryType.DIR, EntryType.FILE):
-            os.chmod(dst, entry.mode & ~_PRIVILEGE_BITS)
-    return left_out
-
-
-def add_files(root: Path, files: tuple[SubmittedFile, ...]) -> None:
-    """Write submitted files into a run copy, refusing any path through a symlink."""
-    for item in files:
-        data = item.data()
-        target = root / item.path
-        for parent in reversed(target.relative_to(root).parents[:-1]):
-            current = root / parent
-            if current.is_symlink() or (current.exists() and not current.is_dir()):
-                raise InputError(f"files: {item.path!r} passes through {parent.as_posix()!r}, "
-                                 "which is not a directory in the workspace")
-            current.mkdir(exist_ok=True)
-        if target.is_symlink() or target.is_dir():
-            raise InputError(f"files: {item.path!r} would replace a symlink or directory")
-        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, item.mode)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.chmod(target, item.mode)
-
-
-def hand_to_sandbox(root: Path, uid: int = SANDBOX_UID) -> None:
-    """Let the run's unprivileged user (``uid``, also its gid) write the run copy
-    (ownership, never modes)."""
-    if os.geteuid() != 0:
-        raise WorkspaceError("the controller must run as root to hand a run copy to the "
-                             f"sandbox user (uid {uid}); widening modes is not an option")
-    os.chown(root, uid, uid)
-    for path in scan(root, hash_limit=-1):
-        os.chown(root / path, uid, uid, follow_symlinks=False)
-
-
-def hand_to_root(root: Path) -> None:
-    """Take a tree back from the sandbox user: owned by root, no setuid/setgid bit anywhere.
-
-    Published versions and quarantine evidence outlive the run; left owned by uid 10001 they
-    would stay writable by whatever that uid runs next, and a privilege bit would survive.
-    """
-    if os.geteuid() != 0:
-        raise WorkspaceError("the controller must run as root to take a tree back from the "
-                             "sandbox user")
-    entries = scan(root, hash_limit=-1)
-    for path, entry in entries.items():
-        target = root / path
-        os.chown(target, 0, 0, follow_symlinks=False)
-        # chown may already drop the bits; chmod states it. Never on a symlink (it would
-        # follow), and the parents are directories scan saw, with nothing running in them.
-        if entry.type is not EntryType.SYMLINK and entry.mode & _PRIVILEGE_BITS:
-            os.chmod(target, entry.mode & ~_PRIVILEGE_BITS)
-    os.chown(root, 0, 0)
-    os.chmod(root, stat.S_IMODE(os.lstat(root).st_mode) & ~_PRIVILEGE_BITS)
-
-
-def as_published(entries: Mapping[str, Entry]) -> dict[str, Entry]:
-    """The tree as ``hand_to_root`` leaves it, so a digest taken before publishing holds after."""
-    return {path: replace(entry, mode=entry.mode & ~_PRIVILEGE_BITS)
-            for path, entry in entries.items()}
+from controller.core.models import SubmittedFile
+from controller.errors import WorkspaceError
 
 
 class Workspaces:
@@ -330,12 +37,12 @@ class Workspaces:
             first.mkdir(parents=True)
 
     def checkout(self, name: str, version: int, destination: Path,
-                 files: tuple[SubmittedFile, ...], *, uid: int) -> None:
-        """A private copy of ``version`` plus the submitted files, writable by ``uid``."""
+                 files: tuple[SubmittedFile, ...]) -> None:
+        """A private copy of ``version`` plus the submitted files (root's: the caller hands
+        it to the sandbox user)."""
         try:
             copy_tree(self.version_dir(name, version), destination)
             add_files(destination, files)
-            hand_to_sandbox(destination, uid)
         except OSError as exc:
             hint = (" (it does not fit the profile's workspace_bytes / workspace_files: use a "
                     "profile with room for it)") if exc.errno == errno.ENOSPC else ""
@@ -343,11 +50,8 @@ class Workspaces:
                                  f"{hint}") from exc
 
     def publish(self, staging: Path, name: str, version: int) -> Path:
-        """Move a validated staging tree into place as ``version`` (one rename), root-owned."""
-        try:
-            hand_to_root(staging)
-        except OSError as exc:
-            raise WorkspaceError(f"cannot take {staging} back from the sandbox: {exc}") from exc
+        """Move a validated staging tree (root's, as ``Tmpfs.hand_to_root`` left it) into
+        place as ``version``: one rename."""
         target = self.version_dir(name, version)
         if target.exists():
             # Only an orphan of a crash can be here: the caller holds the store's write lock
@@ -362,67 +66,3 @@ class Workspaces:
             remove_tree(target)
 
 
-def read_file(root: Path, path: str) -> bytes:
-    """A regular file of a version tree, reached without following any symlink."""
-    parts = path.split("/")
-    if any(part in ("", ".", "..") for part in parts) or "\x00" in path:
-        raise NotFoundError(f"no file {path!r}: paths are relative, without '.' or '..'")
-    current = root
-    for part in parts:
-        current = current / part
-        try:
-            mode = os.lstat(current).st_mode
-        except OSError as exc:
-            raise NotFoundError(f"no file {path!r} in this version") from exc
-        if stat.S_ISLNK(mode):
-            raise NotFoundError(f"{path!r} passes through a symlink, which is not served")
-    if not stat.S_ISREG(mode):
-        raise NotFoundError(f"{path!r} is not a regular file")
-    fd = os.open(current, os.O_RDONLY | os.O_NOFOLLOW)
-    with os.fdopen(fd, "rb") as handle:
-        data = handle.read(MAX_READ_BYTES + 1)
-    if len(data) > MAX_READ_BYTES:
-        raise InputError(f"{path!r} is over {MAX_READ_BYTES} bytes; it is not served whole")
-    return data
-
-
-def remove_tree(root: Path) -> None:
-    """Remove a tree of any depth: descend by directory descriptor (never a full path, which
-    a hostile tree can make longer than PATH_MAX), holding one descriptor at a time, without
-    recursion and without following a symlink."""
-    try:
-        mode = os.lstat(root).st_mode
-    except FileNotFoundError:
-        return
-    if not stat.S_ISDIR(mode):
-        os.unlink(root)
-        return
-    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
-    current, names = os.open(root, flags), list[str]()
-    try:
-        while True:
-            child = _empty_out(current)
-            if child is not None:  # a subdirectory: go down into it
-                fd = os.open(child, flags, dir_fd=current)
-                os.close(current)
-                current, names = fd, [*names, child]
-                continue
-            if not names:
-                break
-            parent = os.open("..", flags, dir_fd=current)
-            os.close(current)
-            current = parent
-            os.rmdir(names.pop(), dir_fd=current)
-    finally:
-        os.close(current)
-    os.rmdir(root)
-
-
-def _empty_out(directory: int) -> str | None:
-    """Unlink every non-directory in ``directory``; return a subdirectory's name, if any."""
-    with os.scandir(directory) as entries:
-        for entry in entries:
-            if entry.is_dir(follow_symlinks=False):
-                return entry.name
-            os.unlink(entry.name, dir_fd=directory)
-    return None

@@ -41,7 +41,8 @@ from controller.adapters.runtime.kmsg import (
     open_audit_log,
     tripwires,
 )
-from controller.core.models import AuditSource, Observation, Phase
+from controller.adapters.runtime.observe import observe
+from controller.core.models import AuditSource, Phase
 from controller.core.ports import (
     CODE_MOUNT,
     OWNER_LABEL,
@@ -57,7 +58,6 @@ from controller.errors import (
     RuntimeUnavailableError,
 )
 
-SIGSYS = 31
 SAMPLE_INTERVAL_S = 0.02
 _ENGINE_ERRORS = (docker.errors.DockerException, requests.exceptions.RequestException)
 
@@ -290,9 +290,10 @@ class DockerRuntime:
             # The kernel's own totals for the run, which no sampling period can miss.
             sample = sampler.result if parent is None else sampler.result.merge(
                 final_sample(parent))
-            observation = _observe(spec, container.attrs, status, sample, reader,
-                                   wall_ms=wall_ms, timed_out=timed_out, tripped=tripped,
-                                   source=audit_source(kernel_log)).model_copy(
+            observation = observe(spec, container.attrs, status, sample,
+                                  (reader.out.summary(), reader.err.summary()),
+                                  wall_ms=wall_ms, timed_out=timed_out, tripped=tripped,
+                                  source=audit_source(kernel_log)).model_copy(
                 update={"incomplete": incomplete})
             if forks_rejected(kernel_messages, str(container.id)):
                 observation = observation.model_copy(update={"pids_limit_hit": True})
@@ -388,35 +389,6 @@ class _Reader(threading.Thread):
         self.sock.close()
         if raw is not None:
             raw.close()
-
-
-def _observe(spec: RunSpec, attrs: dict[str, Any], status: dict[str, Any], sample: Sample,
-             reader: _Reader, *, wall_ms: float, timed_out: bool, tripped: bool,
-             source: AuditSource) -> Observation:
-    limits, state = spec.profile.limits, attrs.get("State", {})
-    exit_code = int(status.get("StatusCode", state.get("ExitCode", -1)))
-    # What the status says; the code can exit(128 + n) as well as die of n, so a signal
-    # decides nothing on its own where the kernel's own record can be read.
-    signal = exit_code - 128 if 128 < exit_code <= 128 + 64 else None
-    return Observation(
-        phase=spec.phase,
-        exit_code=exit_code,
-        signal=signal,
-        oom_killed=bool(state.get("OOMKilled")) or bool(sample.oom_kills),
-        timed_out=timed_out,
-        seccomp_killed=tripped or (source is AuditSource.NONE and signal == SIGSYS),
-        pids_limit_hit=bool(sample.pids_limit_events) or (
-            sample.pids is not None and sample.pids >= limits.pids),
-        peak_memory_bytes=sample.memory_peak,
-        cpu_time_ns=sample.cpu_ns,
-        peak_pids=sample.pids,
-        wall_time_ms=round(wall_ms, 1),
-        stdout=reader.out.summary(),
-        stderr=reader.err.summary(),
-        image_id=str(attrs.get("Image", "")),
-        audit_source=source,
-        uid=spec.uid,
-    )
 
 
 def _running(container: Container) -> bool:

@@ -43,7 +43,6 @@ class FakeRuntime:
 
     behaviour: Behaviour = field(default=lambda spec: Outcome())
     runs: list[RunSpec] = field(default_factory=list)
-    removed: list[str] = field(default_factory=list)
     images: Callable[[str], str] = _content_id
     resolved: list[str] = field(default_factory=list)
     source: AuditSource = AuditSource.NETLINK

@@ -13,19 +13,18 @@ import logging
 import secrets
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 from pydantic_core import PydanticSerializationError
 
+from controller.adapters.store.reads import GLANCE, Reads, load
 from controller.adapters.store.schema import UNFINISHED, connect, migrate
 from controller.core import untrusted
-from controller.core.lifecycle import TERMINAL, check_transition
+from controller.core.lifecycle import TERMINAL, advanced, check_transition
 from controller.core.models import LOCAL_AGENT, Diff, DiffSummary, Phase, State, Submission, utcnow
 from controller.core.records import (
-    RequestPreview,
     SubmissionSummary,
     change_json,
     changes_digest,
@@ -37,34 +36,8 @@ from controller.errors import (
     RuntimeUnavailableError,
     StoreError,
 )
-from controller.faults import crash_point
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Sealed:
-    """A signed receipt ready to be appended."""
-
-    envelope: str
-    digest: str
-
-
-# Builds and signs the receipt of ``submission`` at ``sequence`` after ``previous_digest``.
-Sealer = Callable[[Submission, int, str | None], Sealed]
-
-
-@dataclass(frozen=True)
-class Publication:
-    """The workspace move that goes with a commit: do it inside the transaction, undo on failure."""
-
-    owner: str
-    workspace: str
-    base_version: int
-    new_version: int
-    tree_digest: str
-    do: Callable[[], object]
-    undo: Callable[[], object]
 
 
 def _record(submission: Submission) -> str:
@@ -79,44 +52,18 @@ def _record(submission: Submission) -> str:
         return Submission.model_validate(scrubbed).model_dump_json(exclude={"request"})
 
 
-def _load(record: str, request: str) -> Submission:
-    return Submission.model_validate({**json.loads(record), "request": json.loads(request)})
-
-
-# The request without its code and files (up to the body cap): what views and queues need.
-_GLANCE = "json_set(request, '$.code', '', '$.files', json('[]'))"
-
-
 def _summary(submission: Submission) -> str:
     """The listing line, small whatever the submission did (see ``records.summarize``)."""
     return SubmissionSummary.model_validate(
         untrusted.scrub(summarize(submission).model_dump(mode="json"))).model_dump_json()
 
 
-def _page(columns: str, agent: str | None, state: str | None, since: str | None,
-          after_id: str | None, limit: int) -> tuple[str, list[object]]:
-    """A listing query, newest first; ``after_id`` continues a page (keyset on created_at,
-    id). ``columns`` is one of our constants."""
-    query = (f"SELECT {columns} FROM submissions WHERE (? IS NULL OR agent = ?) "  # noqa: S608
-             "AND (? IS NULL OR state = ?) AND (? IS NULL OR created_at >= ?)")
-    params: list[object] = [agent, agent, state, state, since, since]
-    if after_id is not None:
-        query += " AND (created_at, id) < (SELECT created_at, id FROM submissions WHERE id = ?)"
-        params.append(after_id)
-    query += " ORDER BY created_at DESC, id DESC LIMIT ?"
-    params.append(limit)
-    return query, params
-
-
-CODE_PREVIEW = 64 << 10  # characters of code an approver sees in the queue
-FILES_PREVIEW = 100
-
 # Sandbox uids held by the other submissions in flight (a constant: see ``UNFINISHED``).
 _TAKEN_UIDS = ("SELECT sandbox_uid FROM submissions WHERE sandbox_uid IS NOT NULL AND "  # noqa: S608
                f"{UNFINISHED} AND id != ?")
 
 
-class Store:
+class Store(Reads):
     """One SQLite database, shared by the controller's threads behind one lock."""
 
     def __init__(self, path: Path) -> None:
@@ -185,9 +132,9 @@ class Store:
         if row[0] != digest:
             raise IdempotencyConflictError(
                 f"Idempotency-Key {key!r} was used for a different submission body")
-        record = db.execute(f"SELECT record, {_GLANCE} FROM submissions "  # noqa: S608
+        record = db.execute(f"SELECT record, {GLANCE} FROM submissions "  # noqa: S608
                             "WHERE id = ?", (row[1],)).fetchone()
-        return _load(*record)
+        return load(*record)
 
     def claim_uid(self, submission_id: str, uids: range, wanted: int | None = None) -> int:
         """A sandbox uid for ``submission_id`` that no other submission in flight holds, in
@@ -240,31 +187,11 @@ class Store:
             raise StoreError(f"cannot keep the {phase} run of {submission_id}: {exc}") from exc
         return summary
 
-    def changes(self, submission_id: str, phase: Phase, after: int = -1,
-                limit: int = 100) -> list[tuple[int, dict[str, object]]]:
-        """(index, change) of one run's diff in path order, after ``after``."""
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT idx, change FROM changes WHERE submission_id = ? AND phase = ? "
-                "AND idx > ? ORDER BY idx LIMIT ?",
-                (submission_id, phase.value, after, limit)).fetchall()
-        return [(int(index), json.loads(change)) for index, change in rows]
-
-    def output(self, submission_id: str, phase: Phase, stream: str, offset: int = 0,
-               limit: int = 1 << 20) -> tuple[bytes, int] | None:
-        """``limit`` bytes of a run's output from ``offset``, and its whole size."""
-        with self._lock:
-            row = self._db.execute(
-                "SELECT substr(data, ?, ?), length(data) FROM outputs WHERE submission_id = ? "
-                "AND phase = ? AND stream = ?",
-                (offset + 1, limit, submission_id, phase.value, stream)).fetchone()
-        return (bytes(row[0] or b""), int(row[1])) if row else None
-
     def move(self, submission: Submission, target: State, **changes: object) -> Submission:
         """Persist a non-terminal move (checked by the lifecycle) and return the new record."""
         if target in TERMINAL:
-            raise StoreError(f"{target} is terminal: use finish(), which writes the receipt")
-        moved = self._moved(submission, target, changes)
+            raise StoreError(f"{target} is terminal: end it in terminal(), with its receipt")
+        moved = advanced(submission, target, **changes)
         try:
             with self._transaction() as db:
                 self._update(db, submission, moved)
@@ -281,58 +208,16 @@ class Store:
             raise StoreError(f"cannot update {submission.id}: {exc}") from exc
         return submission
 
-    def finish(self, submission: Submission, target: State, seal: Sealer,
-               publication: Publication | None = None, **changes: object) -> Submission:
-        """Move to a terminal state and append its one receipt, atomically.
-
-        With a ``publication`` the workspace compare-and-swap and the tree move happen in the
-        same transaction; ``CommitConflictError`` if another commit got there first.
-        """
-        if target not in TERMINAL:
-            raise StoreError(f"{target} is not terminal")
-        published = False
+    @contextmanager
+    def terminal(self) -> Iterator[Terminal]:
+        """One write transaction in which a submission ends: the head of the receipt log
+        read, the workspace swapped, the receipt and the record written, or none of it.
+        ``StoreError`` when SQLite refuses; whatever the caller raises rolls it all back."""
         try:
             with self._transaction() as db:
-                if publication is not None:
-                    self._swap_version(db, publication)
-                row = db.execute(
-                    "SELECT seq, digest FROM receipts ORDER BY seq DESC LIMIT 1").fetchone()
-                sequence, previous = (row[0] + 1, row[1]) if row else (1, None)
-                moved = self._moved(submission, target, {**changes, "receipt_seq": sequence})
-                sealed = seal(moved, sequence, previous)
-                db.execute("INSERT INTO receipts VALUES (?, ?, ?, ?, ?, ?)",
-                           (sequence, moved.id, target.value, sealed.digest, sealed.envelope,
-                            moved.updated_at.isoformat()))
-                self._update(db, submission, moved)
-                if publication is not None:
-                    publication.do()
-                    published = True
-                    crash_point("published")
+                yield Terminal(self, db)
         except sqlite3.Error as exc:
-            if published and publication is not None:
-                publication.undo()
-            raise StoreError(f"cannot finish {submission.id} as {target}: {exc}") from exc
-        except BaseException:
-            if published and publication is not None:
-                publication.undo()
-            raise
-        return moved
-
-    def _swap_version(self, db: sqlite3.Connection, publication: Publication) -> None:
-        cursor = db.execute(
-            "UPDATE workspaces SET version = ?, tree_digest = ?, updated_at = ? "
-            "WHERE owner = ? AND name = ? AND version = ?",
-            (publication.new_version, publication.tree_digest, utcnow().isoformat(),
-             publication.owner, publication.workspace, publication.base_version))
-        if cursor.rowcount != 1:
-            raise CommitConflictError(
-                f"workspace {publication.workspace!r} moved past version "
-                f"{publication.base_version} while this submission ran")
-
-    def _moved(self, submission: Submission, target: State,
-               changes: dict[str, object]) -> Submission:
-        check_transition(submission.state, target)
-        return submission.model_copy(update={**changes, "state": target, "updated_at": utcnow()})
+            raise StoreError(f"cannot end a submission: {exc}") from exc
 
     def _update(self, db: sqlite3.Connection, before: Submission, after: Submission,
                 *, log: bool = True) -> None:
@@ -354,101 +239,6 @@ class Store:
                    (sid, source.value if source else None, target.value, utcnow().isoformat(),
                     reason))
 
-    def glance(self, submission_id: str) -> Submission | None:
-        """The record with its request's code and files left out (bounded, whatever the
-        caller sent): for views and ownership, never to move or seal a submission."""
-        with self._lock:
-            row = self._db.execute(f"SELECT record, {_GLANCE} FROM submissions "  # noqa: S608
-                                   "WHERE id = ?", (submission_id,)).fetchone()
-        return _load(*row) if row else None
-
-    def preview(self, submission_id: str) -> RequestPreview | None:
-        """What an approver sees of a request, read without loading it whole."""
-        with self._lock:
-            row = self._db.execute(
-                "SELECT substr(json_extract(request, '$.code'), 1, ?), "
-                "length(json_extract(request, '$.code')), "
-                "json_array_length(request, '$.files') FROM submissions WHERE id = ?",
-                (CODE_PREVIEW, submission_id)).fetchone()
-            if row is None:
-                return None
-            paths = self._db.execute(
-                "SELECT json_extract(value, '$.path') FROM submissions, "
-                "json_each(submissions.request, '$.files') WHERE submissions.id = ? LIMIT ?",
-                (submission_id, FILES_PREVIEW)).fetchall()
-        return RequestPreview(code=str(row[0] or ""), code_chars=int(row[1] or 0),
-                              files=tuple(str(path[0]) for path in paths),
-                              files_count=int(row[2] or 0))
-
-    def code(self, submission_id: str) -> str | None:
-        """The submitted code alone (not the files beside it)."""
-        with self._lock:
-            row = self._db.execute("SELECT json_extract(request, '$.code') FROM submissions "
-                                   "WHERE id = ?", (submission_id,)).fetchone()
-        return str(row[0]) if row else None
-
-    def get(self, submission_id: str) -> Submission | None:
-        with self._lock:
-            row = self._db.execute("SELECT record, request FROM submissions WHERE id = ?",
-                                   (submission_id,)).fetchone()
-        return _load(*row) if row else None
-
-    def unfinished(self) -> list[Submission]:
-        """Every submission not yet in a terminal state (for reconciliation after a crash)."""
-        with self._lock:
-            rows = self._db.execute(
-                f"SELECT id, record, request FROM submissions WHERE {UNFINISHED}"  # noqa: S608
-                " ORDER BY created_at").fetchall()
-        return self._readable(rows)
-
-    def in_flight(self) -> list[Submission]:
-        """What a crash interrupted: every unfinished submission but those parked for a
-        human (which hold nothing, and of which a tenant may have many)."""
-        with self._lock:
-            rows = self._db.execute(
-                f"SELECT id, record, request FROM submissions WHERE {UNFINISHED} "  # noqa: S608
-                "AND state != ? ORDER BY created_at",
-                (State.AWAITING_APPROVAL.value,)).fetchall()
-        return self._readable(rows)
-
-    def parked(self, agent: str | None = None, updated_before: str | None = None,
-               limit: int = 1000) -> list[str]:
-        """Ids of submissions awaiting approval (of ``agent``; last moved before
-        ``updated_before``), oldest first, from indexed columns only."""
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT id FROM submissions WHERE state = ? AND (? IS NULL OR agent = ?) "
-                "AND (? IS NULL OR updated_at < ?) ORDER BY updated_at, id LIMIT ?",
-                (State.AWAITING_APPROVAL.value, agent, agent, updated_before, updated_before,
-                 limit)).fetchall()
-        return [str(row[0]) for row in rows]
-
-    def awaiting_approval(self, *, after_id: str | None = None,
-                          limit: int = 50) -> list[Submission]:
-        """Submissions parked for a human, oldest first, at a glance (``glance``)."""
-        query = (f"SELECT id, record, {_GLANCE} FROM submissions "  # noqa: S608
-                 "WHERE state = ?")
-        params: list[object] = [State.AWAITING_APPROVAL.value]
-        if after_id is not None:
-            query += (" AND (updated_at, id) > (SELECT updated_at, id FROM submissions "
-                      "WHERE id = ?)")
-            params.append(after_id)
-        query += " ORDER BY updated_at, id LIMIT ?"
-        params.append(limit)
-        with self._lock:
-            rows = self._db.execute(query, params).fetchall()
-        return self._readable(rows)
-
-    @staticmethod
-    def _readable(rows: list[tuple[str, str, str]]) -> list[Submission]:
-        found = []
-        for sid, record, request in rows:
-            try:
-                found.append(_load(record, request))
-            except ValueError:  # a record no release can read stops no other
-                log.exception("submission %s: its record cannot be read; skipped", sid)
-        return found
-
     def open_workspace(self, owner: str, name: str) -> tuple[int, str]:
         """(current version, directory) of ``owner``'s workspace ``name``; a new one is
         recorded at version 0. Names are per owner: two agents each have their own
@@ -464,136 +254,43 @@ class Store:
         """The current version of a workspace (0 for a new one, which is recorded)."""
         return self.open_workspace(owner, name)[0]
 
-    def workspaces(self) -> dict[tuple[str, str], tuple[int, str]]:
-        """(owner, name) → (version, directory) of every workspace."""
-        with self._lock:
-            rows = self._db.execute("SELECT owner, name, version, dir FROM workspaces").fetchall()
-        return {(str(owner), str(name)): (int(version), str(directory))
-                for owner, name, version, directory in rows}
-
-    def receipts(self, since_seq: int = 0, limit: int | None = None,
-                 agent: str | None = None, max_bytes: int | None = None) -> list[tuple[int, str]]:
-        """(sequence, envelope) in sequence order, exactly as stored; ``agent`` filters;
-        ``max_bytes`` ends the page once its envelopes reach that size (at least one)."""
-        found: list[tuple[int, str]] = []
-        size = 0
-        with self._lock:
-            cursor = self._db.execute(
-                "SELECT r.seq, r.envelope FROM receipts r JOIN submissions s "
-                "ON s.id = r.submission_id WHERE r.seq > ? AND (? IS NULL OR s.agent = ?) "
-                "ORDER BY r.seq LIMIT ?",
-                (since_seq, agent, agent, -1 if limit is None else limit))
-            for seq, envelope in cursor:
-                found.append((int(seq), str(envelope)))
-                size += len(envelope)
-                if max_bytes is not None and size >= max_bytes:
-                    break
-        return found
-
-    def submissions(self, *, agent: str | None, state: str | None = None,
-                    since: str | None = None, after_id: str | None = None,
-                    limit: int = 50) -> list[Submission]:
-        """Newest first; ``after_id`` continues a page (keyset on created_at, id)."""
-        query, params = _page("id, record, request", agent, state, since, after_id, limit)
-        with self._lock:
-            rows = self._db.execute(query, params).fetchall()
-        return self._readable(rows)
-
-    def summaries(self, *, agent: str | None, state: str | None = None,
-                  since: str | None = None, after_id: str | None = None,
-                  limit: int = 50) -> list[SubmissionSummary]:
-        """Like ``submissions``, one small listing line each: no record is read."""
-        query, params = _page("id, summary", agent, state, since, after_id, limit)
-        with self._lock:
-            rows = self._db.execute(query, params).fetchall()
-        found = []
-        for sid, summary in rows:
-            try:
-                found.append(SubmissionSummary.model_validate_json(summary))
-            except ValueError:  # a record no release could read: listed by its columns
-                found.append(self._unreadable(sid))
-        return found
-
-    def _unreadable(self, submission_id: str) -> SubmissionSummary:
-        with self._lock:
-            agent, workspace, state, created, updated = self._db.execute(
-                "SELECT agent, workspace, state, created_at, updated_at FROM submissions "
-                "WHERE id = ?", (submission_id,)).fetchone()
-        return SubmissionSummary(
-            id=submission_id, state=state, reason="the record cannot be read", agent=agent,
-            language="unknown", workspace=workspace, profile="unknown", created_at=created,
-            updated_at=updated)
-
-    def events(self, submission_id: str, after: int = 0) -> list[tuple[int, str | None, str, str]]:
-        """Transitions as (event id, from, to, at), after the given event id."""
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT id, from_state, to_state, at FROM transitions "
-                "WHERE submission_id = ? AND id > ? ORDER BY id",
-                (submission_id, after)).fetchall()
-        return [(int(r[0]), r[1], str(r[2]), str(r[3])) for r in rows]
-
-    def workspace(self, owner: str, name: str) -> tuple[int, str] | None:
-        """(current version, directory) of ``owner``'s workspace ``name``, or None."""
-        with self._lock:
-            row = self._db.execute("SELECT version, dir FROM workspaces WHERE owner = ? "
-                                   "AND name = ?", (owner, name)).fetchone()
-        return (int(row[0]), str(row[1])) if row else None
-
     def check_writable(self) -> None:
         """Raise ``StoreError`` unless a write transaction can start and finish."""
         with self._transaction() as db:
             db.execute("SELECT 1")
 
-    def check_readable(self) -> None:
-        """Raise ``StoreError`` unless the database answers a read (readiness probes: no
-        write lock taken per call, so a flood of probes cannot queue behind the workers)."""
-        try:
-            with self._lock:
-                self._db.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
-        except sqlite3.Error as exc:
-            raise StoreError(f"the database cannot be read: {exc}") from exc
 
-    def owner_of(self, submission_id: str) -> tuple[str, str] | None:
-        """(agent, state) of a submission from its indexed columns, never its record: what
-        an ownership check or an event stream needs costs the same for every submission."""
-        with self._lock:
-            row = self._db.execute("SELECT agent, state FROM submissions WHERE id = ?",
-                                   (submission_id,)).fetchone()
-        return (str(row[0]), str(row[1])) if row else None
+class Terminal:
+    """The terminal transaction as ``Store.terminal`` hands it out: where the receipt goes
+    in the log, and the writes that end a submission."""
 
-    def receipt_for(self, submission_id: str) -> str | None:
-        with self._lock:
-            row = self._db.execute("SELECT envelope FROM receipts WHERE submission_id = ?",
-                                   (submission_id,)).fetchone()
-        return str(row[0]) if row else None
+    def __init__(self, store: Store, db: sqlite3.Connection) -> None:
+        self._store, self._db = store, db
+        row = db.execute("SELECT seq, digest FROM receipts ORDER BY seq DESC LIMIT 1").fetchone()
+        self.sequence: int = row[0] + 1 if row else 1
+        self.previous: str | None = row[1] if row else None
 
-    def transitions(self, submission_id: str) -> list[tuple[str | None, str]]:
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT from_state, to_state FROM transitions WHERE submission_id = ? ORDER BY id",
-                (submission_id,)).fetchall()
-        return [(row[0], row[1]) for row in rows]
+    def swap_version(self, owner: str, workspace: str, base: int, new: int,
+                     tree_digest: str) -> None:
+        """Compare-and-swap the workspace from ``base`` to ``new``; ``CommitConflictError``
+        if another commit moved it first."""
+        cursor = self._db.execute(
+            "UPDATE workspaces SET version = ?, tree_digest = ?, updated_at = ? "
+            "WHERE owner = ? AND name = ? AND version = ?",
+            (new, tree_digest, utcnow().isoformat(), owner, workspace, base))
+        if cursor.rowcount != 1:
+            raise CommitConflictError(f"workspace {workspace!r} moved past version {base} "
+                                      "while this submission ran")
 
-    def receipt_count(self) -> int:
-        with self._lock:
-            return int(self._db.execute("SELECT COUNT(*) FROM receipts").fetchone()[0])
-
-    def tree(self, size: int | None = None) -> tuple[list[str], str | None]:
-        """What a checkpoint signs: the payload digests of the first ``size`` receipts (all
-        when None) in sequence order, and the key id that signed the last of them."""
-        with self._lock:
-            rows = self._db.execute("SELECT digest FROM receipts ORDER BY seq LIMIT ?",
-                                    (-1 if size is None else size,)).fetchall()
-            return [str(row[0]) for row in rows], self.signer_of(len(rows))
-
-    def signer_of(self, sequence: int) -> str | None:
-        """The key id on the signature of the receipt at ``sequence`` (None: no such receipt).
-        Safe to call while sealing: the lock is re-entrant and the transaction is this one."""
-        with self._lock:
-            row = self._db.execute("SELECT envelope FROM receipts WHERE seq = ?",
-                                   (sequence,)).fetchone()
-        if row is None:
-            return None
-        return str(json.loads(row[0])["signatures"][0]["keyid"])
-
+    def append(self, before: Submission, after: Submission, envelope: str,
+               digest: str) -> None:
+        """Write ``after`` (terminal, numbered ``sequence``) over ``before`` and append its
+        receipt."""
+        if after.state not in TERMINAL or after.receipt_seq != self.sequence:
+            raise StoreError(f"submission {after.id}: {after.state} with receipt "
+                             f"{after.receipt_seq} cannot be appended at {self.sequence}")
+        check_transition(before.state, after.state)
+        self._db.execute("INSERT INTO receipts VALUES (?, ?, ?, ?, ?, ?)",
+                         (self.sequence, after.id, after.state.value, digest, envelope,
+                          after.updated_at.isoformat()))
+        self._store._update(self._db, before, after)
