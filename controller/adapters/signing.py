@@ -15,6 +15,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -34,12 +35,17 @@ from controller.verify.keys import rotation_payload
 ACTIVE = "active"
 
 
+class KeyStatus(StrEnum):
+    ACTIVE = "active"  # signs new receipts
+    RETIRED = "retired"  # signed earlier ones; kept to verify them
+
+
 @dataclass(frozen=True)
 class PublicKeyInfo:
     key_id: str
     pem: str
     created: datetime
-    status: str  # "active" or "retired"
+    status: KeyStatus
 
 
 class Ed25519Signer:
@@ -162,7 +168,7 @@ class KeyRing:
             infos.append(PublicKeyInfo(
                 key_id=path.stem, pem=pem,
                 created=datetime.fromtimestamp(path.stat().st_mtime, UTC),
-                status="active" if path.stem == active else "retired"))
+                status=KeyStatus.ACTIVE if path.stem == active else KeyStatus.RETIRED))
         return infos
 
     def _load(self, kid: str) -> Ed25519PrivateKey:

@@ -18,12 +18,15 @@ from controller.adapters.store.principals import Principals
 from controller.adapters.store.submissions import Store
 from controller.api.front_door import MISSING, UNKNOWN, vouched_for
 from controller.api.limits import Limits, OpenStreams, RateLimiter
+from controller.core import untrusted
 from controller.core.lifecycle import is_terminal
-from controller.core.models import Principal, State, Submission
+from controller.core.models import Principal, Role, State, Submission
 from controller.errors import AuthError, NotFoundError
 from controller.service.controller import Controller
 from controller.service.dispatcher import Dispatcher
 from controller.settings import Settings
+
+APPROVERS = frozenset({Role.APPROVER, Role.ADMIN})
 
 
 @dataclass
@@ -106,7 +109,7 @@ class ApiContext:
         (however large its record) is 'not found' at the cost of a random id's."""
         found = self.controller.store.owner_of(submission_id)
         if found is None or not (caller.sees_everything or found[0] == caller.name):
-            raise NotFoundError(f"submission {submission_id!r} not found")
+            raise NotFoundError(f"submission {untrusted.echo(submission_id)} not found")
         return found[1]
 
     def own(self, submission_id: str, caller: Principal) -> Submission:
@@ -114,7 +117,20 @@ class ApiContext:
         self.check_owner(submission_id, caller)
         found = self.controller.store.glance(submission_id)
         if found is None:
-            raise NotFoundError(f"submission {submission_id!r} not found")
+            raise NotFoundError(f"submission {untrusted.echo(submission_id)} not found")
+        return found
+
+    def readable(self, submission_id: str, who: Principal) -> Submission:
+        """The submission, for its owner, admins and auditors, and for approvers while it is
+        (or once it was) before them; 'not found' for anyone else."""
+        try:
+            return self.own(submission_id, who)
+        except NotFoundError:
+            if who.role not in APPROVERS:
+                raise
+        found = self.controller.store.glance(submission_id)
+        if found is None or not (found.state is State.AWAITING_APPROVAL or found.approval):
+            raise NotFoundError(f"submission {untrusted.echo(submission_id)} not found")
         return found
 
 

@@ -16,7 +16,7 @@ from pydantic import BeforeValidator
 
 from controller.adapters.fs.trees import read_file
 from controller.api import examples
-from controller.api.deps import ApiContext, Caller, Ctx, settled
+from controller.api.deps import APPROVERS, ApiContext, Caller, Ctx, settled
 from controller.api.openapi import BODY, answers
 from controller.api.schemas import (
     APPROVAL_CHANGES,
@@ -24,7 +24,6 @@ from controller.api.schemas import (
     ApprovalRequest,
     DiffPage,
     Envelope,
-    KeyStatus,
     KeyView,
     PolicyView,
     ProfileView,
@@ -36,6 +35,7 @@ from controller.api.schemas import (
     bundle_view,
     submission_view,
 )
+from controller.core import untrusted
 from controller.core.models import (
     WORKSPACE_NAME,
     Phase,
@@ -53,7 +53,6 @@ from controller.errors import (
 )
 
 SUBMITTERS = frozenset({Role.AGENT, Role.ADMIN})
-APPROVERS = frozenset({Role.APPROVER, Role.ADMIN})
 OUTPUT_PAGE = 1 << 20
 RECEIPT_PAGE_BYTES = 8 << 20  # a page of receipts ends past this (each is bounded)
 MAX_INT = 2**62  # SQLite integers are 64-bit; larger query values are refused, not crashed on
@@ -101,7 +100,7 @@ async def submit(body: Annotated[SubmissionBody, Body(openapi_examples=examples.
 @router.get("/v1/submissions/{submission_id}", response_model=SubmissionView,
             tags=["submissions"], operation_id="getSubmission", responses=answers(404))
 def get_submission(submission_id: str, ctx: Ctx, who: Caller) -> SubmissionView:
-    return submission_view(ctx.own(submission_id, who))
+    return submission_view(ctx.readable(submission_id, who))
 
 
 def _date_and_time(value: object) -> object:
@@ -139,20 +138,6 @@ def _stamp(moment: datetime) -> str:
     return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC).isoformat()
 
 
-def _readable(ctx: ApiContext, submission_id: str, who: Principal) -> Submission:
-    """The submission, for its owner, admins and auditors, and for approvers while it is (or
-    once it was) before them; 'not found' for anyone else."""
-    try:
-        return ctx.own(submission_id, who)
-    except NotFoundError:
-        if who.role not in APPROVERS:
-            raise
-    found = ctx.controller.store.glance(submission_id)
-    if found is None or not (found.state is State.AWAITING_APPROVAL or found.approval):
-        raise NotFoundError(f"submission {submission_id!r} not found")
-    return found
-
-
 def _phase(sub: Submission, phase: Phase | None) -> Phase:
     """The run asked for, else the last one that ran."""
     if phase is not None:
@@ -167,7 +152,7 @@ def get_diff(submission_id: str, ctx: Ctx, who: Caller, phase: Phase | None = No
              limit: Annotated[int, Query(ge=1, le=1000)] = 200) -> DiffPage:
     """A run's workspace changes in path order, a page at a time (``next_cursor`` back as
     ``cursor``); the last run's unless ``phase`` says which."""
-    sub = _readable(ctx, submission_id, who)
+    sub = ctx.readable(submission_id, who)
     chosen = _phase(sub, phase)
     rows = ctx.controller.store.changes(submission_id, chosen,
                                         after=-1 if cursor is None else cursor, limit=limit)
@@ -187,7 +172,7 @@ def get_output(submission_id: str, stream: Literal["stdout", "stderr"], ctx: Ctx
                offset: Annotated[int, Query(ge=0, le=MAX_INT)] = 0,
                limit: Annotated[int, Query(ge=1, le=OUTPUT_PAGE)] = OUTPUT_PAGE) -> Response:
     """A run's stdout or stderr as written (bytes), from ``offset``, at most ``limit``."""
-    sub = _readable(ctx, submission_id, who)
+    sub = ctx.readable(submission_id, who)
     found = ctx.controller.store.output(submission_id, _phase(sub, phase), stream,
                                         offset, limit)
     data, size = found if found is not None else (b"", 0)
@@ -201,7 +186,7 @@ def get_output(submission_id: str, stream: Literal["stdout", "stderr"], ctx: Ctx
                                       "content": {"text/plain": {"schema": {"type": "string"}}}}})
 def get_code(submission_id: str, ctx: Ctx, who: Caller) -> Response:
     """The submitted code, as submitted (its sha256 is the receipt's subject)."""
-    _readable(ctx, submission_id, who)
+    ctx.readable(submission_id, who)
     return Response(ctx.controller.store.code(submission_id) or "",
                     media_type="text/plain; charset=utf-8")
 
@@ -211,10 +196,10 @@ def get_code(submission_id: str, ctx: Ctx, who: Caller) -> Response:
                 **answers(404), 200: {"model": Envelope,
                                       "description": "The DSSE envelope exactly as stored"}})
 def get_receipt(submission_id: str, ctx: Ctx, who: Caller) -> Response:
-    ctx.check_owner(submission_id, who)
+    ctx.readable(submission_id, who)
     envelope = ctx.controller.store.receipt_for(submission_id)
     if envelope is None:
-        raise NotFoundError(f"submission {submission_id!r} has no receipt yet")
+        raise NotFoundError(f"submission {untrusted.echo(submission_id)} has no receipt yet")
     return Response(envelope, media_type="application/json")
 
 
@@ -235,7 +220,7 @@ def list_receipts(ctx: Ctx, who: Caller, since_seq: Annotated[int, Query(ge=0, l
 @router.get("/v1/keys", response_model=list[KeyView], tags=["receipts"],
             operation_id="listKeys", responses=answers())
 def keys(ctx: Ctx, who: Caller) -> list[KeyView]:
-    return [KeyView(key_id=k.key_id, pem=k.pem, created=k.created, status=KeyStatus(k.status))
+    return [KeyView(key_id=k.key_id, pem=k.pem, created=k.created, status=k.status)
             for k in ctx.keyring.public_keys()]
 
 
@@ -336,7 +321,7 @@ def reload_profiles(ctx: Ctx, who: Caller) -> list[ProfileView]:
 
 
 @router.get("/v1/approvals", response_model=list[ApprovalRequest], tags=["approvals"],
-            operation_id="listApprovals", responses=answers(403, 422))
+            operation_id="listApprovals", responses=answers(403, 404, 422))
 def approvals(ctx: Ctx, who: Caller, limit: Annotated[int, Query(ge=1, le=100)] = 50,
               cursor: Annotated[str | None, Query(max_length=64)] = None,
               ) -> list[ApprovalRequest]:
@@ -345,6 +330,9 @@ def approvals(ctx: Ctx, who: Caller, limit: Annotated[int, Query(ge=1, le=100)] 
     if who.role not in APPROVERS:
         raise ForbiddenError("only approvers and admins see approval requests")
     store = ctx.controller.store
+    if cursor is not None and store.owner_of(cursor) is None:
+        # An unknown cursor must not read as the end of the queue.
+        raise NotFoundError(f"cursor {untrusted.echo(cursor)} names no submission")
     waiting = store.awaiting_approval(after_id=cursor, limit=limit)
     return [approval_request(sub, store.preview(sub.id), [change for _, change in store.changes(
         sub.id, Phase.DRY_RUN, limit=APPROVAL_CHANGES)]) for sub in waiting]

@@ -4,11 +4,11 @@ submission is the core's ``SubmissionBody``: its constraints are written there, 
 from __future__ import annotations
 
 from datetime import datetime
-from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, computed_field
 
+from controller.adapters.signing import KeyStatus
 from controller.api import examples
 from controller.core.models import (
     Decision,
@@ -153,11 +153,6 @@ class ReceiptPage(BaseModel):
 
     receipts: list[Envelope]
     next_since_seq: int | None = Field(description="Pass back as since_seq for the next page")
-
-
-class KeyStatus(StrEnum):
-    ACTIVE = "active"
-    RETIRED = "retired"
 
 
 class KeyView(BaseModel):

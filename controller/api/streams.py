@@ -48,7 +48,7 @@ def events(submission_id: str, ctx: Ctx, who: Caller,
            ) -> StreamingResponse:
     """Server-sent events, one per transition; ``Last-Event-ID`` resumes after that one."""
     after = resume_after(last_event_id)
-    ctx.check_owner(submission_id, who)
+    ctx.readable(submission_id, who)
     release = ctx.streams.acquire(who.name, ctx.limits.streams_per_principal)
     return EventStream(transitions(ctx.controller.store, ctx.waiters, submission_id, after,
                                    ctx.limits.stream_idle_s), release)

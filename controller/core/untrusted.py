@@ -96,6 +96,13 @@ def printable_line(text: str) -> str:
     return printable(text).replace("\n", "\\n")
 
 
+def echo(value: str, limit: int = 64) -> str:
+    """A value a caller sent, quoted back in a message: one printable line of at most
+    ``limit`` characters (an id of 5,000 characters is not answered with all of them)."""
+    shown = printable_line(value)
+    return repr(shown if len(shown) <= limit else shown[:limit] + "…")
+
+
 def text(value: str) -> str:
     """Free text (a reason, an error message) that may quote a name with undecodable bytes
     (``os`` hands them over as surrogate escapes): those shown as ``\\udcXX``, so the text can

@@ -16,6 +16,7 @@ from typing import Generic, TypeVar
 
 from controller.adapters.fs.trees import remove_tree
 from controller.adapters.fs.workspaces import Workspaces
+from controller.core import untrusted
 from controller.core.lifecycle import TERMINAL, after_approval
 from controller.core.models import Approval, State, Submission, SubmissionRequest, utcnow
 from controller.core.ports import PolicyEngine, SandboxRuntime, Signer, SubmissionStore, Tmpfs
@@ -166,7 +167,7 @@ class Controller(Generic[StoreT, EngineT]):
         run), rejected ends ``denied``. The approver may not be the submitting agent."""
         found = self.store.get(submission_id)
         if found is None:
-            raise NotFoundError(f"submission {submission_id!r} not found")
+            raise NotFoundError(f"submission {untrusted.echo(submission_id)} not found")
         if found.state is not State.AWAITING_APPROVAL:
             raise InputError(f"submission {submission_id} is {found.state}, not awaiting "
                              "approval")

@@ -58,7 +58,7 @@ ANSWERS: dict[str, set[int]] = {
     "getPolicies": {200, 404} | EVERY,
     "reloadPolicies": {200, 403, 404, 422, 503} | EVERY,
     "reloadProfiles": {200, 403, 422} | EVERY,
-    "listApprovals": {200, 403, 422} | EVERY,
+    "listApprovals": {200, 403, 404, 422} | EVERY,
     "answerApproval": {200, 403, 404, 503} | BODY | EVERY,
     "getHealth": {200, 500},
     "getReadiness": {200, 500, 503},

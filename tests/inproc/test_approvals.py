@@ -78,3 +78,28 @@ async def test_an_agent_cannot_approve_its_own_submission(parking: Api) -> None:
         found = await parking.get("audrey", f"/v1/submissions/{sid}")
         assert found.json()["state"] == "awaiting_approval"
     assert len(parking.runtime.runs) == 2  # the two dry runs, nothing more
+
+
+async def test_an_approver_reads_what_is_before_it_and_no_more(parking: Api) -> None:
+    sid = await park(parking)
+    # The whole record while it waits for an answer...
+    record = await parking.get("carol", f"/v1/submissions/{sid}")
+    assert record.status_code == 200 and record.json()["state"] == "awaiting_approval"
+    await parking.post("carol", ANSWER.format(sid), json={"approve": False, "reason": "no"})
+    # ...and once answered, its events to the end and the receipt that records the answer.
+    events = await parking.get("carol", f"/v1/submissions/{sid}/events")
+    assert events.status_code == 200 and "awaiting_approval" in events.text
+    assert "denied" in events.text
+    assert (await predicate(parking, "carol", sid))["approval"]["approver"] == "carol"
+    # A submission that never came before a human stays out of reach.
+    plain = await parking.submit("bob", "print(1)")
+    assert plain["state"] == "committed", plain["reason"]
+    for path in (f"/v1/submissions/{plain['id']}", f"/v1/receipts/{plain['id']}",
+                 f"/v1/submissions/{plain['id']}/events"):
+        assert (await parking.get("carol", path)).status_code == 404, path
+
+
+async def test_an_unknown_cursor_is_404_not_the_end_of_the_queue(parking: Api) -> None:
+    await park(parking)
+    answer = await parking.get("carol", "/v1/approvals", params={"cursor": "f" * 32})
+    assert answer.status_code == 404 and answer.json()["error"]["code"] == "not_found"

@@ -200,3 +200,10 @@ async def test_without_a_signing_key_new_work_is_503(api: Api) -> None:
     assert ready.status_code == 503 and ready.json()["checks"]["signing_key"] != "ok"
     assert api.ctx.controller.store.summaries(agent=None) == []
     assert (await api.submit("alice", "print('signed')"))["state"] == "committed"
+
+
+async def test_a_not_found_answer_quotes_at_most_64_characters_of_the_id(api: Api) -> None:
+    answer = await api.get("alice", "/v1/submissions/" + "x" * 5000)
+    assert answer.status_code == 404
+    assert "x" * 64 + "…" in answer.json()["error"]["message"]
+    assert "x" * 65 not in answer.text
