@@ -47,6 +47,7 @@ from controller.core.models import (
 )
 from controller.errors import (
     ForbiddenError,
+    InputError,
     NotFoundError,
     SigningError,
     UnavailableError,
@@ -135,7 +136,11 @@ def list_submissions(ctx: Ctx, who: Caller,
 
 def _stamp(moment: datetime) -> str:
     """``moment`` as the store writes times (ISO 8601 in UTC), so they compare as text."""
-    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC).isoformat()
+    try:
+        return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(
+            UTC).isoformat()
+    except OverflowError as exc:  # year 1 or 9999 with an offset that leaves the calendar
+        raise InputError("since: a time between the years 1 and 9999 in UTC") from exc
 
 
 def _phase(sub: Submission, phase: Phase | None) -> Phase:

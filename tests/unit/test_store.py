@@ -212,3 +212,15 @@ def test_records_of_an_older_release_are_bounded_in_place(tmp_path: Path) -> Non
     assert store.workspace("local", "default") == (2, "default")
     assert store.workspace("someone-else", "default") is None
     store.close()
+
+
+def test_a_terminal_handle_kept_past_its_transaction_writes_nothing(store: Store) -> None:
+    first = sub()
+    store.insert(first)
+    with store.terminal() as kept:
+        pass
+    with pytest.raises(StoreError, match="has ended"):
+        kept.append(first, advanced(first, State.DENIED, receipt_seq=kept.sequence), "{}", "d")
+    with pytest.raises(StoreError, match="has ended"):
+        kept.swap_version("local", "w", 0, 1, "digest")
+    assert store.get("s1") == first and store.receipt_count() == 0

@@ -215,7 +215,11 @@ class Store(Reads):
         ``StoreError`` when SQLite refuses; whatever the caller raises rolls it all back."""
         try:
             with self._transaction() as db:
-                yield Terminal(self, db)
+                tx = Terminal(self, db)
+                try:
+                    yield tx
+                finally:
+                    tx.open = False  # a handle kept past its transaction writes nothing
         except sqlite3.Error as exc:
             raise StoreError(f"cannot end a submission: {exc}") from exc
 
@@ -266,6 +270,7 @@ class Terminal:
 
     def __init__(self, store: Store, db: sqlite3.Connection) -> None:
         self._store, self._db = store, db
+        self.open = True
         row = db.execute("SELECT seq, digest FROM receipts ORDER BY seq DESC LIMIT 1").fetchone()
         self.sequence: int = row[0] + 1 if row else 1
         self.previous: str | None = row[1] if row else None
@@ -274,6 +279,7 @@ class Terminal:
                      tree_digest: str) -> None:
         """Compare-and-swap the workspace from ``base`` to ``new``; ``CommitConflictError``
         if another commit moved it first."""
+        self._check_open()
         cursor = self._db.execute(
             "UPDATE workspaces SET version = ?, tree_digest = ?, updated_at = ? "
             "WHERE owner = ? AND name = ? AND version = ?",
@@ -286,6 +292,7 @@ class Terminal:
                digest: str) -> None:
         """Write ``after`` (terminal, numbered ``sequence``) over ``before`` and append its
         receipt."""
+        self._check_open()
         if after.state not in TERMINAL or after.receipt_seq != self.sequence:
             raise StoreError(f"submission {after.id}: {after.state} with receipt "
                              f"{after.receipt_seq} cannot be appended at {self.sequence}")
@@ -294,3 +301,7 @@ class Terminal:
                          (self.sequence, after.id, after.state.value, digest, envelope,
                           after.updated_at.isoformat()))
         self._store._update(self._db, before, after)
+
+    def _check_open(self) -> None:
+        if not self.open:
+            raise StoreError("this terminal transaction has ended: open another")
