@@ -19,7 +19,7 @@ setup:
 lint:
 	.venv/bin/ruff check controller tests benchmarks
 	.venv/bin/mypy controller
-	.venv/bin/mypy tests
+	.venv/bin/mypy tests benchmarks
 
 docker-down:
 	scripts/docker-down.sh

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import platform
 import statistics
@@ -26,6 +27,7 @@ from controller.adapters.policy.cedar import CedarEngine
 from controller.adapters.runtime.docker import DockerRuntime
 from controller.core.gate import assessment_context
 from controller.core.models import Diff, Gate, Observation, Phase, State, StreamSummary, Submission
+from controller.core.records import changes_digest
 from controller.profiles.load import load_profile
 from controller.settings import SHIPPED_ROOT
 from controller.verify.chain import verify_log
@@ -92,7 +94,8 @@ def bench_policy(runs: int, root: Path = SHIPPED_ROOT / "policies" / "default"
     empty = StreamSummary(size=0, sha256="0" * 64)
     observation = Observation(phase=Phase.DRY_RUN, exit_code=0, wall_time_ms=1, stdout=empty,
                               stderr=empty, image_id="x")
-    context = assessment_context(python("print(1)"), PROFILE, observation, Diff(),
+    context = assessment_context(python("print(1)"), PROFILE, observation,
+                                 Diff().summary(changes_digest([])),
                                  max_deleted_files=20)
     samples = timed(lambda: engine.decide(Gate.ASSESSMENT, "a", "w", context), runs)
     policies = len(engine.bundle.policies) if engine.bundle else 0
@@ -126,7 +129,9 @@ def bench_receipts(runs: int, scratch: Path) -> dict[str, Any]:
     controller = make_controller(scratch / "receipts", FakeRuntime())
     subs = []
     for n in range(runs):
-        sub = Submission(id=f"b{n}", trace_id="t", request=python("print(1)"), code_sha256="0")
+        request = python("print(1)")
+        sub = Submission(id=f"b{n}", trace_id="t", request=request,
+                         code_sha256=hashlib.sha256(request.code.encode()).hexdigest())
         controller.store.insert(sub)
         subs.append(sub)
     it = iter(subs)

@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 . scripts/prepare.sh
 "$VENV/bin/ruff" check controller tests benchmarks
 "$VENV/bin/mypy" controller
-"$VENV/bin/mypy" tests
+"$VENV/bin/mypy" tests benchmarks
 "$VENV/bin/sandgate" policy test policies/*/
 # The escape-probe battery against every sandbox image, under every shipped profile.
 mkdir -p .sandgate/reports

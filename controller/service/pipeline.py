@@ -289,7 +289,10 @@ class Job:
         if left_out:  # over workspace_bytes in all: whatever the bundle says, never copied
             raise WorkspaceError(f"the tree is over workspace_bytes ({self._hash_limit()}); "
                                  f"not staged: {left_out[:5]}")
-        self.m.tmpfs.hand_to_root(staging)  # what is published is root's, whatever ran
+        try:
+            self.m.tmpfs.hand_to_root(staging)  # what is published is root's, whatever ran
+        except OSError as exc:
+            raise WorkspaceError(f"cannot take the staged tree back: {exc}") from exc
         copied = tree_digest(as_published(scan(staging, hash_limit=self._hash_limit())))
         if copied != digest:
             raise TreeChangedError(f"the tree changed after validation (validated {digest}, "
@@ -375,7 +378,10 @@ class Job:
                     inodes=limits.workspace_files)
         self.m.workspaces.checkout(self._space(), self.sub.base_version or 0, self.work,
                                    request.files)
-        self.m.tmpfs.hand_to_sandbox(self.work, uid)
+        try:
+            self.m.tmpfs.hand_to_sandbox(self.work, uid)
+        except OSError as exc:
+            raise WorkspaceError(f"cannot hand the run copy to the sandbox user: {exc}") from exc
         self.m.tmpfs.mount(self.code, size_bytes=CODE_TMPFS_BYTES, inodes=8)
         path = self.code / COMMANDS[request.language][0]
         path.write_text(request.code)

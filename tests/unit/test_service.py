@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from controller.adapters.fs.tmpfs import ScratchMounts, mounts_under
+from controller.adapters.fs.tmpfs import PlainDirectories, ScratchMounts, mounts_under
 from controller.adapters.fs.trees import scan
 from controller.adapters.policy.shadow import ShadowedEngine
 from controller.adapters.runtime.fake import Behaviour, FakeRuntime, Outcome
@@ -24,11 +24,14 @@ from controller.verify.dsse import load_public_keys
 from tests.conftest import make_controller, python
 
 
-def controller_with(tmp_path: Path, behaviour: Behaviour
+def controller_with(tmp_path: Path, behaviour: Behaviour, *, mounts: bool = False
                     ) -> tuple[Controller[Store, ShadowedEngine], FakeRuntime]:
+    """The service on the fake runtime; its scratch copies plain directories (no root
+    needed), or real tmpfs mounts (``mounts``) for the tests of what those guarantee:
+    ownership handed back to root, nothing left mounted."""
     runtime = FakeRuntime(behaviour=behaviour)
-    # Real scratch mounts: these tests hold the service to what they guarantee.
-    return make_controller(tmp_path, runtime, tmpfs=ScratchMounts()), runtime
+    return make_controller(tmp_path, runtime,
+                           tmpfs=ScratchMounts() if mounts else PlainDirectories()), runtime
 
 
 def writes(name: str, text: str = "x") -> Behaviour:
@@ -206,7 +209,7 @@ def test_a_failed_bounded_run_that_planted_a_hazard_is_quarantined(tmp_path: Pat
 
 
 def test_quarantine_evidence_is_private_and_carries_no_setuid_bit(tmp_path: Path) -> None:
-    controller, _ = controller_with(tmp_path, plants("setuid"))
+    controller, _ = controller_with(tmp_path, plants("setuid"), mounts=True)
     result = controller.submit(python("x"))
     assert result.evidence_dir is not None
     evidence = Path(result.evidence_dir)
@@ -225,7 +228,7 @@ def test_published_versions_are_root_owned_without_privilege_bits(tmp_path: Path
         os.chown(shared / "f", 10001, 10001)
         return Outcome()
 
-    controller, _ = controller_with(tmp_path, behaviour)
+    controller, _ = controller_with(tmp_path, behaviour, mounts=True)
     result = controller.submit(python("x"))
     assert result.state is State.COMMITTED, result.reason
     version = controller.workspaces.version_dir("@local/default", 1)
@@ -249,7 +252,7 @@ def test_reconcile_finishes_an_interrupted_quarantine(tmp_path: Path) -> None:
 
 
 def test_a_tree_changed_after_validation_is_never_committed(tmp_path: Path) -> None:
-    controller, _ = controller_with(tmp_path, writes("out.txt", "validated"))
+    controller, _ = controller_with(tmp_path, writes("out.txt", "validated"), mounts=True)
 
     def tamper(submission: Submission) -> None:  # a survivor writing after the scan
         if submission.state is State.VALIDATING:
@@ -277,7 +280,7 @@ def nests(depth: int, phases: tuple[Phase, ...]) -> Behaviour:
 
 
 def test_a_dry_run_leaving_a_tree_too_deep_is_denied_by_name(tmp_path: Path) -> None:
-    controller, runtime = controller_with(tmp_path, nests(1600, (Phase.DRY_RUN,)))
+    controller, runtime = controller_with(tmp_path, nests(1600, (Phase.DRY_RUN,)), mounts=True)
     result = controller.submit(python("code"))
     assert result.state is State.DENIED
     assert result.reason.startswith("dry run: the tree has a path longer than 3000 bytes")
@@ -286,7 +289,7 @@ def test_a_dry_run_leaving_a_tree_too_deep_is_denied_by_name(tmp_path: Path) -> 
 
 
 def test_a_bounded_run_planting_a_tree_too_deep_is_quarantined(tmp_path: Path) -> None:
-    controller, _ = controller_with(tmp_path, nests(1600, (Phase.BOUNDED,)))
+    controller, _ = controller_with(tmp_path, nests(1600, (Phase.BOUNDED,)), mounts=True)
     result = controller.submit(python("code"))
     assert result.state is State.QUARANTINED
     assert "longer than 3000 bytes" in result.reason and result.violations
@@ -305,7 +308,7 @@ def test_quarantine_evidence_never_copies_a_sparse_terabyte(tmp_path: Path) -> N
             os.chmod(spec.workspace_dir / "tool", 0o4755)  # a setuid file: quarantine
         return Outcome()
 
-    controller, _ = controller_with(tmp_path, behaviour)
+    controller, _ = controller_with(tmp_path, behaviour, mounts=True)
     result = controller.submit(python("code"))
     assert result.state is State.QUARANTINED, result.reason
     assert result.evidence_dir is not None
