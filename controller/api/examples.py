@@ -48,6 +48,8 @@ def _run(phase: str, stdout: dict[str, Any]) -> dict[str, Any]:
 _HELLO = {"size": 6, "sha256": "5891b5b522d5df086d0ff0b110fbd9d21bb4fc7163af34d08286a2e846f6be03",
           "truncated": False}
 _BASE = f"/v1/submissions/{SUBMISSION_ID}"
+_NO_CHANGES = "4f53cda18c2baa0c0354bb5f9a3ecbe5ed12ab4d8e11ba873c2f11161202b945"  # sha256 of []
+_NO_PATHS = _NO_CHANGES
 SUBMISSION: dict[str, Any] = {
     "id": SUBMISSION_ID, "state": "committed", "reason": "committed", "agent": "alice",
     "language": "python", "workspace": "default", "profile": "standard",
@@ -63,6 +65,15 @@ SUBMISSION: dict[str, Any] = {
                   "the run's effects are within this bundle's rules",
                   "2025-06-01T12:00:01.843005Z")],
     "dry_run": _run("dry_run", _HELLO), "bounded_run": _run("bounded", _HELLO),
+    "radius": {"paths_sha256": _NO_CHANGES, "created": 0, "modified": 0, "deleted": 0,
+               "hazardous": False, "exit_code": 0,
+               "totals": {"size_after": 0, "peak_memory_bytes": 9576448, "peak_pids": 1,
+                          "cpu_time_ns": 21874000, "stdout_bytes": 6, "stderr_bytes": 0},
+               "sha256": "f4f1ff5497857e1c0152a153b2c52fea93ce5dea886f944a710feaefcafc8502"},
+    "divergence": {"diverged": False, "outside_paths": 0, "found": {
+        "created_outside": 0, "modified_outside": 0, "deleted_outside": 0, "kind_changed": 0,
+        "mode_changed": 0, "paths_sha256": _NO_PATHS, "sample": [], "totals_over": [],
+        "new_hazard": False, "exit_changed": False}},
     "violations": [], "stdout": "hello\n", "stderr": "", "version_before": 0,
     "version_after": 1, "receipt_seq": 1,
     "links": {"self": _BASE, "events": f"{_BASE}/events",

@@ -23,6 +23,7 @@ from controller.core.models import (
     Submission,
 )
 from controller.core.profile import Limits
+from controller.core.radius import Divergence, Radius
 from controller.core.records import RequestPreview, SubmissionSummary
 
 # The dry run's changes the approvals queue shows; the rest is a route away.
@@ -80,6 +81,34 @@ class Links(BaseModel):
     code: str
 
 
+class RadiusView(Radius):
+    """What the dry run did: the bound on the real run, and the digest an approval cites."""
+
+    sha256: str
+
+    @classmethod
+    def of(cls, radius: Radius | None) -> RadiusView | None:
+        return None if radius is None else cls(**radius.model_dump(), sha256=radius.digest)
+
+
+class DivergenceView(BaseModel):
+    """How far the real run went beyond its radius (``diverged`` false: not at all)."""
+
+    model_config = VIEW
+
+    diverged: bool
+    outside_paths: int = Field(description="Paths written, deleted or changed in type or "
+                                           "mode that the dry run left alone")
+    found: Divergence
+
+    @classmethod
+    def of(cls, divergence: Divergence | None) -> DivergenceView | None:
+        if divergence is None:
+            return None
+        return cls(diverged=divergence.diverged, outside_paths=divergence.outside_paths,
+                   found=divergence)
+
+
 class SubmissionView(BaseModel):
     """A submission: its state and why, the decisions taken, what each run did, previews
     of the last run's output, the workspace versions, and where to read the rest."""
@@ -98,6 +127,10 @@ class SubmissionView(BaseModel):
     decisions: list[Decision]
     dry_run: RunResult | None
     bounded_run: RunResult | None
+    radius: RadiusView | None = Field(None, description=(
+        "What the dry run did (set at assessment): what an approver approves"))
+    divergence: DivergenceView | None = Field(None, description=(
+        "How far the real run went beyond the radius (after the real run)"))
     violations: list[str]
     stdout: str = Field(description="The first 16 KiB of the last run's stdout, decoded "
                                     "(the bytes: links.stdout)")
@@ -284,6 +317,7 @@ def submission_view(sub: Submission) -> SubmissionView:
         created_at=sub.created_at, updated_at=sub.updated_at, decisions=list(sub.decisions),
         dry_run=RunResult.of(sub.dry_run, sub.dry_run_diff),
         bounded_run=RunResult.of(sub.bounded_run, sub.bounded_run_diff),
+        radius=RadiusView.of(sub.radius), divergence=DivergenceView.of(sub.divergence),
         violations=list(sub.violations), stdout=sub.stdout, stderr=sub.stderr,
         version_before=sub.base_version, version_after=sub.new_version,
         receipt_seq=sub.receipt_seq, links=links(sub.id))

@@ -17,6 +17,7 @@ from controller.core.models import (
     SubmissionRequest,
 )
 from controller.core.profile import Profile
+from controller.core.radius import Divergence
 
 
 def to_outcome(allowed: bool | None, errors: tuple[str, ...]) -> Outcome:
@@ -91,10 +92,13 @@ def unattended(decision: Decision) -> Decision:
 
 
 def validation_context(
-    assessment: dict[str, Any], bounded_run: Observation, diff: DiffSummary
+    assessment: dict[str, Any], bounded_run: Observation, diff: DiffSummary,
+    divergence: Divergence,
 ) -> dict[str, Any]:
-    """Context of the ``commit`` decision: the assessment's, plus the real run's effects."""
-    return {**assessment, "bounded_run": run_summary(bounded_run), "diff": diff.counts()}
+    """Context of the ``commit`` decision: the assessment's, plus the real run's effects and
+    how far they went beyond the dry run's."""
+    return {**assessment, "bounded_run": run_summary(bounded_run), "diff": diff.counts(),
+            "divergence": divergence.context()}
 
 
 def matched(decision: Decision) -> str:

@@ -14,14 +14,13 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from controller.core.frozen import Frozen
+from controller.core.radius import Divergence, Radius
+
 
 def utcnow() -> datetime:
     """The one clock for timestamps written into records and receipts."""
     return datetime.now(UTC)
-
-
-class Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
 
 class Language(StrEnum):
@@ -366,6 +365,8 @@ class Approval(Frozen):
     approve: bool
     reason: str
     at: datetime = Field(default_factory=utcnow)
+    radius_sha256: str | None = Field(None, description=(
+        "The digest of the blast radius the approver was shown: what was approved"))
 
 
 class EvidenceFile(Frozen):
@@ -404,6 +405,10 @@ class Submission(Frozen):
     bounded_run: Observation | None = None
     dry_run_diff: DiffSummary | None = None
     bounded_run_diff: DiffSummary | None = None
+    radius: Radius | None = Field(None, description=(
+        "What the dry run did, set at assessment: the bound on the real run"))
+    divergence: Divergence | None = Field(None, description=(
+        "How far the real run went beyond the radius"))
     violations: tuple[str, ...] = Field((), description=(
         f"At most {MAX_VIOLATIONS}, the last one saying how many more there were"))
     base_version: int | None = None

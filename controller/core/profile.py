@@ -7,7 +7,7 @@ from typing import Annotated
 
 from pydantic import Field
 
-from controller.core.models import Frozen
+from controller.core.frozen import Frozen
 
 
 class Limits(Frozen):
@@ -47,5 +47,9 @@ class Profile(Frozen):
         "Run even when no kernel audit source is readable (a child's tripwire then goes "
         "unseen); by default such runs are refused"))
     tripwires: tuple[str, ...]
+    divergence_tolerance: float = Field(0.5, ge=0, le=100, description=(
+        "How far past the dry run's totals (workspace bytes, peak memory, pids, CPU time, "
+        "output sizes) a real run may go, as a fraction, before it diverges; a few absolute "
+        "units are always allowed (core.radius.SLACK)"))
     seccomp: dict[str, object] = Field(description="Effective seccomp JSON, tripwires merged")
     digest: str = Field(description="sha256 over the profile and its effective seccomp policy")

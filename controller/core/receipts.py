@@ -14,6 +14,7 @@ import rfc8785
 from controller import __version__
 from controller.core import untrusted
 from controller.core.models import DiffSummary, Observation, Submission, SubmittedFile, utcnow
+from controller.core.radius import Divergence, Radius
 from controller.verify.formats import PREDICATE_TYPE, STATEMENT_TYPE
 
 
@@ -47,6 +48,8 @@ def statement(
             "dry_run": observation_summary(submission.dry_run, submission.dry_run_diff),
             "bounded_run": observation_summary(submission.bounded_run,
                                                submission.bounded_run_diff),
+            "radius": radius_record(submission.radius),
+            "divergence": divergence_record(submission.divergence),
             "violations": list(submission.violations),
             "approval": submission.approval.model_dump(mode="json")
             if submission.approval else None,
@@ -60,6 +63,24 @@ def statement(
             "previous_receipt_digest": previous_digest,
         },
     }
+
+
+def radius_record(radius: Radius | None) -> dict[str, Any] | None:
+    """What the dry run bound the real run to, with the digest an approval cites."""
+    if radius is None:
+        return None
+    return {**untrusted.json_safe(radius.model_dump(mode="json")), "sha256": radius.digest}
+
+
+def divergence_record(divergence: Divergence | None) -> dict[str, Any] | None:
+    """How far the real run went beyond its radius: counts, the first paths and the digest
+    of them all (every diverging path, in order), the totals past the tolerance."""
+    if divergence is None:
+        return None
+    found: dict[str, Any] = untrusted.json_safe({
+        **divergence.model_dump(mode="json"), "outside_paths": divergence.outside_paths,
+        "diverged": divergence.diverged})
+    return found
 
 
 def file_record(item: SubmittedFile) -> dict[str, Any]:

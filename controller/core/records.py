@@ -16,12 +16,12 @@ from typing import Any
 import rfc8785
 
 from controller.core import untrusted
+from controller.core.frozen import Frozen
 from controller.core.models import (
     MAX_REASON_CHARS,
     MAX_VIOLATIONS,
     OUTPUT_PREVIEW_BYTES,
     FileChange,
-    Frozen,
     Submission,
 )
 

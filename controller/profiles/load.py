@@ -85,6 +85,7 @@ def load_profile(path: Path) -> Profile:
             limits=limits,
             network=bool(raw.get("network", False)),
             accept_unaudited=raw.get("accept_unaudited", False),
+            divergence_tolerance=raw.get("divergence_tolerance", 0.5),
             tripwires=tripwires,
             seccomp=seccomp,
             digest=f"sha256:{digest}",

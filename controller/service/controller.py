@@ -173,7 +173,8 @@ class Controller(Generic[StoreT, EngineT]):
                              "approval")
         if approver == found.request.agent:
             raise ForbiddenError("an agent cannot approve its own submission")
-        approval = Approval(approver=approver, approve=approve, reason=reason)
+        approval = Approval(approver=approver, approve=approve, reason=reason,
+                            radius_sha256=found.radius.digest if found.radius else None)
         verdict = "approved" if approve else "rejected"
         note = f"{verdict} by {approver}: {reason}"
         if after_approval(approval) is State.DENIED:

@@ -7,18 +7,17 @@ and the rules; never the controller).
 
 from __future__ import annotations
 
-import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from controller.adapters.fs.trees import (
     copy_tree,
-    evidence_manifest,
     remove_tree,
     scan,
 )
 from controller.core import untrusted
+from controller.core.binding import divergence, radius
 from controller.core.gate import (
     admission_context,
     assessment_context,
@@ -40,6 +39,7 @@ from controller.core.models import (
     Decision,
     Diff,
     DiffSummary,
+    FileChange,
     Gate,
     Outcome,
     Phase,
@@ -54,6 +54,7 @@ from controller.core.ports import (
     RunSpec,
 )
 from controller.core.profile import Profile
+from controller.core.radius import Divergence
 from controller.core.records import capped, capped_list, preview, without_paths
 from controller.core.trees import Entry, as_published, diff_trees, tree_digest
 from controller.core.validation import failure_reason, flag_reason, hazards, violations
@@ -66,6 +67,7 @@ from controller.errors import (
     WorkspaceError,
 )
 from controller.faults import crash_point
+from controller.service.evidence import keep_evidence
 from controller.service.means import Means
 from controller.service.sealing import Publication
 
@@ -124,7 +126,8 @@ class Job:
         if after_dry_run(dry.observation) is State.DENIED:
             return self.finish(State.DENIED, None, reason="dry run: the observation is incomplete: "
                                f"{dry.observation.incomplete}", dry_run=dry.observation, **kept)
-        self._move(State.ASSESSING, dry_run=dry.observation, **kept)
+        self._move(State.ASSESSING, dry_run=dry.observation, **kept,
+                   radius=radius(dry.observation, _recorded(kept.get("dry_run_diff"))))
         context = assessment_context(request, profile, dry.observation,
                                      _recorded(self.sub.dry_run_diff),
                                      max_deleted_files=self.m.rules.max_deleted_files)
@@ -189,8 +192,10 @@ class Job:
                 "bounded_run": real.observation, **self._keep(Phase.BOUNDED, real, None)}))
             return self._quarantine(real, f"validation: {exc}", violations=(str(exc),))
         diff = diff_trees(self.before, after)
+        kept = self._keep(Phase.BOUNDED, real, diff)
         self.sub = self.m.store.update(self.sub.model_copy(update={
-            "bounded_run": real.observation, **self._keep(Phase.BOUNDED, real, diff)}))
+            "bounded_run": real.observation, **kept,
+            "divergence": self._divergence(real, diff, _recorded(kept.get("bounded_run_diff")))}))
         planted = hazards(diff)  # weighed before the failure branch, see after_bounded_run
         target = after_bounded_run(real.observation, planted)
         if target is State.QUARANTINED:
@@ -203,7 +208,8 @@ class Job:
         if broken:
             return self._quarantine(real, "validation: " + "; ".join(broken), violations=broken)
         decision = self._decide(Gate.VALIDATION, validation_context(
-            context, real.observation, _recorded(self.sub.bounded_run_diff)))
+            context, real.observation, _recorded(self.sub.bounded_run_diff),
+            self.sub.divergence or Divergence()))
         target = after_validation(broken, decision)
         if target is State.QUARANTINED:
             return self._quarantine(real, f"validation: {matched(decision)}")
@@ -216,6 +222,24 @@ class Job:
         except TreeChangedError as exc:  # nothing of the sandbox runs now: tampering
             return self._quarantine(real, f"validation: {exc}", violations=(str(exc),))
         return self._commit(staging, digest)
+
+    def _divergence(self, real: RunResult, diff: Diff, summary: DiffSummary) -> Divergence:
+        """The real run against the dry run's radius (of the record; one parked before there
+        were radii has its own worked out from the dry run it keeps)."""
+        dry, dry_diff = self.sub.dry_run, _recorded(self.sub.dry_run_diff)
+        if dry is None:
+            raise RuntimeUnavailableError("the dry run's observation was not recorded")
+        return divergence(self.sub.radius or radius(dry, dry_diff), self._dry_changes(),
+                          sorted(diff.changes, key=lambda change: change.path),
+                          real.observation, summary,
+                          tolerance=self._profile().divergence_tolerance)
+
+    def _dry_changes(self) -> Iterator[FileChange]:
+        """The dry run's changes as stored (in path order), a page at a time."""
+        after = -1
+        while page := self.m.store.changes(self.sub.id, Phase.DRY_RUN, after, limit=1000):
+            yield from (FileChange.model_validate(change) for _, change in page)
+            after = page[-1][0]
 
     def _run_lost(self, failure: RuntimeUnavailableError) -> Submission:
         """The real run failed without a result (the engine failed, or a stranger killed the
@@ -301,23 +325,11 @@ class Job:
 
     def _quarantine(self, real: RunResult | None, reason: str, *,
                     violations: tuple[str, ...] = ()) -> Submission:
-        evidence = self.evidence
-        evidence.parent.mkdir(parents=True, exist_ok=True)
-        evidence.mkdir(mode=0o700, exist_ok=True)
-        evidence.chmod(0o700)  # for the security team only; never the sandbox user's
-        if real is not None:
-            (evidence / "stdout.log").write_bytes(real.stdout)
-            (evidence / "stderr.log").write_bytes(real.stderr)
-            (evidence / "container_changes.json").write_text(
-                json.dumps(real.container_changes))
-        (evidence / "submission.json").write_text(self.sub.model_dump_json(indent=2))
-        (evidence / "code").write_text(self.sub.request.code)
-        if self.m.tmpfs.mounted(self.work):
-            self._keep_workspace(evidence / "workspace")
-        manifest, summary = evidence_manifest(evidence, hash_limit=self._hash_limit())
-        (evidence / "manifest.json").write_bytes(manifest)
+        work = self.work if self.m.tmpfs.mounted(self.work) else None
+        summary = keep_evidence(self.evidence, self.sub, real, work, self.m.tmpfs,
+                                budget=self._hash_limit())
         return self.finish(State.QUARANTINED, reason=reason, violations=violations,
-                           evidence_dir=str(evidence), evidence=summary)
+                           evidence_dir=str(self.evidence), evidence=summary)
 
     def finish(self, target: State, publication: Publication | None = None,
                **changes: object) -> Submission:
@@ -340,23 +352,6 @@ class Job:
             self.evidence.exists()) else self.sub.evidence_dir
         return self.finish(target, reason=f"infrastructure failure: {reason}",
                            evidence_dir=evidence)
-
-    def _keep_workspace(self, destination: Path) -> None:
-        """The run copy as evidence (links as links; devices and fifos are listed in the
-        submission's diff, not recreated). A tree that cannot be copied is said so in the
-        evidence rather than failing the quarantine."""
-        try:
-            left_out = copy_tree(self.work, destination, budget=self._hash_limit())
-            self.m.tmpfs.hand_to_root(destination)
-        except (OSError, WorkspaceError) as exc:
-            log.warning("submission %s: workspace evidence incomplete: %s", self.sub.id, exc)
-            (destination.parent / "workspace.error").write_text(
-                f"the workspace could not be copied whole: {exc}\n")
-            return
-        if left_out:
-            (destination.parent / "workspace.error").write_text(
-                "files left out, past workspace_bytes in all (sizes in the submission's "
-                "diff):\n" + "".join(f"{path}\n" for path in left_out))
 
     def cleanup(self) -> None:
         self.m.tmpfs.release(self.dir)
@@ -436,8 +431,8 @@ class Job:
         return self._profile().limits.workspace_bytes
 
 
-def _recorded(diff: DiffSummary | None) -> DiffSummary:
-    if diff is None:
+def _recorded(diff: object) -> DiffSummary:
+    if not isinstance(diff, DiffSummary):
         raise RuntimeUnavailableError("a run's diff was not recorded")
     return diff
 

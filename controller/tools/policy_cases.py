@@ -17,6 +17,7 @@ import yaml
 from controller.adapters.policy.cedar import CedarEngine
 from controller.core.gate import run_summary
 from controller.core.models import DiffSummary, Gate, Observation, Phase, StreamSummary
+from controller.core.radius import Divergence
 from controller.errors import PolicyBundleError
 
 _EMPTY = StreamSummary(size=0, sha256=hashlib.sha256(b"").hexdigest())
@@ -66,7 +67,8 @@ def clean_context(action: Gate) -> dict[str, Any]:
     if action is not Gate.ADMISSION:
         context.update(dry_run=clean, dry_run_diff=DiffSummary(changes_sha256="").counts())
     if action is Gate.VALIDATION:
-        context.update(bounded_run=dict(clean), diff=DiffSummary(changes_sha256="").counts())
+        context.update(bounded_run=dict(clean), diff=DiffSummary(changes_sha256="").counts(),
+                       divergence=Divergence().context())
     return context
 
 

@@ -75,7 +75,8 @@ class Script:
 
     - ``create N``: the run creates files ``n0`` .. ``n<N-1>`` in the workspace;
     - ``fail``: the real run exits 1 (rolled back), the dry run succeeds;
-    - ``block``: the dry run sets ``started`` and waits for ``gate`` (at most 30 s);
+    - ``block``: the dry run sets ``started`` and waits for ``gate`` (at most 30 s), then
+      writes as below;
     - anything else: the run writes ``out.txt`` holding the code.
 
     Every run's stdout is ``ran: `` and the code.
@@ -91,11 +92,11 @@ class Script:
         if word == "create":
             for n in range(int(rest)):
                 (spec.workspace_dir / f"n{n}").write_text(f"{n}\n")
-        elif word == "block" and spec.phase is Phase.DRY_RUN:
-            self.started.set()
-            self.gate.wait(30)
         else:
-            (spec.workspace_dir / "out.txt").write_text(code)
+            if word == "block" and spec.phase is Phase.DRY_RUN:
+                self.started.set()
+                self.gate.wait(30)
+            (spec.workspace_dir / "out.txt").write_text(code)  # in both runs: no divergence
         failed = word == "fail" and spec.phase is Phase.BOUNDED
         return Outcome(exit_code=1 if failed else 0, stdout=b"ran: " + code.encode())
 

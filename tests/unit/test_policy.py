@@ -12,6 +12,7 @@ from controller.adapters.policy.bundle import bundle_digest, load_bundle
 from controller.adapters.policy.cedar import CedarEngine
 from controller.core.gate import assessment_context, to_outcome, validation_context
 from controller.core.models import Diff, Gate, Observation, Outcome, Phase, StreamSummary
+from controller.core.radius import Divergence
 from controller.errors import PolicyBundleError
 from controller.profiles.load import load_profile
 from controller.settings import SHIPPED_ROOT
@@ -65,11 +66,32 @@ def test_hazards_in_the_dry_run_deny(engine: CedarEngine, observation: Observati
     assert decision.rules[0].reason
 
 
-def _commit(engine: CedarEngine, diff: Diff) -> Any:
+def _commit(engine: CedarEngine, diff: Diff, divergence: Divergence | None = None) -> Any:
     context = assessment_context(python("x"), PROFILE, run(), Diff().summary(""),
                                  max_deleted_files=20)
-    return engine.decide(Gate.VALIDATION, "a", "w",
-                         validation_context(context, run(), diff.summary("")))
+    return engine.decide(Gate.VALIDATION, "a", "w", validation_context(
+        context, run(), diff.summary(""), divergence or Divergence()))
+
+
+@pytest.mark.parametrize("divergence", [
+    Divergence(created_outside=1), Divergence(deleted_outside=5), Divergence(mode_changed=1),
+    Divergence(kind_changed=1), Divergence(totals_over=("size_after",)),
+    Divergence(exit_changed=True)])
+def test_a_real_run_beyond_its_dry_run_is_not_committed(engine: CedarEngine,
+                                                       divergence: Divergence) -> None:
+    decision = _commit(engine, Diff(), divergence)
+    assert decision.outcome is Outcome.DENY
+    assert [rule.id for rule in decision.rules] == ["commit.deny-divergence"]
+
+
+def test_a_bundle_whose_schema_lacks_divergence_fails_closed(tmp_path: Path) -> None:
+    old = tmp_path / "old"
+    shutil.copytree(SHIPPED_ROOT / "policies" / "default", old)
+    schema = old / "schema.cedarschema"
+    schema.write_text(schema.read_text().replace("    divergence: Divergence,\n", ""))
+    commit = old / "policies" / "commit.cedar"
+    commit.write_text(commit.read_text().split('@id("commit.deny-divergence")')[0])
+    assert _commit(CedarEngine.from_path(old), Diff()).outcome is Outcome.SILENCE
 
 
 def test_commit_rolls_back_mass_delete_and_oversize(engine: CedarEngine) -> None:

