@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from controller.core.models import Submission
 from controller.core.untrusted import printable_line
 from controller.settings import Settings
 
@@ -56,5 +57,32 @@ def _policy_explain(args: argparse.Namespace) -> int:
     if found.approval is not None:
         verdict = "approved" if found.approval.approve else "rejected"
         print(f"  {verdict} by {found.approval.approver} at {found.approval.at.isoformat()}: "
-              f"{printable_line(found.approval.reason)}")
+              f"{printable_line(found.approval.reason)}"
+              + (f" (radius {found.approval.radius_sha256})"
+                 if found.approval.radius_sha256 else ""))
+    _explain_binding(found)
     return 0
+
+
+def _explain_binding(found: Submission) -> None:
+    """The dry run's radius and how far the real run went beyond it."""
+    if found.radius is not None:
+        radius = found.radius
+        totals = ", ".join(f"{name} {value}" for name, value in radius.totals.items())
+        print(f"  radius {radius.digest}: {radius.created} created, {radius.modified} "
+              f"modified, {radius.deleted} deleted, exit {radius.exit_code}; {totals}")
+    if found.divergence is not None:
+        seen = found.divergence
+        if not seen.diverged:
+            print("  divergence: none (the real run stayed within the radius)")
+            return
+        counts = ", ".join(f"{name} {value}" for name, value in seen.context().items()
+                           if value and name != "outside_paths")
+        print(f"  divergence: {counts}")
+        for path in seen.sample:
+            print(f"    {printable_line(path)}")
+        if seen.outside_paths > len(seen.sample):
+            print(f"    ... {seen.outside_paths - len(seen.sample)} more (all: sha256 "
+                  f"{seen.paths_sha256})")
+        if seen.totals_over:
+            print(f"    totals past the tolerance: {', '.join(seen.totals_over)}")

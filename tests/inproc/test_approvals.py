@@ -103,3 +103,19 @@ async def test_an_unknown_cursor_is_404_not_the_end_of_the_queue(parking: Api) -
     await park(parking)
     answer = await parking.get("carol", "/v1/approvals", params={"cursor": "f" * 32})
     assert answer.status_code == 404 and answer.json()["error"]["code"] == "not_found"
+
+
+async def test_the_approver_sees_the_radius_and_the_record_binds_what_was_approved(
+        parking: Api) -> None:
+    sid = await park(parking)
+    queue = (await parking.get("carol", "/v1/approvals")).json()
+    radius = queue[0]["submission"]["radius"]
+    assert radius["created"] == 5 and len(radius["sha256"]) == 64
+    await parking.post("carol", ANSWER.format(sid), json={"approve": True, "reason": "ok"})
+    final = await parking.settle("alice", sid)
+    assert final["state"] == "committed", final["reason"]
+    assert final["radius"]["sha256"] == radius["sha256"]
+    assert final["divergence"]["diverged"] is False
+    assert final["divergence"]["found"]["paths_sha256"]
+    assert (await predicate(parking, "alice", sid))["approval"]["radius_sha256"] == (
+        radius["sha256"])

@@ -7,6 +7,8 @@ from __future__ import annotations
 import base64
 import json
 import os
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -137,3 +139,22 @@ def test_timestamps_and_random_sizes_at_the_same_paths_keep_committing(
         assert result.state is State.COMMITTED, result.reason
         assert result.divergence is not None and not result.divergence.diverged
     assert controller.store.workspace_version("default") == 5
+
+
+def test_policy_explain_shows_the_radius_the_approval_and_the_divergence(
+        tmp_path: Path) -> None:
+    controller = controller_with(tmp_path, switched(hook), policy_dir=bundle_with(
+        tmp_path, "parks", parking_rule(0)))
+    parked = controller.submit(python("switch"))
+    result = controller.process(controller.approve(parked.id, "carol", True, "fine"))
+    assert result.radius is not None and result.divergence is not None
+    tool = str(Path(sys.executable).parent / "sandgate")
+    shown = subprocess.run([tool, "policy", "explain", result.id], capture_output=True,
+                           text=True, check=False,
+                           env={**os.environ, "SANDGATE_DATA_DIR": str(tmp_path)})
+    assert shown.returncode == 0, shown.stderr
+    assert f"(radius {result.radius.digest})" in shown.stdout
+    assert f"radius {result.radius.digest}: 1 created" in shown.stdout
+    assert "divergence: created_outside 2" in shown.stdout
+    assert ".hooks\n" in shown.stdout and ".hooks/post-checkout" in shown.stdout
+    assert "commit.deny-divergence" in shown.stdout
