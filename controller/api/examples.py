@@ -72,7 +72,8 @@ SUBMISSION: dict[str, Any] = {
                "sha256": "f4f1ff5497857e1c0152a153b2c52fea93ce5dea886f944a710feaefcafc8502"},
     "divergence": {"diverged": False, "outside_paths": 0, "found": {
         "created_outside": 0, "modified_outside": 0, "deleted_outside": 0, "kind_changed": 0,
-        "mode_changed": 0, "paths_sha256": _NO_PATHS, "sample": [], "totals_over": [],
+        "mode_changed": 0, "paths_sha256": _NO_PATHS, "sample": [], "roots": [],
+        "totals_over": [],
         "new_hazard": False, "exit_changed": False}},
     "violations": [], "stdout": "hello\n", "stderr": "", "version_before": 0,
     "version_after": 1, "receipt_seq": 1,

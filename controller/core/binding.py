@@ -9,7 +9,14 @@ from collections.abc import Iterable, Iterator
 import rfc8785
 
 from controller.core.models import ChangeKind, DiffSummary, FileChange, Observation
-from controller.core.radius import DIVERGENCE_SAMPLE, SLACK, Divergence, Radius
+from controller.core.radius import (
+    DIVERGENCE_SAMPLE,
+    MAX_ROOTS,
+    SLACK,
+    TOO_MANY_ROOTS,
+    Divergence,
+    Radius,
+)
 
 
 def totals(observation: Observation, diff: DiffSummary) -> dict[str, int]:
@@ -33,17 +40,20 @@ def divergence(bound: Radius, dry_changes: Iterable[FileChange],
     """The real run against the radius. Both change lists are in path order (as stored)."""
     counts = dict.fromkeys(("created_outside", "modified_outside", "deleted_outside",
                             "kind_changed", "mode_changed"), 0)
-    digest, sample = hashlib.sha256(b"["), list[str]()
+    digest, sample, roots = hashlib.sha256(b"["), list[str](), set[str]()
     for index, (path, why) in enumerate(_beyond(dry_changes, real_changes)):
         counts[why] += 1
         digest.update((b"," if index else b"") + rfc8785.dumps(path))
         if len(sample) < DIVERGENCE_SAMPLE:
             sample.append(path)
+        root = path.split("/", 1)[0]
+        roots.add(root if root in roots or len(roots) < MAX_ROOTS else TOO_MANY_ROOTS)
     digest.update(b"]")
     measured = totals(real, real_diff)
     over = tuple(name for name, allowed in bound.totals.items()
                  if measured[name] > allowed * (1 + tolerance) + SLACK[name])
     return Divergence(**counts, paths_sha256=digest.hexdigest(), sample=tuple(sample),
+                      roots=tuple(sorted(roots)),
                       totals_over=over, new_hazard=real_diff.hazardous and not bound.hazardous,
                       exit_changed=real.exit_code != bound.exit_code)
 

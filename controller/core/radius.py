@@ -19,6 +19,10 @@ from controller.core import untrusted
 from controller.core.frozen import Frozen
 
 DIVERGENCE_SAMPLE = 20  # paths a record keeps of the divergence; the digest binds them all
+# Top-level names of the diverging paths a record keeps; past that, ``TOO_MANY_ROOTS`` stands
+# for the rest, which no relaxing bundle can name (so relaxing fails closed).
+MAX_ROOTS = 50
+TOO_MANY_ROOTS = "*"
 # Above the profile's relative tolerance, a few absolute units are always allowed: a run
 # that wrote 10 bytes the first time may write 100 the second.
 SLACK = {"size_after": 1 << 20, "peak_memory_bytes": 64 << 20, "peak_pids": 8,
@@ -53,6 +57,7 @@ class Divergence(Frozen):
     mode_changed: int = 0  # ... or with other permission bits
     paths_sha256: str = ""  # sha256 of the RFC 8785 array of every diverging path, in order
     sample: tuple[str, ...] = ()  # the first paths, at most DIVERGENCE_SAMPLE
+    roots: tuple[str, ...] = ()  # top-level names of every diverging path (MAX_ROOTS, sorted)
     totals_over: tuple[str, ...] = ()  # totals past the radius and its tolerance, by name
     new_hazard: bool = False  # the real run left a hazard the dry run did not
     exit_changed: bool = False  # the real run ended with another exit status
@@ -73,4 +78,5 @@ class Divergence(Frozen):
                 "modified_outside": self.modified_outside,
                 "deleted_outside": self.deleted_outside, "kind_changed": self.kind_changed,
                 "mode_changed": self.mode_changed, "totals_over": len(self.totals_over),
+                "outside_roots": list(self.roots),
                 "new_hazard": self.new_hazard, "exit_changed": self.exit_changed}

@@ -158,3 +158,57 @@ def test_policy_explain_shows_the_radius_the_approval_and_the_divergence(
     assert "divergence: created_outside 2" in shown.stdout
     assert ".hooks\n" in shown.stdout and ".hooks/post-checkout" in shown.stdout
     assert "commit.deny-divergence" in shown.stdout
+
+
+RELAXED = '''
+@id("commit.deny-divergence")
+@reason("the real run went beyond its dry run, other than new files under out/")
+forbid (principal, action == Action::"commit", resource)
+when {
+  context.divergence.outside_paths > 0 ||
+  context.divergence.totals_over > 0 ||
+  context.divergence.exit_changed
+}
+unless {
+  ["out"].containsAll(context.divergence.outside_roots) &&
+  context.divergence.outside_paths == context.divergence.created_outside &&
+  context.divergence.totals_over == 0 && !context.divergence.exit_changed
+};
+'''
+
+
+def relaxing_bundle(tmp_path: Path) -> Path:
+    """The default bundle, its divergence rule relaxed for new paths under ``out/``."""
+    root = bundle_with(tmp_path, "relaxed", "")
+    commit = root / "policies" / "commit.cedar"
+    commit.write_text(commit.read_text().split('@id("commit.deny-divergence")')[0] + RELAXED)
+    return root
+
+
+def extra(*paths: str) -> Callable[[Path], None]:
+    def real(work: Path) -> None:
+        for path in paths:
+            (work / path).parent.mkdir(parents=True, exist_ok=True)
+            (work / path).write_text("more")
+    return real
+
+
+@pytest.mark.parametrize(("paths", "state"), [
+    (("out/extra.txt",), State.COMMITTED), (("out/a/b.txt", "out/c.txt"), State.COMMITTED),
+    (("out/extra.txt", ".hooks/post-checkout"), State.ROLLED_BACK),
+    (("outside.txt",), State.ROLLED_BACK)])
+def test_a_bundle_can_relax_divergence_for_new_files_under_a_directory(
+        tmp_path: Path, paths: tuple[str, ...], state: State) -> None:
+    controller = controller_with(tmp_path, switched(extra(*paths)),
+                                 policy_dir=relaxing_bundle(tmp_path))
+    result = controller.submit(python("switch"))
+    assert result.state is state, result.reason
+    assert result.divergence is not None and result.divergence.diverged
+
+
+def test_past_fifty_top_level_names_the_roots_say_too_many(tmp_path: Path) -> None:
+    controller = controller_with(tmp_path, switched(extra(
+        "out/x.txt", *(f"d{n}/f" for n in range(60)))), policy_dir=relaxing_bundle(tmp_path))
+    result = controller.submit(python("switch"))
+    assert result.state is State.ROLLED_BACK and result.divergence is not None
+    assert len(result.divergence.roots) == 51 and "*" in result.divergence.roots
