@@ -31,6 +31,7 @@ class Entry:
     nlink: int
     sha256: str | None = None
     link_target: str | None = None
+    uid: int = -1  # the owner (-1: not read); no part of a diff or a digest
 
     def same_as(self, other: Entry) -> bool:
         return (self.type, self.mode, self.sha256, self.link_target, self.size) == (

@@ -3,6 +3,7 @@ undoes the publication when the transaction does not commit; the store never cal
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ from controller.adapters.fs.workspaces import Workspaces
 from controller.adapters.signing import KeyRing
 from controller.adapters.store.submissions import Store
 from controller.core.models import State, Submission
-from controller.errors import CommitConflictError, IllegalTransitionError
+from controller.errors import CommitConflictError, IllegalTransitionError, WorkspaceError
 from controller.service import sealing
 from controller.service.sealing import Publication, Sealer
 from tests.conftest import python
@@ -111,3 +112,24 @@ def test_plain_directories_behave_as_scratch_mounts_do(tmp_path: Path) -> None:
     scratch.release(run)
     assert not scratch.mounted(run)
     assert (run / "work").is_dir() and list((run / "work").iterdir()) == []
+
+
+@pytest.mark.parametrize("left", ["setuid", "owner"])
+def test_a_tree_not_handed_back_is_never_published(
+        parts: tuple[Store, Workspaces, Sealer], tmp_path: Path, left: str) -> None:
+    store, workspaces, sealer = parts
+    _, directory = store.open_workspace("local", "w")
+    workspaces.ensure(directory)
+    staging = staged(tmp_path, "a")
+    if left == "setuid":
+        (staging / "report.txt").chmod(0o4755)
+    elif os.geteuid() == 0:
+        os.chown(staging / "report.txt", 10001, 10001)
+    else:
+        pytest.skip("only root can hand a file to another user")  # CI runs as root
+    submission = committing(store, 1)
+    with pytest.raises(WorkspaceError, match="nothing is published"):
+        sealer.finish(submission, State.COMMITTED, Publication(
+            "local", "w", directory, staging, 0, 1, "digest"))
+    assert not workspaces.version_dir(directory, 1).exists()
+    assert store.get("s1") == submission and store.workspace("local", "w") == (0, directory)

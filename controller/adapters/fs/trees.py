@@ -57,15 +57,16 @@ def _entry(path: Path, st: os.stat_result, hash_limit: int) -> Entry:
     mode = stat.S_IMODE(st.st_mode)
     if stat.S_ISLNK(st.st_mode):
         return Entry(EntryType.SYMLINK, mode, st.st_size, st.st_nlink,
-                     link_target=os.readlink(path))
+                     link_target=os.readlink(path), uid=st.st_uid)
     if stat.S_ISDIR(st.st_mode):
-        return Entry(EntryType.DIR, mode, 0, st.st_nlink)
+        return Entry(EntryType.DIR, mode, 0, st.st_nlink, uid=st.st_uid)
     if stat.S_ISREG(st.st_mode):
         digest = _sha256_file(path) if st.st_size <= hash_limit else None
-        return Entry(EntryType.FILE, mode, st.st_size, st.st_nlink, sha256=digest)
+        return Entry(EntryType.FILE, mode, st.st_size, st.st_nlink, sha256=digest,
+                     uid=st.st_uid)
     kind = EntryType.DEVICE if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode) else (
         EntryType.OTHER)
-    return Entry(kind, mode, 0, st.st_nlink)
+    return Entry(kind, mode, 0, st.st_nlink, uid=st.st_uid)
 
 
 def _sha256_file(path: Path) -> str:
@@ -169,6 +170,19 @@ def hand_to_root(root: Path) -> None:
             os.chmod(target, entry.mode & ~PRIVILEGE_BITS)
     os.chown(root, 0, 0)
     os.chmod(root, stat.S_IMODE(os.lstat(root).st_mode) & ~PRIVILEGE_BITS)
+
+
+def check_handed_back(root: Path) -> None:
+    """``WorkspaceError`` unless every path of ``root`` (and ``root``) is this process's and
+    carries no setuid/setgid bit: what ``hand_to_root`` (or a copy by this process) leaves."""
+    ours = os.geteuid()
+    info = os.lstat(root)
+    strays = [path for path, entry in scan(root, hash_limit=-1).items()
+              if entry.uid != ours or (entry.type is not EntryType.SYMLINK
+                                       and entry.mode & PRIVILEGE_BITS)]
+    if info.st_uid != ours or stat.S_IMODE(info.st_mode) & PRIVILEGE_BITS or strays:
+        raise WorkspaceError(f"{len(strays) or 1} path(s) of the tree to publish are not the "
+                             "controller's or keep a setuid/setgid bit; nothing is published")
 
 
 def read_file(root: Path, path: str) -> bytes:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from controller.adapters.fs.trees import (
     add_files,
+    check_handed_back,
     copy_tree,
     remove_tree,
 )
@@ -51,7 +52,9 @@ class Workspaces:
 
     def publish(self, staging: Path, name: str, version: int) -> Path:
         """Move a validated staging tree (root's, as ``Tmpfs.hand_to_root`` left it) into
-        place as ``version``: one rename."""
+        place as ``version``: one rename. A tree that is not the controller's, or keeps a
+        privilege bit, is refused (``WorkspaceError``)."""
+        check_handed_back(staging)
         target = self.version_dir(name, version)
         if target.exists():
             # Only an orphan of a crash can be here: the caller holds the store's write lock
