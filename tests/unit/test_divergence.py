@@ -14,6 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from securesystemslib.dsse import Envelope
+from securesystemslib.signer import Key, SSlibKey
 
 from controller.adapters.policy.shadow import ShadowedEngine
 from controller.adapters.runtime.fake import FakeRuntime, Outcome
@@ -37,11 +40,17 @@ def controller_with(tmp_path: Path, behaviour: Behaviour, *,
 def predicate(controller: Controller[Store, ShadowedEngine], tmp_path: Path,
               submission_id: str) -> dict[str, Any]:
     lines = [envelope for _, envelope in controller.store.receipts()]
-    pem = "".join(key.pem for key in KeyRing(tmp_path / "keys").public_keys()).encode()
-    report = verify_log(lines, load_public_keys(pem))
+    ring = KeyRing(tmp_path / "keys").public_keys()
+    report = verify_log(lines, load_public_keys("".join(key.pem for key in ring).encode()))
     assert report.ok, report.problems
     envelope = controller.store.receipt_for(submission_id)
     assert envelope is not None
+    # A third-party DSSE verifier accepts it as well (the radius and divergence are signed).
+    keys: list[Key] = [SSlibKey(keyid=key.key_id, keytype="ed25519", scheme="ed25519", keyval={
+        "public": serialization.load_pem_public_key(key.pem.encode()).public_bytes(
+            serialization.Encoding.Raw, serialization.PublicFormat.Raw).hex()})
+        for key in ring]
+    Envelope.from_dict(json.loads(envelope)).verify(keys, 1)
     found: dict[str, Any] = json.loads(base64.b64decode(json.loads(envelope)["payload"]))[
         "predicate"]
     return found
