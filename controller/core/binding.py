@@ -4,11 +4,11 @@ real run from it, computed from what the record keeps and the runs' stored chang
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 
 import rfc8785
 
-from controller.core.models import ChangeKind, DiffSummary, FileChange, Observation
+from controller.core.models import ChangeKind, DiffSummary, EntryType, FileChange, Observation
 from controller.core.radius import (
     DIVERGENCE_SAMPLE,
     MAX_ROOTS,
@@ -27,40 +27,54 @@ def totals(observation: Observation, diff: DiffSummary) -> dict[str, int]:
             "stdout_bytes": observation.stdout.size, "stderr_bytes": observation.stderr.size}
 
 
-def radius(dry_run: Observation, diff: DiffSummary) -> Radius:
-    """The radius of a dry run, from what the record keeps of it."""
+def radius(dry_run: Observation, diff: DiffSummary,
+           changes: Sequence[FileChange] | None = None) -> Radius:
+    """The radius of a dry run, from what the record keeps of it and, when at hand, its
+    changes (what it wrote binds the bytes the real run may write)."""
+    bound = totals(dry_run, diff)
+    if changes is not None:
+        bound["bytes_written"] = written(changes)
     return Radius(paths_sha256=diff.changes_sha256, created=diff.created,
                   modified=diff.modified, deleted=diff.deleted, hazardous=diff.hazardous,
-                  totals=totals(dry_run, diff), exit_code=dry_run.exit_code)
+                  totals=bound, exit_code=dry_run.exit_code)
 
 
 def divergence(bound: Radius, dry_changes: Iterable[FileChange],
-               real_changes: Iterable[FileChange], real: Observation, real_diff: DiffSummary,
+               real_changes: Sequence[FileChange], real: Observation, real_diff: DiffSummary,
                *, tolerance: float) -> Divergence:
     """The real run against the radius. Both change lists are in path order (as stored)."""
     counts = dict.fromkeys(("created_outside", "modified_outside", "deleted_outside",
                             "kind_changed", "mode_changed"), 0)
     digest, sample, roots = hashlib.sha256(b"["), list[str](), set[str]()
-    for index, (path, why) in enumerate(_beyond(dry_changes, real_changes)):
+    links = 0
+    for index, (path, why, kind) in enumerate(_beyond(dry_changes, real_changes)):
         counts[why] += 1
+        links += why == "created_outside" and kind is EntryType.SYMLINK
         digest.update((b"," if index else b"") + rfc8785.dumps(path))
         if len(sample) < DIVERGENCE_SAMPLE:
             sample.append(path)
         root = path.split("/", 1)[0]
         roots.add(root if root in roots or len(roots) < MAX_ROOTS else TOO_MANY_ROOTS)
     digest.update(b"]")
-    measured = totals(real, real_diff)
+    measured = {**totals(real, real_diff), "bytes_written": written(real_changes)}
+    # A radius recorded before a total was measured (an older record) does not bind it.
     over = tuple(name for name, allowed in bound.totals.items()
                  if measured[name] > allowed * (1 + tolerance) + SLACK[name])
-    return Divergence(**counts, paths_sha256=digest.hexdigest(), sample=tuple(sample),
+    return Divergence(**counts, created_outside_links=links,
+                      paths_sha256=digest.hexdigest(), sample=tuple(sample),
                       roots=tuple(sorted(roots)),
                       totals_over=over, new_hazard=real_diff.hazardous and not bound.hazardous,
                       exit_changed=real.exit_code != bound.exit_code)
 
 
-def _beyond(dry_changes: Iterable[FileChange],
-            real_changes: Iterable[FileChange]) -> Iterator[tuple[str, str]]:
-    """(path, why) for each real change outside the dry run's, by a merge of the two
+def written(changes: Iterable[FileChange]) -> int:
+    """The bytes a run's changes hold (what it created or modified), not the whole tree's."""
+    return sum(change.size for change in changes if change.kind is not ChangeKind.DELETED)
+
+
+def _beyond(dry_changes: Iterable[FileChange], real_changes: Iterable[FileChange]
+            ) -> Iterator[tuple[str, str, EntryType]]:
+    """(path, why, type) for each real change outside the dry run's, by a merge of the two
     path-ordered lists: memory for one change of each, however many there are."""
     dry = iter(dry_changes)
     ahead = next(dry, None)
@@ -68,11 +82,13 @@ def _beyond(dry_changes: Iterable[FileChange],
         while ahead is not None and ahead.path < change.path:
             ahead = next(dry, None)
         if ahead is None or ahead.path != change.path:
-            yield change.path, f"{change.kind}_outside"
+            yield change.path, f"{change.kind}_outside", change.type
         elif (ahead.kind is ChangeKind.DELETED) != (change.kind is ChangeKind.DELETED):
             # One run deleted what the other wrote: not the effect that was assessed.
-            yield change.path, f"{change.kind}_outside"
-        elif change.kind is not ChangeKind.DELETED and change.type is not ahead.type:
-            yield change.path, "kind_changed"
+            yield change.path, f"{change.kind}_outside", change.type
+        elif change.kind is not ChangeKind.DELETED and (
+                change.type is not ahead.type or change.link_target != ahead.link_target):
+            # Another type, or a link to another place: where the path leads has changed.
+            yield change.path, "kind_changed", change.type
         elif change.kind is not ChangeKind.DELETED and change.mode != ahead.mode:
-            yield change.path, "mode_changed"
+            yield change.path, "mode_changed", change.type

@@ -25,8 +25,9 @@ MAX_ROOTS = 50
 TOO_MANY_ROOTS = "*"
 # Above the profile's relative tolerance, a few absolute units are always allowed: a run
 # that wrote 10 bytes the first time may write 100 the second.
-SLACK = {"size_after": 1 << 20, "peak_memory_bytes": 64 << 20, "peak_pids": 8,
-         "cpu_time_ns": 1_000_000_000, "stdout_bytes": 64 << 10, "stderr_bytes": 64 << 10}
+SLACK = {"size_after": 1 << 20, "bytes_written": 1 << 20, "peak_memory_bytes": 64 << 20,
+         "peak_pids": 8, "cpu_time_ns": 1_000_000_000, "stdout_bytes": 64 << 10,
+         "stderr_bytes": 64 << 10}
 
 
 class Radius(Frozen):
@@ -37,7 +38,7 @@ class Radius(Frozen):
     modified: int
     deleted: int
     hazardous: bool
-    totals: dict[str, int]  # size_after, peaks, cpu time and output sizes (see ``SLACK``)
+    totals: dict[str, int]  # bytes written, size_after, peaks, cpu time, outputs (``SLACK``)
     exit_code: int | None
 
     @property
@@ -51,9 +52,10 @@ class Divergence(Frozen):
     """How far the real run went beyond the radius; all zero and false: it did not."""
 
     created_outside: int = 0  # paths the dry run left alone
+    created_outside_links: int = 0  # of which symbolic links (a relaxed directory's escape)
     modified_outside: int = 0
     deleted_outside: int = 0
-    kind_changed: int = 0  # a path both runs wrote, of another type (a file became a link)
+    kind_changed: int = 0  # a path both runs wrote, of another type or link target
     mode_changed: int = 0  # ... or with other permission bits
     paths_sha256: str = ""  # sha256 of the RFC 8785 array of every diverging path, in order
     sample: tuple[str, ...] = ()  # the first paths, at most DIVERGENCE_SAMPLE
@@ -75,6 +77,7 @@ class Divergence(Frozen):
     def context(self) -> dict[str, object]:
         """What the commit gate's policies see."""
         return {"outside_paths": self.outside_paths, "created_outside": self.created_outside,
+                "created_outside_links": self.created_outside_links,
                 "modified_outside": self.modified_outside,
                 "deleted_outside": self.deleted_outside, "kind_changed": self.kind_changed,
                 "mode_changed": self.mode_changed, "totals_over": len(self.totals_over),

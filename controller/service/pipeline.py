@@ -127,7 +127,8 @@ class Job:
             return self.finish(State.DENIED, None, reason="dry run: the observation is incomplete: "
                                f"{dry.observation.incomplete}", dry_run=dry.observation, **kept)
         self._move(State.ASSESSING, dry_run=dry.observation, **kept,
-                   radius=radius(dry.observation, _recorded(kept.get("dry_run_diff"))))
+                   radius=radius(dry.observation, _recorded(kept.get("dry_run_diff")),
+                                 dry_diff.changes))
         context = assessment_context(request, profile, dry.observation,
                                      _recorded(self.sub.dry_run_diff),
                                      max_deleted_files=self.m.rules.max_deleted_files)
@@ -192,10 +193,8 @@ class Job:
                 "bounded_run": real.observation, **self._keep(Phase.BOUNDED, real, None)}))
             return self._quarantine(real, f"validation: {exc}", violations=(str(exc),))
         diff = diff_trees(self.before, after)
-        kept = self._keep(Phase.BOUNDED, real, diff)
         self.sub = self.m.store.update(self.sub.model_copy(update={
-            "bounded_run": real.observation, **kept,
-            "divergence": self._divergence(real, diff, _recorded(kept.get("bounded_run_diff")))}))
+            "bounded_run": real.observation, **self._keep(Phase.BOUNDED, real, diff)}))
         planted = hazards(diff)  # weighed before the failure branch, see after_bounded_run
         target = after_bounded_run(real.observation, planted)
         if target is State.QUARANTINED:
@@ -203,7 +202,9 @@ class Job:
                                     violations=planted)
         if target is State.ROLLED_BACK:
             return self.finish(State.ROLLED_BACK, reason=failure_reason(real.observation))
-        self._move(State.VALIDATING)
+        # Weighed after the hazards: a failure here must not keep a quarantine from its end.
+        self._move(State.VALIDATING, divergence=self._divergence(
+            real, diff, _recorded(self.sub.bounded_run_diff)))
         broken = violations(diff, real.observation, self._profile().limits)
         if broken:
             return self._quarantine(real, "validation: " + "; ".join(broken), violations=broken)

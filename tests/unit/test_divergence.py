@@ -24,6 +24,7 @@ from controller.adapters.signing import KeyRing
 from controller.adapters.store.submissions import Store
 from controller.core.models import Phase, State
 from controller.core.ports import RunSpec
+from controller.errors import StoreError
 from controller.service.controller import Controller
 from controller.verify.chain import verify_log
 from controller.verify.dsse import load_public_keys
@@ -181,6 +182,7 @@ when {
 unless {
   ["out"].containsAll(context.divergence.outside_roots) &&
   context.divergence.outside_paths == context.divergence.created_outside &&
+  context.divergence.created_outside_links == 0 &&
   context.divergence.totals_over == 0 && !context.divergence.exit_changed
 };
 '''
@@ -221,3 +223,56 @@ def test_past_fifty_top_level_names_the_roots_say_too_many(tmp_path: Path) -> No
     result = controller.submit(python("switch"))
     assert result.state is State.ROLLED_BACK and result.divergence is not None
     assert len(result.divergence.roots) == 51 and "*" in result.divergence.roots
+
+
+def test_a_relaxed_directory_is_no_way_around_it_as_a_link(tmp_path: Path) -> None:
+    def behaviour(spec: RunSpec) -> Outcome:
+        (spec.workspace_dir / "report.txt").write_text("report")
+        if spec.phase is Phase.BOUNDED:
+            (spec.workspace_dir / "out").symlink_to("report.txt")
+        return Outcome()
+
+    controller = controller_with(tmp_path, behaviour, policy_dir=relaxing_bundle(tmp_path))
+    result = controller.submit(python("switch"))
+    assert result.state is State.ROLLED_BACK, result.reason
+    assert result.divergence is not None and result.divergence.created_outside_links == 1
+
+
+def test_a_link_to_another_place_at_the_same_path_diverges(tmp_path: Path) -> None:
+    def behaviour(spec: RunSpec) -> Outcome:
+        target = "config.evil" if spec.phase is Phase.BOUNDED else "config.safe"
+        (spec.workspace_dir / "config").symlink_to(target)
+        return Outcome()
+
+    result = controller_with(tmp_path, behaviour).submit(python("retarget"))
+    assert result.state is State.ROLLED_BACK and result.divergence is not None
+    assert result.divergence.kind_changed == 1 and result.divergence.sample == ("config",)
+
+
+def test_bytes_written_are_bound_whatever_the_workspace_holds(tmp_path: Path) -> None:
+    def behaviour(spec: RunSpec) -> Outcome:
+        size = 3 << 20 if spec.phase is Phase.BOUNDED else 1
+        (spec.workspace_dir / "log.txt").write_bytes(b"x" * size)
+        return Outcome()
+
+    result = controller_with(tmp_path, behaviour).submit(python("grow"))
+    assert result.state is State.ROLLED_BACK and result.divergence is not None
+    assert "bytes_written" in result.divergence.totals_over
+
+
+def test_a_failure_weighing_divergence_never_downgrades_a_quarantine(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def plants(spec: RunSpec) -> Outcome:
+        (spec.workspace_dir / "tool").write_text("x")
+        if spec.phase is Phase.BOUNDED:
+            os.chmod(spec.workspace_dir / "tool", 0o4755)
+        return Outcome()
+
+    controller = controller_with(tmp_path, plants)
+
+    def lost(*args: object, **kwargs: object) -> list[tuple[int, dict[str, object]]]:
+        raise StoreError("the dry run's changes cannot be read")
+
+    monkeypatch.setattr(controller.store, "changes", lost)
+    result = controller.submit(python("plant"))
+    assert result.state is State.QUARANTINED, result.reason
