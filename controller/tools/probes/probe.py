@@ -18,7 +18,7 @@ class ExpectKind(StrEnum):
     KILLED = "killed"  # the dry run is killed by seccomp (SIGSYS), and the submission denied
     LIMIT = "limit"  # the dry run hits the limit named ``value``, and the submission is denied
     RULE = "rule"  # the policy rule ``value`` refuses it (denied, rolled back or quarantined)
-    STATE = "state"  # the submission ends in the state ``value``
+    STATE = "state"  # the submission ends in one of the states ``tokens``
     CENSUS = "census"  # every denied syscall ``nr:errno[/errno]`` in ``tokens`` answers so
     BREACH = "breach"  # nothing can contain it: the profile allows what the probe attempts
 
@@ -28,8 +28,9 @@ class Expect:
     """What containment looks like: ``kind`` says which check judges it (see ``ExpectKind``)."""
 
     kind: ExpectKind
-    tokens: frozenset[str] = frozenset()  # printed: ``result:`` values; census: ``nr:errno``s
-    value: str = ""  # limit: its name; rule: its id; state: the state; breach: why
+    # printed: ``result:`` values; census: ``nr:errno``s; state: the states it may end in
+    tokens: frozenset[str] = frozenset()
+    value: str = ""  # limit: its name; rule: its id; breach: why
 
     def describe(self) -> str:
         if self.kind == ExpectKind.PRINTED:
@@ -37,7 +38,7 @@ class Expect:
         if self.kind == ExpectKind.CENSUS:
             return f"{len(self.tokens)} denied syscalls answer their errno"
         if self.kind == ExpectKind.STATE:
-            return f"ends {self.value}"
+            return f"ends {' or '.join(sorted(self.tokens))}"
         if self.kind == ExpectKind.KILLED:
             return "dry run killed by seccomp (SIGSYS), denied"
         return f"denied: {self.kind} {self.value}"
@@ -45,6 +46,10 @@ class Expect:
 
 def printed(*tokens: str) -> Expect:
     return Expect(ExpectKind.PRINTED, frozenset(tokens))
+
+
+def ends(*states: str) -> Expect:
+    return Expect(ExpectKind.STATE, frozenset(states))
 
 
 KILLED = Expect(ExpectKind.KILLED)
