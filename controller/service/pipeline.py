@@ -91,6 +91,9 @@ class Job:
         self.profile = profile  # None: no longer loaded (a job that needs it fails closed)
         self.before: dict[str, Entry] = {}
         self._dir: str | None = None
+        # The dry run's changes in path order, while this job still holds them (a resumed
+        # job reads them back from the store).
+        self.dry_changes: list[FileChange] | None = None
 
     # -- the pipeline -------------------------------------------------------------------
 
@@ -123,6 +126,7 @@ class Job:
                                dry_run=dry.observation, **self._keep(Phase.DRY_RUN, dry, None))
         self.m.tmpfs.release(self.dir)
         kept = self._keep(Phase.DRY_RUN, dry, dry_diff)
+        self.dry_changes = sorted(dry_diff.changes, key=lambda change: change.path)
         if after_dry_run(dry.observation) is State.DENIED:
             return self.finish(State.DENIED, None, reason="dry run: the observation is incomplete: "
                                f"{dry.observation.incomplete}", dry_run=dry.observation, **kept)
@@ -236,7 +240,11 @@ class Job:
                           tolerance=self._profile().divergence_tolerance)
 
     def _dry_changes(self) -> Iterator[FileChange]:
-        """The dry run's changes as stored (in path order), a page at a time."""
+        """The dry run's changes in path order: those this job holds, else as stored, a page
+        at a time."""
+        if self.dry_changes is not None:
+            yield from self.dry_changes
+            return
         after = -1
         while page := self.m.store.changes(self.sub.id, Phase.DRY_RUN, after, limit=1000):
             yield from (FileChange.model_validate(change) for _, change in page)
