@@ -73,11 +73,16 @@ def _explain_binding(found: Submission) -> None:
               f"modified, {radius.deleted} deleted, exit {radius.exit_code}; {totals}")
     if found.divergence is not None:
         seen = found.divergence
+        if seen.content_changed or seen.dry_only:
+            print(f"  within the radius: {seen.content_changed} paths with other content "
+                  f"(under {', '.join(map(printable_line, seen.content_roots)) or '-'}), "
+                  f"{seen.dry_only} changes of the dry run not made")
         if not seen.diverged:
             print("  divergence: none (the real run stayed within the radius)")
             return
+        weighed_apart = {"outside_paths", "content_changed", "content_roots", "dry_only"}
         counts = ", ".join(f"{name} {value}" for name, value in seen.context().items()
-                           if value and name != "outside_paths")
+                           if value and name not in weighed_apart)
         print(f"  divergence: {counts}")
         for path in seen.sample:
             print(f"    {printable_line(path)}")

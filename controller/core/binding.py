@@ -24,6 +24,7 @@ def totals(observation: Observation, diff: DiffSummary) -> dict[str, int]:
             "peak_memory_bytes": observation.peak_memory_bytes or 0,
             "peak_pids": observation.peak_pids or 0,
             "cpu_time_ns": observation.cpu_time_ns or 0,
+            "loopback_packets": observation.loopback_packets or 0,
             "stdout_bytes": observation.stdout.size, "stderr_bytes": observation.stderr.size}
 
 
@@ -46,25 +47,37 @@ def divergence(bound: Radius, dry_changes: Iterable[FileChange],
     counts = dict.fromkeys(("created_outside", "modified_outside", "deleted_outside",
                             "kind_changed", "mode_changed"), 0)
     digest, sample, roots = hashlib.sha256(b"["), list[str](), set[str]()
-    links = 0
-    for index, (path, why, kind) in enumerate(_beyond(dry_changes, real_changes)):
+    links = content = dry_only = 0
+    content_roots: set[str] = set()
+    for path, why, kind in _beyond(dry_changes, real_changes):
+        if why == "dry_only":
+            dry_only += 1
+            continue
+        if why == "content_changed":  # not divergence: what a bundle may want to know
+            content += 1
+            _add_root(content_roots, path)
+            continue
+        digest.update((b"," if sum(counts.values()) else b"") + rfc8785.dumps(path))
         counts[why] += 1
         links += why == "created_outside" and kind is EntryType.SYMLINK
-        digest.update((b"," if index else b"") + rfc8785.dumps(path))
         if len(sample) < DIVERGENCE_SAMPLE:
             sample.append(path)
-        root = path.split("/", 1)[0]
-        roots.add(root if root in roots or len(roots) < MAX_ROOTS else TOO_MANY_ROOTS)
+        _add_root(roots, path)
     digest.update(b"]")
     measured = {**totals(real, real_diff), "bytes_written": written(real_changes)}
     # A radius recorded before a total was measured (an older record) does not bind it.
     over = tuple(name for name, allowed in bound.totals.items()
                  if measured[name] > allowed * (1 + tolerance) + SLACK[name])
-    return Divergence(**counts, created_outside_links=links,
+    # Interfaces other than the loopback are bound by no dry run: it never has one (a
+    # profile's network is granted to the real run alone).
+    quiet = bound.totals.get("loopback_packets") == 0
+    return Divergence(**counts, created_outside_links=links, content_changed=content,
+                      content_roots=tuple(sorted(content_roots)), dry_only=dry_only,
                       paths_sha256=digest.hexdigest(), sample=tuple(sample),
                       roots=tuple(sorted(roots)),
                       totals_over=over, new_hazard=real_diff.hazardous and not bound.hazardous,
-                      exit_changed=real.exit_code != bound.exit_code)
+                      exit_changed=real.exit_code != bound.exit_code,
+                      network_new=quiet and measured["loopback_packets"] > 0)
 
 
 def written(changes: Iterable[FileChange]) -> int:
@@ -72,18 +85,28 @@ def written(changes: Iterable[FileChange]) -> int:
     return sum(change.size for change in changes if change.kind is not ChangeKind.DELETED)
 
 
+def _add_root(roots: set[str], path: str) -> None:
+    """Keep ``path``'s top-level name, or ``TOO_MANY_ROOTS`` once ``MAX_ROOTS`` are kept."""
+    root = path.split("/", 1)[0]
+    roots.add(root if root in roots or len(roots) < MAX_ROOTS else TOO_MANY_ROOTS)
+
+
 def _beyond(dry_changes: Iterable[FileChange], real_changes: Iterable[FileChange]
             ) -> Iterator[tuple[str, str, EntryType]]:
     """(path, why, type) for each real change outside the dry run's, by a merge of the two
-    path-ordered lists: memory for one change of each, however many there are."""
+    path-ordered lists: memory for one change of each, however many there are. Also, though
+    neither is divergence, each path both wrote with other content (``content_changed``) and
+    each dry run change the real run did not make (``dry_only``)."""
     dry = iter(dry_changes)
     ahead = next(dry, None)
     for change in real_changes:
         while ahead is not None and ahead.path < change.path:
+            yield ahead.path, "dry_only", ahead.type
             ahead = next(dry, None)
         if ahead is None or ahead.path != change.path:
             yield change.path, f"{change.kind}_outside", change.type
-        elif (ahead.kind is ChangeKind.DELETED) != (change.kind is ChangeKind.DELETED):
+            continue
+        if (ahead.kind is ChangeKind.DELETED) != (change.kind is ChangeKind.DELETED):
             # One run deleted what the other wrote: not the effect that was assessed.
             yield change.path, f"{change.kind}_outside", change.type
         elif change.kind is not ChangeKind.DELETED and (
@@ -92,3 +115,11 @@ def _beyond(dry_changes: Iterable[FileChange], real_changes: Iterable[FileChange
             yield change.path, "kind_changed", change.type
         elif change.kind is not ChangeKind.DELETED and change.mode != ahead.mode:
             yield change.path, "mode_changed", change.type
+        elif change.type is EntryType.FILE and change.kind is not ChangeKind.DELETED and (
+                change.sha256 is None or (change.sha256, change.size) != (ahead.sha256,
+                                                                          ahead.size)):
+            yield change.path, "content_changed", change.type  # unhashed: assumed changed
+        ahead = next(dry, None)
+    while ahead is not None:
+        yield ahead.path, "dry_only", ahead.type
+        ahead = next(dry, None)

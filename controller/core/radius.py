@@ -26,8 +26,8 @@ TOO_MANY_ROOTS = "*"
 # Above the profile's relative tolerance, a few absolute units are always allowed: a run
 # that wrote 10 bytes the first time may write 100 the second.
 SLACK = {"size_after": 1 << 20, "bytes_written": 1 << 20, "peak_memory_bytes": 64 << 20,
-         "peak_pids": 8, "cpu_time_ns": 1_000_000_000, "stdout_bytes": 64 << 10,
-         "stderr_bytes": 64 << 10}
+         "peak_pids": 8, "cpu_time_ns": 1_000_000_000, "loopback_packets": 64,
+         "stdout_bytes": 64 << 10, "stderr_bytes": 64 << 10}
 
 
 class Radius(Frozen):
@@ -63,6 +63,11 @@ class Divergence(Frozen):
     totals_over: tuple[str, ...] = ()  # totals past the radius and its tolerance, by name
     new_hazard: bool = False  # the real run left a hazard the dry run did not
     exit_changed: bool = False  # the real run ended with another exit status
+    network_new: bool = False  # the real run sent packets; its dry run sent none
+    # Not divergence (what was approved covers them), but what a bundle may want to weigh:
+    content_changed: int = 0  # paths both runs wrote, with other bytes (timestamps...)
+    content_roots: tuple[str, ...] = ()  # their top-level names (MAX_ROOTS, sorted)
+    dry_only: int = 0  # changes of the dry run that the real run did not make
 
     @property
     def outside_paths(self) -> int:
@@ -72,7 +77,7 @@ class Divergence(Frozen):
     @property
     def diverged(self) -> bool:
         return bool(self.outside_paths or self.totals_over or self.new_hazard
-                    or self.exit_changed)
+                    or self.exit_changed or self.network_new)
 
     def context(self) -> dict[str, object]:
         """What the commit gate's policies see."""
@@ -82,4 +87,6 @@ class Divergence(Frozen):
                 "deleted_outside": self.deleted_outside, "kind_changed": self.kind_changed,
                 "mode_changed": self.mode_changed, "totals_over": len(self.totals_over),
                 "outside_roots": list(self.roots),
-                "new_hazard": self.new_hazard, "exit_changed": self.exit_changed}
+                "new_hazard": self.new_hazard, "exit_changed": self.exit_changed,
+                "network_new": self.network_new, "content_changed": self.content_changed,
+                "content_roots": list(self.content_roots), "dry_only": self.dry_only}

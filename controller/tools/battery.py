@@ -12,11 +12,11 @@ from xml.etree import ElementTree
 
 from controller.adapters.fs.trees import scan
 from controller.adapters.store.submissions import Store
-from controller.core.models import Phase, State, Submission, SubmissionRequest
+from controller.core.models import Language, Phase, State, Submission, SubmissionRequest
 from controller.core.ports import PolicyEngine
 from controller.core.trees import tree_digest
 from controller.service.controller import Controller
-from controller.tools.probes import BATTERY, Expect, ExpectKind, Probe
+from controller.tools.probes import BATTERY, NETWORKED, Expect, ExpectKind, Probe
 
 RESULT = re.compile(r"^result: (.*)$", re.MULTILINE)
 MAX_STDOUT = 64 << 20  # more than any profile's output cap
@@ -133,10 +133,22 @@ def run_battery(controller: Controller[Store, PolicyEngine], profile: str, probe
     """Each probe as one submission, one after another (so kills are attributed exactly)."""
     results = []
     loaded = controller.profiles[profile]
+    # The same profile, with network for the real run: the binding probes' tell.
+    twin = f"{profile}{NETWORKED}"
+    controller.profiles[twin] = loaded.model_copy(update={"name": twin, "network": True})
     for index, probe in enumerate(probes, start=1):
         start = time.monotonic()
+        seeded = _seed(controller, probe, profile)
+        if seeded is not None:
+            result = ProbeResult(probe, probe.expectation(loaded), seeded, False, "",
+                                 time.monotonic() - start)
+            results.append(result)
+            if progress is not None:
+                progress(index, result)
+            continue
         sub = controller.submit(SubmissionRequest(
-            language=probe.language, code=probe.code_for(loaded), profile=profile,
+            language=probe.language, code=probe.code_for(loaded),
+            profile=twin if probe.networked else profile,
             workspace=f"probe-{probe.name}", agent="sandgate-probe", files=probe.files,
             labels={"probe": probe.name}))
         sub = with_whole_stdout(controller, sub)
@@ -149,6 +161,17 @@ def run_battery(controller: Controller[Store, PolicyEngine], profile: str, probe
         if progress is not None:
             progress(index, result)
     return results
+
+
+def _seed(controller: Controller[Store, PolicyEngine], probe: Probe, profile: str
+          ) -> str | None:
+    """Commit the probe's seed files to its workspace; None, or why that failed."""
+    if not probe.seed:
+        return None
+    sub = controller.submit(SubmissionRequest(
+        language=Language.SH, code="true", profile=profile, workspace=f"probe-{probe.name}",
+        agent="sandgate-probe", files=probe.seed, labels={"probe": probe.name, "seed": "1"}))
+    return None if sub.state is State.COMMITTED else f"seeding failed: {observe(sub)}"
 
 
 def write_json(results: list[ProbeResult], path: Path, meta: dict[str, str]) -> None:

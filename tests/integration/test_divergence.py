@@ -15,7 +15,7 @@ import yaml
 
 from controller.core.models import State
 from controller.core.ports import SandboxRuntime
-from tests.conftest import ROOT, make_controller, python
+from tests.conftest import ROOT, bundle_with, make_controller, parking_rule, python
 from tests.integration.conftest import LocalController
 
 pytestmark = pytest.mark.docker
@@ -31,6 +31,16 @@ SWITCHED = {
                    "if REAL:\n    os.remove('/workspace/seed.txt')\n", "deleted_outside"),
     "a mode": (REAL + "open('/workspace/report.txt', 'w').write('report')\n"
                "if REAL:\n    os.chmod('/workspace/report.txt', 0o755)\n", "mode_changed"),
+    "a modification": (REAL + "open('/workspace/report.txt', 'w').write('report')\n"
+                       "if REAL:\n    open('/workspace/seed.txt', 'a').write('more')\n",
+                       "modified_outside"),
+    "a link": (REAL + "if REAL:\n    os.symlink('seed.txt', '/workspace/report.txt')\n"
+               "else:\n    open('/workspace/report.txt', 'w').write('report')\n",
+               "kind_changed"),
+    "a socket": (REAL + "import socket\nif REAL:\n"
+                 "    socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b'x', "
+                 "('127.0.0.1', 9))\n", "network_new"),
+    "another exit status": (REAL + "raise SystemExit(0 if REAL else 3)\n", "exit_changed"),
     "more processes": (REAL + "import subprocess, time\n"
                        "n = 24 if REAL else 0\n"
                        "kids = [subprocess.Popen(['sleep', '1']) for _ in range(n)]\n"
@@ -38,8 +48,7 @@ SWITCHED = {
 }
 
 
-@pytest.fixture
-def networked(tmp_path: Path, docker_runtime: SandboxRuntime) -> LocalController:
+def networked_profiles(tmp_path: Path) -> Path:
     """The shipped standard profile with network granted (to the real run alone)."""
     directory = tmp_path / "profiles"
     directory.mkdir()
@@ -47,7 +56,13 @@ def networked(tmp_path: Path, docker_runtime: SandboxRuntime) -> LocalController
     raw["seccomp"] = str((ROOT / "profiles" / raw["seccomp"]).resolve())
     raw["network"] = True
     (directory / "standard.yaml").write_text(yaml.safe_dump(raw))
-    return make_controller(tmp_path / "data", docker_runtime, profiles_dir=directory)
+    return directory
+
+
+@pytest.fixture
+def networked(tmp_path: Path, docker_runtime: SandboxRuntime) -> LocalController:
+    return make_controller(tmp_path / "data", docker_runtime,
+                           profiles_dir=networked_profiles(tmp_path))
 
 
 @pytest.mark.parametrize("case", sorted(SWITCHED))
@@ -61,7 +76,10 @@ def test_a_real_run_that_does_more_than_its_dry_run_is_not_committed(
     assert "commit.deny-divergence" in result.reason
     assert result.divergence is not None and result.divergence.diverged
     found = getattr(result.divergence, counted)
-    assert found == ("peak_pids",) if counted == "totals_over" else found >= 1
+    if counted == "totals_over":
+        assert found == ("peak_pids",)
+    else:
+        assert found is True or found >= 1
     assert networked.store.workspace_version("default") == 1
 
 
@@ -75,3 +93,45 @@ def test_timestamps_and_random_sizes_keep_committing(networked: LocalController)
         result = networked.submit(python(code))
         assert result.state is State.COMMITTED, (attempt, result.reason)
         assert result.divergence is not None and not result.divergence.diverged
+
+
+def test_a_new_hazard_in_the_real_run_is_quarantined(networked: LocalController) -> None:
+    result = networked.submit(python(
+        REAL + "open('/workspace/report.txt', 'w').write('report')\n"
+        "if REAL:\n    os.symlink('/etc/shadow', '/workspace/shadow')\n"))
+    assert result.state is State.QUARANTINED, result.reason
+    assert "symlink" in result.reason
+    assert result.dry_run_diff is not None and not result.dry_run_diff.hazardous
+
+
+def test_packets_are_counted_however_soon_the_code_exits(controller: LocalController) -> None:
+    """The namespace is held before the code starts: a program that sends one datagram and
+    exits at once is counted in both runs; sent in both, it is no divergence."""
+    result = controller.submit(python(
+        "import socket\nsocket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b'x', "
+        "('127.0.0.1', 9))\n"))
+    assert result.state is State.COMMITTED, result.reason
+    for run in (result.dry_run, result.bounded_run):
+        assert run is not None and run.loopback_packets is not None
+        assert run.loopback_packets >= 1 and run.network_packets == 0
+    assert result.radius is not None and result.radius.totals["loopback_packets"] >= 1
+    assert result.divergence is not None and not result.divergence.network_new
+    quiet = controller.submit(python("print(1)"))
+    assert quiet.dry_run is not None and quiet.dry_run.loopback_packets == 0
+
+
+def test_an_approved_submission_that_diverges_does_not_commit(
+        tmp_path: Path, docker_runtime: SandboxRuntime) -> None:
+    networked = make_controller(tmp_path / "data", docker_runtime,
+                                profiles_dir=networked_profiles(tmp_path),
+                                policy_dir=bundle_with(tmp_path, "parks", parking_rule(0)))
+    parked = networked.submit(python(SWITCHED["a new path"][0]))
+    assert parked.state is State.AWAITING_APPROVAL and parked.radius is not None
+    running = networked.approve(parked.id, "carol", True, "the report looks fine")
+    assert running.approval is not None
+    assert running.approval.radius_sha256 == parked.radius.digest
+    result = networked.process(running)
+    assert result.state is State.ROLLED_BACK, result.reason
+    assert "commit.deny-divergence" in result.reason
+    assert result.divergence is not None and result.divergence.sample == (
+        ".hooks", ".hooks/post-checkout")

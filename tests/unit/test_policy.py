@@ -76,7 +76,7 @@ def _commit(engine: CedarEngine, diff: Diff, divergence: Divergence | None = Non
 @pytest.mark.parametrize("divergence", [
     Divergence(created_outside=1), Divergence(deleted_outside=5), Divergence(mode_changed=1),
     Divergence(kind_changed=1), Divergence(totals_over=("size_after",)),
-    Divergence(exit_changed=True)])
+    Divergence(exit_changed=True), Divergence(network_new=True)])
 def test_a_real_run_beyond_its_dry_run_is_not_committed(engine: CedarEngine,
                                                        divergence: Divergence) -> None:
     decision = _commit(engine, Diff(), divergence)

@@ -57,6 +57,21 @@ def test_the_same_paths_with_new_content_do_not_diverge() -> None:
             change("old.txt", ChangeKind.MODIFIED, content="x" * 500))
     found = against(real)
     assert not found.diverged and found.sample == ()
+    # Not divergence, but said, for a bundle that weighs it: which paths got other bytes.
+    assert found.content_changed == 3 and found.content_roots == ("old.txt", "out", "stamp.txt")
+    assert found.dry_only == 0
+
+
+def test_the_same_bytes_are_no_content_change_and_what_the_real_run_skipped_is_counted(
+        ) -> None:
+    found = against((change("out/report.txt"),))
+    assert not found.diverged
+    assert (found.content_changed, found.dry_only) == (0, 2)  # old.txt and stamp.txt
+
+
+def test_a_file_too_large_to_hash_counts_as_changed_content() -> None:
+    unhashed = change("stamp.txt").model_copy(update={"sha256": None})
+    assert against((unhashed,)).content_changed == 1
 
 
 def test_doing_less_than_the_dry_run_does_not_diverge() -> None:

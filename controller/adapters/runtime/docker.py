@@ -7,10 +7,8 @@ inspected after it stops, and force-removed whatever happened.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import secrets
-import socket
 import threading
 import time
 from dataclasses import replace
@@ -22,10 +20,10 @@ import docker.errors
 import requests
 from docker.models.containers import Container
 from docker.types import LogConfig, Mount, Ulimit
-from docker.utils.socket import STDERR, frames_iter
+from docker.utils.socket import frames_iter
 
 from controller.adapters.runtime.audit import CHECKS, audit
-from controller.adapters.runtime.capture import Capture
+from controller.adapters.runtime.capture import StreamReader
 from controller.adapters.runtime.cgroups import (
     CgroupReader,
     Sample,
@@ -41,6 +39,7 @@ from controller.adapters.runtime.kmsg import (
     open_audit_log,
     tripwires,
 )
+from controller.adapters.runtime.netns import HeldNetns, NetnsError
 from controller.adapters.runtime.observe import observe
 from controller.core.models import AuditSource, Phase
 from controller.core.ports import (
@@ -59,6 +58,10 @@ from controller.errors import (
 )
 
 SAMPLE_INTERVAL_S = 0.02
+# The sandbox's first process waits for a line on the attach stream before it becomes the
+# code (its stdin then /dev/null, as without the gate): what must be in place before the code
+# runs (its network namespace held) is taken while it waits.
+GATE = ("/bin/sh", "-c", 'read -r _ || exit 125; exec "$@" </dev/null', "sandbox")
 _ENGINE_ERRORS = (docker.errors.DockerException, requests.exceptions.RequestException)
 
 
@@ -207,7 +210,7 @@ class DockerRuntime:
         return {
             **({"cgroup_parent": f"/{parent}"} if parent is not None else {}),
             "image": spec.image,
-            "command": list(spec.command),
+            "command": [*GATE, *spec.command],
             "user": f"{spec.uid}:{spec.uid}",
             "working_dir": WORKSPACE_MOUNT,
             "environment": dict(spec.env),
@@ -245,15 +248,16 @@ class DockerRuntime:
                        PHASE_LABEL: spec.phase.value},
             # Output is taken from the attach stream, capped; nothing is logged to disk.
             "log_config": LogConfig(type="none"),
-            "stdin_open": False,
+            "stdin_open": True,  # the gate's line only: the code's stdin is /dev/null
             "detach": True,
         }
 
     def _supervise(self, container: Container, spec: RunSpec, parent: str | None) -> RunResult:
         limits = spec.profile.limits
-        sock = self.client.api.attach_socket(container.id,
-                                             params={"stdout": 1, "stderr": 1, "stream": 1})
-        reader = _Reader(sock, limits.output_bytes)
+        sock = self.client.api.attach_socket(
+            container.id, params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1})
+        reader = StreamReader(sock, frames_iter(sock, tty=False), limits.output_bytes)
+        netns = HeldNetns.NONE
         stopped = threading.Event()
         sampler = _Sampler(container, stopped)
         kernel_log = open_audit_log()  # before the start: only this run's window is read
@@ -264,6 +268,8 @@ class DockerRuntime:
         try:
             reader.start()
             container.start()
+            netns = self._hold_netns(container)
+            reader.open_gate()
             # The code's time starts when the engine has started it: an engine slow to start
             # a container under load is not the code running past its limit (a CI load test
             # saw a print() "time out" so). Deadlines use the monotonic clock: a wall-clock
@@ -290,11 +296,12 @@ class DockerRuntime:
             # The kernel's own totals for the run, which no sampling period can miss.
             sample = sampler.result if parent is None else sampler.result.merge(
                 final_sample(parent))
+            traffic, unread = netns.counted()
             observation = observe(spec, container.attrs, status, sample,
-                                  (reader.out.summary(), reader.err.summary()),
+                                  (reader.out.summary(), reader.err.summary()), traffic,
                                   wall_ms=wall_ms, timed_out=timed_out, tripped=tripped,
                                   source=audit_source(kernel_log)).model_copy(
-                update={"incomplete": incomplete})
+                update={"incomplete": incomplete or unread})
             if forks_rejected(kernel_messages, str(container.id)):
                 observation = observation.model_copy(update={"pids_limit_hit": True})
             changes: tuple[tuple[str, str], ...] = ()
@@ -320,9 +327,23 @@ class DockerRuntime:
                 if thread.ident is not None:
                     thread.join(timeout=5)
             reader.close()
+            netns.close()
             for log in (kernel_log, kernel_messages):
                 if log is not None:
                     log.close()
+
+    @staticmethod
+    def _hold_netns(container: Container) -> HeldNetns:
+        """The network namespace of the container's first process, waiting at its gate."""
+        container.reload()
+        pid = int(container.attrs.get("State", {}).get("Pid") or 0)
+        try:
+            if pid <= 0:
+                raise NetnsError("the sandbox container has no running process")
+            return HeldNetns.hold(pid, str(container.id))
+        except OSError as exc:
+            raise RuntimeUnavailableError(
+                f"cannot hold the sandbox's network namespace: {exc}") from exc
 
     def _killed_outside(self, container: Container, since: float, ours: int) -> bool:
         """Whether the engine recorded more kills of ``container`` than the ``ours`` that
@@ -344,51 +365,6 @@ class DockerRuntime:
         except _ENGINE_ERRORS as exc:
             raise RuntimeUnavailableError(
                 f"cannot remove sandbox container {container.short_id}: {exc}") from exc
-
-
-class _Reader(threading.Thread):
-    """Reads both streams to their end; wakes the supervisor at the end or past a cap.
-
-    It never calls the engine itself: the daemon's copy to this stream would block behind a
-    reader that stopped reading, and a kill issued from here would wait on it.
-    """
-
-    def __init__(self, sock: Any, cap: int) -> None:
-        super().__init__(daemon=True)
-        self.sock = sock
-        self.out, self.err = Capture(cap), Capture(cap)
-        self.wake = threading.Event()
-        self.over_cap = threading.Event()
-        self.failure: Exception | None = None
-
-    def run(self) -> None:
-        try:
-            for stream, chunk in frames_iter(self.sock, tty=False):
-                capture = self.err if stream == STDERR else self.out
-                if not capture.add(chunk) and not self.over_cap.is_set():
-                    self.over_cap.set()
-                    self.wake.set()
-        except (OSError, *_ENGINE_ERRORS) as exc:  # OSError: the stream was hung up on
-            self.failure = exc
-        finally:
-            self.wake.set()
-
-    def hang_up(self) -> None:
-        """End the stream for this thread: a ``recv`` blocked on it returns at once.
-
-        A plain close would not wake it, and a container still running (the supervisor
-        failed before the kill) would keep it blocked for good.
-        """
-        raw = getattr(self.sock, "_sock", self.sock)
-        with contextlib.suppress(OSError, AttributeError):  # closed already, or no socket
-            raw.shutdown(socket.SHUT_RDWR)
-
-    def close(self) -> None:
-        """Close the attach connection (the socket file object and the socket under it)."""
-        raw = getattr(self.sock, "_sock", None)
-        self.sock.close()
-        if raw is not None:
-            raw.close()
 
 
 def _running(container: Container) -> bool:

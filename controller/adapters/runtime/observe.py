@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from controller.adapters.runtime.cgroups import Sample
+from controller.adapters.runtime.netns import Traffic
 from controller.core.models import AuditSource, Observation, StreamSummary
 from controller.core.ports import RunSpec
 
@@ -13,10 +14,11 @@ SIGSYS = 31
 
 
 def observe(spec: RunSpec, attrs: dict[str, Any], status: dict[str, Any], sample: Sample,
-            streams: tuple[StreamSummary, StreamSummary], *, wall_ms: float, timed_out: bool,
-            tripped: bool, source: AuditSource) -> Observation:
+            streams: tuple[StreamSummary, StreamSummary], traffic: Traffic | None, *,
+            wall_ms: float, timed_out: bool, tripped: bool, source: AuditSource) -> Observation:
     """``attrs``: the container's inspect record; ``status``: its wait status; ``streams``:
-    stdout and stderr as captured; ``tripped``: the kernel logged a seccomp kill of ours."""
+    stdout and stderr as captured; ``traffic``: its network counters (None: unreadable);
+    ``tripped``: the kernel logged a seccomp kill of ours."""
     limits, state = spec.profile.limits, attrs.get("State", {})
     exit_code = int(status.get("StatusCode", state.get("ExitCode", -1)))
     # What the status says; the code can exit(128 + n) as well as die of n, so a signal
@@ -34,6 +36,8 @@ def observe(spec: RunSpec, attrs: dict[str, Any], status: dict[str, Any], sample
         peak_memory_bytes=sample.memory_peak,
         cpu_time_ns=sample.cpu_ns,
         peak_pids=sample.pids,
+        loopback_packets=None if traffic is None else traffic.loopback_packets,
+        network_packets=None if traffic is None else traffic.network_packets,
         wall_time_ms=round(wall_ms, 1),
         stdout=streams[0],
         stderr=streams[1],

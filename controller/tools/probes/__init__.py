@@ -11,12 +11,13 @@ any other syscall must fail with the errno the profile's rule (or default) retur
 syscall the profile allows outright is a breach by definition.
 
 One module per category (``kernel``, ``network``, ``filesystem``, ``identity``,
-``resources``, ``outputs``); ``probe`` holds what a probe and its expectation are.
+``resources``, ``outputs``, ``binding``); ``probe`` holds what a probe and its expectation are.
 ``BATTERY`` is the whole battery, in the order it runs.
 """
 
 from __future__ import annotations
 
+from controller.tools.probes.binding import BINDING, NETWORKED
 from controller.tools.probes.filesystem import FILESYSTEM
 from controller.tools.probes.identity import IDENTITY
 from controller.tools.probes.kernel import CENSUS_PROBE, KERNEL
@@ -34,7 +35,7 @@ from controller.tools.probes.probe import (
 from controller.tools.probes.resources import RESOURCES
 
 BATTERY: tuple[Probe, ...] = (CENSUS_PROBE, *KERNEL, *SOCKETS, *EGRESS, *FILESYSTEM,
-                              *IDENTITY, *RESOURCES, *OUTPUTS)
+                              *IDENTITY, *RESOURCES, *OUTPUTS, *BINDING)
 
-__all__ = ["BATTERY", "CENSUS_PROBE", "KILLED", "Expect", "ExpectKind", "Probe",
+__all__ = ["BATTERY", "CENSUS_PROBE", "KILLED", "NETWORKED", "Expect", "ExpectKind", "Probe",
            "known_syscalls", "printed", "syscall_expectation"]

@@ -67,6 +67,8 @@ class Probe:
     render: Callable[[Profile], str] | None = None  # code that depends on the profile
     census: bool = False
     files: tuple[SubmittedFile, ...] = ()  # placed in the workspace, as an agent's would be
+    networked: bool = False  # runs under the profile's twin with network (``binding``)
+    seed: tuple[SubmittedFile, ...] = ()  # committed to its workspace before it runs
 
     def code_for(self, profile: Profile) -> str:
         return self.render(profile) if self.render is not None else self.code
