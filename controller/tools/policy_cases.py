@@ -2,7 +2,8 @@
 
 Each case names an action, overrides some of the context (merged over a clean run's), and
 expects an outcome (Cedar's raw answer: PERMIT or DENY; for ``run_unattended`` a DENY means
-"needs approval") and, optionally, the exact determining rule ids.
+"needs approval") and, optionally, the exact determining rule ids and the ``effect`` of the
+refusal (``quarantine``; ``none`` for a plain refusal).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ class Case:
     expect: str
     rules: tuple[str, ...] | None
     source: str
+    effect: str | None = None  # "none": a refusal without an effect (a rollback at commit)
 
 
 @dataclass(frozen=True)
@@ -39,17 +41,20 @@ class Result:
     outcome: str
     rules: tuple[str, ...]
     errors: tuple[str, ...]
+    effect: str | None = None
 
     @property
     def passed(self) -> bool:
         return self.outcome == self.case.expect and (
-            self.case.rules is None or tuple(sorted(self.rules)) == tuple(sorted(self.case.rules)))
+            self.case.rules is None or tuple(sorted(self.rules)) == tuple(sorted(self.case.rules))
+        ) and (self.case.effect is None or self.case.effect == (self.effect or "none"))
 
     def describe(self) -> str:
-        got = f"{self.outcome} {list(self.rules)}" + (f" errors={list(self.errors)}"
-                                                      if self.errors else "")
+        got = f"{self.outcome} {list(self.rules)} effect {self.effect or 'none'}" + (
+            f" errors={list(self.errors)}" if self.errors else "")
         want = f"{self.case.expect}" + (f" {list(self.case.rules)}" if self.case.rules
-                                        is not None else "")
+                                        is not None else "") + (
+            f" effect {self.case.effect}" if self.case.effect is not None else "")
         verdict = "PASS" if self.passed else "FAIL"
         return f"{verdict} {self.case.source}: {self.case.name}: expected {want}, got {got}"
 
@@ -90,7 +95,8 @@ def load_cases(root: Path) -> list[Case]:
                     name=str(item.get("name", f"case {index}")), action=Gate(item["action"]),
                     context=dict(item.get("context") or {}), expect=str(item["expect"]),
                     rules=tuple(item["rules"]) if "rules" in item else None,
-                    source=path.name))
+                    source=path.name,
+                    effect=str(item["effect"]) if "effect" in item else None))
         except (OSError, yaml.YAMLError, KeyError, ValueError, TypeError, AttributeError) as exc:
             raise PolicyBundleError(f"{path}: bad test case: {exc}") from exc
     if not cases:
@@ -106,5 +112,6 @@ def run_cases(root: Path) -> list[Result]:
         context = merge(clean_context(case.action), case.context)
         decision = engine.decide(case.action, "test-agent", "test-workspace", context)
         results.append(Result(case, decision.outcome.value,
-                              tuple(rule.id for rule in decision.rules), decision.errors))
+                              tuple(rule.id for rule in decision.rules), decision.errors,
+                              decision.effect))
     return results
