@@ -4,7 +4,7 @@ real run from it, computed from what the record keeps and the runs' stored chang
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 import rfc8785
 
@@ -42,8 +42,9 @@ def radius(dry_run: Observation, diff: DiffSummary,
 
 def divergence(bound: Radius, dry_changes: Iterable[FileChange],
                real_changes: Sequence[FileChange], real: Observation, real_diff: DiffSummary,
-               *, tolerance: float) -> Divergence:
-    """The real run against the radius. Both change lists are in path order (as stored)."""
+               *, tolerance: float | Mapping[str, float]) -> Divergence:
+    """The real run against the radius. Both change lists are in path order (as stored);
+    ``tolerance``: one fraction for every total, or one per total (``Profile.tolerances``)."""
     counts = dict.fromkeys(("created_outside", "modified_outside", "deleted_outside",
                             "kind_changed", "mode_changed"), 0)
     digest, sample, roots = hashlib.sha256(b"["), list[str](), set[str]()
@@ -66,8 +67,9 @@ def divergence(bound: Radius, dry_changes: Iterable[FileChange],
     digest.update(b"]")
     measured = {**totals(real, real_diff), "bytes_written": written(real_changes)}
     # A radius recorded before a total was measured (an older record) does not bind it.
+    fraction = tolerance if isinstance(tolerance, Mapping) else dict.fromkeys(SLACK, tolerance)
     over = tuple(name for name, allowed in bound.totals.items()
-                 if measured[name] > allowed * (1 + tolerance) + SLACK[name])
+                 if measured[name] > allowed * (1 + fraction[name]) + SLACK[name])
     # Interfaces other than the loopback are bound by no dry run: it never has one (a
     # profile's network is granted to the real run alone).
     quiet = bound.totals.get("loopback_packets") == 0

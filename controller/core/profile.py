@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from controller.core.frozen import Frozen
+from controller.core.radius import SLACK
 
 
 class Limits(Frozen):
@@ -51,5 +52,24 @@ class Profile(Frozen):
         "How far past the dry run's totals (workspace bytes, peak memory, pids, CPU time, "
         "output sizes) a real run may go, as a fraction, before it diverges; a few absolute "
         "units are always allowed (core.radius.SLACK)"))
+    divergence_tolerances: dict[str, Annotated[float, Field(ge=0, le=100)]] = Field(
+        default_factory=dict, description=(
+            "Per-total fractions that replace divergence_tolerance for the totals they name "
+            "(e.g. cpu_time_ns for a workload whose CPU time varies)"))
+
+    @property
+    def tolerances(self) -> dict[str, float]:
+        """The fraction each total of a radius may grow by before a real run diverges."""
+        return {name: self.divergence_tolerances.get(name, self.divergence_tolerance)
+                for name in SLACK}
+
+    @field_validator("divergence_tolerances")
+    @classmethod
+    def _known_totals(cls, value: dict[str, float]) -> dict[str, float]:
+        unknown = sorted(set(value) - set(SLACK))
+        if unknown:
+            raise ValueError(f"no such total: {', '.join(unknown)} (known: "
+                             f"{', '.join(sorted(SLACK))})")
+        return value
     seccomp: dict[str, object] = Field(description="Effective seccomp JSON, tripwires merged")
     digest: str = Field(description="sha256 over the profile and its effective seccomp policy")

@@ -86,6 +86,7 @@ def load_profile(path: Path) -> Profile:
             network=bool(raw.get("network", False)),
             accept_unaudited=raw.get("accept_unaudited", False),
             divergence_tolerance=raw.get("divergence_tolerance", 0.5),
+            divergence_tolerances=raw.get("divergence_tolerances") or {},
             tripwires=tripwires,
             seccomp=seccomp,
             digest=f"sha256:{digest}",

@@ -237,7 +237,7 @@ class Job:
         return divergence(self.sub.radius or radius(dry, dry_diff), self._dry_changes(),
                           sorted(diff.changes, key=lambda change: change.path),
                           real.observation, summary,
-                          tolerance=self._profile().divergence_tolerance)
+                          tolerance=self._profile().tolerances)
 
     def _dry_changes(self) -> Iterator[FileChange]:
         """The dry run's changes in path order: those this job holds, else as stored, a page

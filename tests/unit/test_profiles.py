@@ -79,6 +79,15 @@ def test_bad_limit_names_the_field(tmp_path: Path) -> None:
         load_profile(path)
 
 
+def test_a_tolerance_for_a_total_that_does_not_exist_is_refused(tmp_path: Path) -> None:
+    path = _variant(tmp_path, divergence_tolerances={"cpu_time_ns": 2.0, "cpu_seconds": 1.0})
+    with pytest.raises(ProfileError, match="no such total: cpu_seconds"):
+        load_profile(path)
+    (tmp_path / "ok").mkdir()
+    loaded = load_profile(_variant(tmp_path / "ok", divergence_tolerances={"cpu_time_ns": 2.0}))
+    assert loaded.tolerances["cpu_time_ns"] == 2.0 and loaded.tolerances["peak_pids"] == 0.5
+
+
 def test_digest_changes_with_the_seccomp_policy(tmp_path: Path) -> None:
     same = load_profile(_variant(tmp_path))
     (tmp_path / "twin").mkdir()

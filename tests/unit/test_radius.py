@@ -20,6 +20,8 @@ from controller.core.models import (
     StreamSummary,
 )
 from controller.core.radius import Divergence
+from controller.profiles.load import load_profile
+from controller.settings import SHIPPED_ROOT
 
 EMPTY = StreamSummary(size=0, sha256="0" * 64)
 
@@ -107,6 +109,18 @@ def test_totals_past_the_tolerance_and_a_new_exit_status_diverge() -> None:
     assert beyond.exit_changed and beyond.diverged and beyond.outside_paths == 0
 
 
+def test_a_profile_may_give_one_total_a_tolerance_of_its_own() -> None:
+    bound = radius(observed(), summary())
+    real = observed(Phase.BOUNDED, memory=200 << 20)
+    profile = load_profile(SHIPPED_ROOT / "profiles" / "standard.yaml")
+    loose = profile.model_copy(update={"divergence_tolerances": {"peak_memory_bytes": 4.0}})
+    assert divergence(bound, DRY, (), real, summary(), tolerance=profile.tolerances
+                      ).totals_over == ("peak_memory_bytes",)
+    assert divergence(bound, DRY, (), real, summary(), tolerance=loose.tolerances
+                      ).totals_over == ()
+    assert loose.tolerances["cpu_time_ns"] == profile.divergence_tolerance
+
+
 def test_a_hazard_the_dry_run_did_not_show_is_new() -> None:
     assert against((), real_diff=summary(setuid_files=1)).new_hazard
 
@@ -131,6 +145,21 @@ def test_a_real_run_within_the_dry_runs_paths_never_diverges(
     bound = radius(observed(), summary())
     found = divergence(bound, dry, real, observed(Phase.BOUNDED), summary(), tolerance=0)
     assert not found.diverged
+
+
+@given(paths, st.data())
+def test_what_the_real_run_skipped_or_rewrote_is_counted_and_never_divergence(
+        written: list[str], data: st.DataObject) -> None:
+    dry = sorted((change(path) for path in written), key=lambda c: c.path)
+    kept = data.draw(st.lists(st.sampled_from(dry), unique=True) if dry else st.just([]))
+    contents = [data.draw(st.sampled_from(["a", "b"])) for _ in kept]
+    real = sorted((change(c.path, content=text) for c, text in zip(kept, contents, strict=True)),
+                  key=lambda c: c.path)
+    found = divergence(radius(observed(), summary()), dry, real, observed(Phase.BOUNDED),
+                       summary(), tolerance=0)
+    assert not found.diverged
+    assert found.dry_only == len(dry) - len(kept)
+    assert found.content_changed == contents.count("b")
 
 
 @given(paths, st.text(alphabet="abc/", min_size=1, max_size=6))
