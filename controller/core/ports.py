@@ -81,14 +81,37 @@ class RunResult:
     container_changes: tuple[tuple[str, str], ...] = ()
 
 
-class SandboxRuntime(Protocol):
-    """Runs code in throwaway containers and cleans up after itself."""
+class Sandbox(Protocol):
+    """A started sandbox whose code has not run yet: it waits for ``run``.
 
-    def run(self, spec: RunSpec) -> RunResult:
-        """Run to completion (or limit); the container is gone when this returns.
+    Its workspace and code directories (the spec's) are mounted already and are read only
+    when it runs, so they may be filled after it started."""
+
+    def run(self) -> RunResult:
+        """Run to completion (or limit), once; the sandbox is gone when this returns.
 
         Raises ``RuntimeUnavailableError`` when the engine fails (not when the code does).
         """
+        ...
+
+    def discard(self) -> None:
+        """Remove it unrun (or after its run: then nothing is left to do)."""
+        ...
+
+
+class SandboxRuntime(Protocol):
+    """Runs code in throwaway containers and cleans up after itself."""
+
+    def start(self, spec: RunSpec) -> Sandbox:
+        """Create and start a sandbox for ``spec``, waiting for its run: the costly part of
+        a run that needs neither its workspace nor its code.
+
+        Raises ``RuntimeUnavailableError`` when the engine fails.
+        """
+        ...
+
+    def run(self, spec: RunSpec) -> RunResult:
+        """``start(spec).run()``: the container is gone when this returns."""
         ...
 
     def remove_owned(self, keep: frozenset[str] = frozenset()) -> list[str]:

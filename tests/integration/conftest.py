@@ -11,7 +11,7 @@ import yaml
 from controller.adapters.policy.shadow import ShadowedEngine
 from controller.adapters.store.submissions import Store
 from controller.core.models import AuditSource, Phase
-from controller.core.ports import RunResult, RunSpec, SandboxRuntime
+from controller.core.ports import RunResult, RunSpec, Sandbox, SandboxRuntime
 from controller.service.controller import Controller
 from tests.conftest import ROOT, make_controller
 
@@ -25,6 +25,10 @@ class Spy:
 
     inner: SandboxRuntime
     phases: list[Phase] = field(default_factory=list)
+
+    def start(self, spec: RunSpec) -> Sandbox:
+        self.phases.append(spec.phase)
+        return self.inner.start(spec)
 
     def run(self, spec: RunSpec) -> RunResult:
         self.phases.append(spec.phase)

@@ -61,7 +61,7 @@ THIRD_PARTY: dict[str, set[str]] = {
     "controller.cli": {"pydantic", "uvicorn"},
 }
 # Only the Docker runtime talks to the engine (image building goes through it too).
-DOCKER_USERS = {"adapters/runtime/docker.py"}
+DOCKER_USERS = {"adapters/runtime/docker.py", "adapters/runtime/sandbox.py"}
 # The core has no I/O of its own (lifecycle rules, records and receipts are pure).
 CORE_FORBIDDEN_STDLIB = {"sqlite3", "subprocess", "socket", "ctypes", "shutil", "threading"}
 

@@ -14,8 +14,9 @@ import pytest
 from docker.utils.socket import STDERR
 
 from controller.adapters.runtime.capture import StreamReader
-from controller.adapters.runtime.docker import DockerRuntime, _Sampler
+from controller.adapters.runtime.docker import DockerRuntime
 from controller.adapters.runtime.netns import HeldNetns
+from controller.adapters.runtime.sandbox import _Sampler
 from controller.core.models import Phase
 from controller.core.ports import RunSpec
 from controller.errors import RuntimeUnavailableError

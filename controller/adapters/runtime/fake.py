@@ -43,9 +43,15 @@ class FakeRuntime:
 
     behaviour: Behaviour = field(default=lambda spec: Outcome())
     runs: list[RunSpec] = field(default_factory=list)
+    started: list[RunSpec] = field(default_factory=list)  # by ``start`` (then run or not)
+    discarded: list[RunSpec] = field(default_factory=list)  # started, never run
     images: Callable[[str], str] = _content_id
     resolved: list[str] = field(default_factory=list)
     source: AuditSource = AuditSource.NETLINK
+
+    def start(self, spec: RunSpec) -> FakeSandbox:
+        self.started.append(spec)
+        return FakeSandbox(self, spec)
 
     def run(self, spec: RunSpec) -> RunResult:
         self.runs.append(spec)
@@ -86,3 +92,23 @@ class FakeRuntime:
 
     def audit_source(self) -> AuditSource:
         return self.source
+
+
+@dataclass
+class FakeSandbox:
+    """A fake started sandbox: its behaviour runs (and sees the workspace) at ``run``."""
+
+    runtime: FakeRuntime
+    spec: RunSpec
+    done: bool = False
+
+    def run(self) -> RunResult:
+        if self.done:
+            raise RuntimeUnavailableError("a sandbox runs once")
+        self.done = True
+        return self.runtime.run(self.spec)
+
+    def discard(self) -> None:
+        if not self.done:
+            self.done = True
+            self.runtime.discarded.append(self.spec)
