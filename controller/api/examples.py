@@ -33,7 +33,7 @@ def _run(phase: str, stdout: dict[str, Any]) -> dict[str, Any]:
         "phase": phase, "exit_code": 0, "signal": None, "oom_killed": False,
         "timed_out": False, "seccomp_killed": False, "pids_limit_hit": False,
         "peak_memory_bytes": 6_291_456, "cpu_time_ns": 18_000_000, "peak_pids": 1,
-        "loopback_packets": 0, "network_packets": 0, "wall_time_ms": 412.5, "stdout": stdout,
+        "loopback_packets": 0, "wall_time_ms": 412.5, "stdout": stdout,
         "stderr": {"size": 0, "sha256": EMPTY_SHA256, "truncated": False},
         "image_id": "sha256:2d8931e9df07583db778da31ea754daa367608cbf5b30ca9b44d246c218d96d9",
         "container_changes": None, "audit_checks": 12, "audit_source": "audit_netlink",

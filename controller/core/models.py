@@ -215,9 +215,6 @@ class Observation(Frozen):
     loopback_packets: int | None = Field(None, description=(
         "Packets the run sent over its loopback interface, counted by its network namespace "
         "from before the code started"))
-    network_packets: int | None = Field(None, description=(
-        "Packets sent or received on the run's other interfaces (only a real run under a "
-        "profile that grants network has any)"))
     wall_time_ms: float
     stdout: StreamSummary
     stderr: StreamSummary

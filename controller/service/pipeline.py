@@ -34,7 +34,6 @@ from controller.core.lifecycle import (
     safe_terminal,
 )
 from controller.core.models import (
-    MAX_CODE_CHARS,
     AuditSource,
     Decision,
     Diff,
@@ -69,10 +68,8 @@ from controller.errors import (
 from controller.faults import crash_point
 from controller.service.evidence import keep_evidence
 from controller.service.means import Means
+from controller.service.runs import Checkout, Runs
 from controller.service.sealing import Publication
-
-# UTF-8 takes at most 4 bytes a character; the tmpfs rounds up to pages.
-CODE_TMPFS_BYTES = 4 * MAX_CODE_CHARS + (64 << 10)
 
 log = logging.getLogger(__name__)
 
@@ -83,10 +80,8 @@ class Job:
         self.m = means
         self.sub = submission
         self.dir = means.paths.runs / submission.id
-        # Both runs see the same world: /workspace and /sandbox are each the root of a fresh
-        # tmpfs on the same run paths (``scratch``), so nothing in mountinfo tells the phase.
-        self.work = self.dir / "work"
-        self.code = self.dir / "code"
+        self.runs = Runs(means, self.dir)  # each run's scratch filesystems and sandbox
+        self.work = self.runs.work(Phase.BOUNDED)  # the real run's copy: validated, staged
         self.evidence = means.paths.quarantine / submission.id
         self.profile = profile  # None: no longer loaded (a job that needs it fails closed)
         self.before: dict[str, Entry] = {}
@@ -118,13 +113,15 @@ class Job:
         uid = self.m.store.claim_uid(self.sub.id, SUBMISSION_UIDS)
         self._move(State.DRY_RUN, base_version=base, base_tree_digest=tree_digest(self.before),
                    profile_digest=profile.digest, image_id=image, sandbox_uid=uid)
+        self.runs.start_ahead(self._spec(Phase.BOUNDED))  # its cold start beside the dry run
         dry = self._run(Phase.DRY_RUN)
         try:
-            dry_diff = diff_trees(self.before, scan(self.work, hash_limit=self._hash_limit()))
+            dry_diff = diff_trees(self.before, scan(self.runs.work(Phase.DRY_RUN),
+                                                    hash_limit=self._hash_limit()))
         except TreeTooDeepError as exc:
             return self.finish(State.DENIED, None, reason=f"dry run: {exc}",
                                dry_run=dry.observation, **self._keep(Phase.DRY_RUN, dry, None))
-        self.m.tmpfs.release(self.dir)
+        self.runs.release(Phase.DRY_RUN)
         kept = self._keep(Phase.DRY_RUN, dry, dry_diff)
         self.dry_changes = sorted(dry_diff.changes, key=lambda change: change.path)
         if after_dry_run(dry.observation) is State.DENIED:
@@ -156,7 +153,9 @@ class Job:
                 f"assessment: {matched(decision)}; but {agent!r} already has {limit} "
                 "submissions awaiting approval (max_parked_per_principal): answer or let "
                 "them expire first"))
-        # Nothing runs while a human looks: the uid goes back to the pool meanwhile.
+        # Nothing runs while a human looks: the uid goes back to the pool meanwhile (and the
+        # sandbox started ahead goes: an approval starts its own).
+        self.runs.discard()
         self.m.store.release_uid(self.sub.id)
         return self._move(State.AWAITING_APPROVAL, reason=f"assessment: {matched(decision)}")
 
@@ -300,18 +299,20 @@ class Job:
         return decision
 
     def _run(self, phase: Phase) -> RunResult:
-        request, profile = self.sub.request, self._profile()
+        checkout = Checkout(self._space(), self.sub.base_version or 0, self.sub.request)
+        return self.runs.run(self._spec(phase), checkout)
+
+    def _spec(self, phase: Phase) -> RunSpec:
+        profile = self._profile()
         if self.sub.image_id is None:
             raise RuntimeUnavailableError("no image was pinned before the dry run")
         if self.sub.sandbox_uid is None:
             raise RuntimeUnavailableError("no sandbox uid was recorded before the dry run")
-        self._prepare(self.sub.sandbox_uid)
-        spec = RunSpec(submission_id=self.sub.id, phase=phase, profile=profile,
-                       command=COMMANDS[request.language][1], workspace_dir=self.work,
-                       code_dir=self.code, image=self.sub.image_id,
-                       network=profile.network and phase is Phase.BOUNDED,
+        return RunSpec(submission_id=self.sub.id, phase=phase, profile=profile,
+                       command=COMMANDS[self.sub.request.language][1],
+                       workspace_dir=self.runs.work(phase), code_dir=self.runs.code(phase),
+                       image=self.sub.image_id, network=profile.network and phase is Phase.BOUNDED,
                        uid=self.sub.sandbox_uid)
-        return self.m.runtime.run(spec)
 
     def _stage(self, digest: str) -> Path:
         """Copy the validated run copy off its tmpfs onto the data disk, and prove the copy is
@@ -363,6 +364,7 @@ class Job:
                            evidence_dir=evidence)
 
     def cleanup(self) -> None:
+        self.runs.discard()
         self.m.tmpfs.release(self.dir)
         if not self.m.rules.keep_run_dirs and self.dir.exists():
             remove_tree(self.dir)
@@ -372,24 +374,6 @@ class Job:
         crash_point(target.value)
         self.m.announce(self.sub)
         return self.sub
-
-    def _prepare(self, uid: int) -> None:
-        """Fresh scratch filesystems for a run: the workspace copy and the code, written anew
-        before each run so their times do not age between the runs."""
-        request, limits = self.sub.request, self._profile().limits
-        self.m.tmpfs.release(self.dir)
-        self.m.tmpfs.mount(self.work, size_bytes=limits.workspace_bytes,
-                    inodes=limits.workspace_files)
-        self.m.workspaces.checkout(self._space(), self.sub.base_version or 0, self.work,
-                                   request.files)
-        try:
-            self.m.tmpfs.hand_to_sandbox(self.work, uid)
-        except OSError as exc:
-            raise WorkspaceError(f"cannot hand the run copy to the sandbox user: {exc}") from exc
-        self.m.tmpfs.mount(self.code, size_bytes=CODE_TMPFS_BYTES, inodes=8)
-        path = self.code / COMMANDS[request.language][0]
-        path.write_text(request.code)
-        path.chmod(0o644)
 
     def _unaudited(self, profile: Profile) -> str | None:
         """Why a run must be refused for want of a kernel audit source, if it must."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import time
@@ -135,7 +136,10 @@ def run_battery(controller: Controller[Store, PolicyEngine], profile: str, probe
     loaded = controller.profiles[profile]
     # The same profile, with network for the real run: the binding probes' tell.
     twin = f"{profile}{NETWORKED}"
-    controller.profiles[twin] = loaded.model_copy(update={"name": twin, "network": True})
+    # A digest of its own: its receipts must not name the profile without network.
+    digest = hashlib.sha256(f"{loaded.digest}{NETWORKED}".encode()).hexdigest()
+    controller.profiles[twin] = loaded.model_copy(update={
+        "name": twin, "network": True, "digest": f"sha256:{digest}"})
     for index, probe in enumerate(probes, start=1):
         start = time.monotonic()
         seeded = _seed(controller, probe, profile)

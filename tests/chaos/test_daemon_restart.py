@@ -41,17 +41,23 @@ def restart_daemon() -> None:
     assert done.returncode == 0, done.stderr
 
 
-def wait_for_container(owner: str, phase: str) -> None:
+def running(owner: str, phase: str) -> bool:
+    return bool(subprocess.run(
+        ["docker", "ps", "-q", "--filter", f"label={OWNER_LABEL}={owner}",
+         "--filter", f"label={PHASE_LABEL}={phase}"],
+        capture_output=True, text=True, check=False).stdout.split())
+
+
+def wait_for_run(owner: str, phase: str) -> None:
+    """Until ``phase``'s code runs: the bounded run's sandbox is started beside the dry run
+    and waits at its gate until the dry run's container is gone."""
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        listed = subprocess.run(
-            ["docker", "ps", "-q", "--filter", f"label={OWNER_LABEL}={owner}",
-             "--filter", f"label={PHASE_LABEL}={phase}"],
-            capture_output=True, text=True, check=False).stdout.split()
-        if listed:
-            return
+    while time.monotonic() < deadline and not running(owner, "dry_run"):
         time.sleep(0.1)
-    raise AssertionError(f"no {phase} container appeared")
+    while phase == "bounded" and time.monotonic() < deadline and running(owner, "dry_run"):
+        time.sleep(0.1)
+    if not running(owner, phase):
+        raise AssertionError(f"no {phase} container is running")
 
 
 @pytest.mark.parametrize(("phase", "final"), [("dry_run", "denied"),
@@ -61,7 +67,7 @@ def test_daemon_restart_mid_run(site: Site, tmp_path: Path, phase: str, final: s
     run = subprocess.Popen([str(BIN / "sandgate"), "run", str(tmp_path / "job.py"), "--json"],
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                            env=site.env())
-    wait_for_container(site.owner, phase)
+    wait_for_run(site.owner, phase)
     time.sleep(1.0)  # the code is running in it
     restart_daemon()
     stdout, stderr = run.communicate(timeout=180)

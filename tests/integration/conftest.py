@@ -21,14 +21,14 @@ LocalController = Controller[Store, ShadowedEngine]
 
 @dataclass
 class Spy:
-    """Records every container run the controller asks for, then does it for real."""
+    """Records every container run the controller asks for, then does it for real (a
+    sandbox started and never run is no run)."""
 
     inner: SandboxRuntime
     phases: list[Phase] = field(default_factory=list)
 
     def start(self, spec: RunSpec) -> Sandbox:
-        self.phases.append(spec.phase)
-        return self.inner.start(spec)
+        return SpiedSandbox(self, spec, self.inner.start(spec))
 
     def run(self, spec: RunSpec) -> RunResult:
         self.phases.append(spec.phase)
@@ -45,6 +45,20 @@ class Spy:
 
     def audit_source(self) -> AuditSource:
         return self.inner.audit_source()
+
+
+@dataclass
+class SpiedSandbox:
+    spy: Spy
+    spec: RunSpec
+    inner: Sandbox
+
+    def run(self) -> RunResult:
+        self.spy.phases.append(self.spec.phase)
+        return self.inner.run()
+
+    def discard(self) -> None:
+        self.inner.discard()
 
 
 @pytest.fixture(scope="session")

@@ -113,7 +113,7 @@ def test_packets_are_counted_however_soon_the_code_exits(controller: LocalContro
     assert result.state is State.COMMITTED, result.reason
     for run in (result.dry_run, result.bounded_run):
         assert run is not None and run.loopback_packets is not None
-        assert run.loopback_packets >= 1 and run.network_packets == 0
+        assert run.loopback_packets >= 1
     assert result.radius is not None and result.radius.totals["loopback_packets"] >= 1
     assert result.divergence is not None and not result.divergence.network_new
     quiet = controller.submit(python("print(1)"))

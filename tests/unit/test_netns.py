@@ -20,12 +20,13 @@ DEV = "\n".join([
     "      500       3    0    0    0     0       0          0", ""])
 
 
-def test_the_loopback_is_counted_once_and_other_interfaces_both_ways() -> None:
-    assert parse(DEV) == Traffic(loopback_packets=2, network_packets=10)
+def test_the_loopback_is_counted_once() -> None:
+    assert parse(DEV) == Traffic(loopback_packets=2)
 
 
-def test_a_quiet_namespace_counts_nothing() -> None:
-    assert parse("\n".join(DEV.splitlines()[:2])) == Traffic(0, 0)
+def test_a_namespace_without_a_loopback_is_an_error_not_zero() -> None:
+    with pytest.raises(NetnsError, match="no loopback"):
+        parse("\n".join(DEV.splitlines()[:2]))
 
 
 @pytest.mark.parametrize("line", ["    lo: 86 2 0", "    lo: a b c d e f g h i j"])

@@ -46,9 +46,24 @@ def test_clean_run_commits_the_staging_tree(tmp_path: Path) -> None:
     result = controller.submit(python("code"))
     assert result.state is State.COMMITTED and result.new_version == 1
     assert [spec.phase for spec in runtime.runs] == [Phase.DRY_RUN, Phase.BOUNDED]
-    assert runtime.runs[0].workspace_dir == runtime.runs[1].workspace_dir  # same mountinfo
+    # The real run's sandbox was started first, beside the dry run, and then ran.
+    assert [spec.phase for spec in runtime.started] == [Phase.BOUNDED, Phase.DRY_RUN]
+    assert runtime.discarded == []
     version = controller.workspaces.version_dir("@local/default", 1)
     assert (version / "out.txt").read_text() == "data"
+    assert not (tmp_path / "runs" / result.id).exists()
+
+
+@pytest.mark.parametrize(("behaviour", "state"), [
+    (lambda spec: Outcome(seccomp_killed=spec.phase is Phase.DRY_RUN), State.DENIED),
+    (lambda spec: Outcome(fail=spec.phase is Phase.DRY_RUN), State.DENIED)])
+def test_a_submission_that_never_reaches_its_real_run_discards_the_sandbox_started_for_it(
+        tmp_path: Path, behaviour: Behaviour, state: State) -> None:
+    controller, runtime = controller_with(tmp_path, behaviour)
+    result = controller.submit(python("code"))
+    assert result.state is state, result.reason
+    assert [spec.phase for spec in runtime.runs] == [Phase.DRY_RUN]
+    assert [spec.phase for spec in runtime.discarded] == [Phase.BOUNDED]
     assert not (tmp_path / "runs" / result.id).exists()
 
 
@@ -139,7 +154,7 @@ def test_a_concurrent_commit_makes_the_loser_roll_back_with_conflict(tmp_path: P
     assert not controller.workspaces.version_dir("@local/default", 2).exists()
 
 
-def test_both_runs_see_one_host_path_and_freshly_written_code(tmp_path: Path) -> None:
+def test_each_run_has_a_fresh_copy_and_freshly_written_code(tmp_path: Path) -> None:
     seen: list[tuple[bool, float]] = []
 
     def behaviour(spec: RunSpec) -> Outcome:
@@ -154,7 +169,10 @@ def test_both_runs_see_one_host_path_and_freshly_written_code(tmp_path: Path) ->
     result = controller.submit(python("code"))
     assert result.state is State.COMMITTED
     dry, bounded = runtime.runs
-    assert dry.workspace_dir == bounded.workspace_dir and dry.code_dir == bounded.code_dir
+    # Each its own mount (both tmpfs roots: mountinfo shows no host path, whichever run).
+    assert dry.workspace_dir != bounded.workspace_dir and dry.code_dir != bounded.code_dir
+    assert (dry.workspace_dir.name, dry.code_dir.name) == (bounded.workspace_dir.name,
+                                                           bounded.code_dir.name)
     assert seen[1][0] is False  # the dry run's tree was gone before the bounded run
     assert seen[1][1] > 0  # rewritten before the bounded run, not left to age
 
@@ -256,7 +274,8 @@ def test_a_tree_changed_after_validation_is_never_committed(tmp_path: Path) -> N
 
     def tamper(submission: Submission) -> None:  # a survivor writing after the scan
         if submission.state is State.VALIDATING:
-            (tmp_path / "runs" / submission.id / "work" / "out.txt").write_text("swapped")
+            (tmp_path / "runs" / submission.id / "real" / "work" / "out.txt").write_text(
+                "swapped")
 
     controller.listeners.append(tamper)
     result = controller.submit(python("code"))

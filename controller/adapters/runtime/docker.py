@@ -41,9 +41,10 @@ from controller.errors import (
     RuntimeUnavailableError,
 )
 
-# The sandbox's first process waits for a line on the attach stream before it becomes the
-# code (its stdin then /dev/null, as without the gate): what must be in place before the code
-# runs (its network namespace held) is taken while it waits.
+# The entrypoint of every sandbox (whatever the image's own): its first process waits for a
+# line on the attach stream before it becomes the code, whose stdin is then /dev/null. What
+# must be in place before the code runs (its network namespace held, its workspace and code
+# filled in) is done while it waits. (dash also exports PWD: in both runs alike.)
 GATE = ("/bin/sh", "-c", 'read -r _ || exit 125; exec "$@" </dev/null', "sandbox")
 
 
@@ -209,7 +210,8 @@ class DockerRuntime:
         return {
             **({"cgroup_parent": f"/{parent}"} if parent is not None else {}),
             "image": spec.image,
-            "command": [*GATE, *spec.command],
+            "entrypoint": list(GATE),
+            "command": list(spec.command),
             "user": f"{spec.uid}:{spec.uid}",
             "working_dir": WORKSPACE_MOUNT,
             "environment": dict(spec.env),

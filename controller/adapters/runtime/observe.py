@@ -37,7 +37,6 @@ def observe(spec: RunSpec, attrs: dict[str, Any], status: dict[str, Any], sample
         cpu_time_ns=sample.cpu_ns,
         peak_pids=sample.pids,
         loopback_packets=None if traffic is None else traffic.loopback_packets,
-        network_packets=None if traffic is None else traffic.network_packets,
         wall_time_ms=round(wall_ms, 1),
         stdout=streams[0],
         stderr=streams[1],

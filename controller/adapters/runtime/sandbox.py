@@ -60,7 +60,7 @@ class DockerSandbox:
             result = self._supervise()
             return replace(result, observation=result.observation.model_copy(
                 update={"audit_checks": len(CHECKS)}))
-        except ENGINE_ERRORS as exc:
+        except (*ENGINE_ERRORS, OSError) as exc:  # OSError: the gate's line was not sent
             raise RuntimeUnavailableError(f"the sandbox container failed: {exc}") from exc
         finally:
             self.discard()
@@ -91,6 +91,9 @@ class DockerSandbox:
         # miss a bomb that dies between two samples, the kernel's line cannot.
         kernel_messages = KmsgWatch.open()
         try:
+            if not _running(container):  # a sandbox started ahead may have died waiting
+                raise RuntimeUnavailableError(
+                    f"the sandbox container stopped before its run ({container.status})")
             reader.open_gate()
             # The code's time starts at the gate: an engine slow to start a container under
             # load is not the code running past its limit (a CI load test saw a print() "time
