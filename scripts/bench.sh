@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# The benchmarks: set-up, then benchmarks/bench_pipeline.py, which writes
-# benchmarks/results.json. Stops any dockerd it started. Extra arguments go to the benchmark.
+# The benchmarks: set-up, then benchmarks/bench_pipeline.py (in process), which writes
+# benchmarks/results.json, then benchmarks/bench_http.py (a real `sandgate serve` over HTTP),
+# which adds its figures under "http". Stops any dockerd it started. Extra arguments go to
+# both benchmarks (--runs N, --out FILE).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/prepare.sh
 "$VENV/bin/python" -m benchmarks.bench_pipeline --runs 15 "$@"
+"$VENV/bin/python" -m benchmarks.bench_http --runs 15 "$@"

@@ -1,0 +1,283 @@
+"""Sandgate's figures over HTTP, each beside baselines measured in the same run.
+
+    .venv/bin/python -m benchmarks.bench_http [--runs N] [--out benchmarks/results.json]
+
+A real ``sandgate serve`` (what ``make run`` starts) on a free loopback port, over a fresh
+data directory with its own owner label, on the shipped defaults; its agents' keys come from
+``sandgate principals add``. Measured, in this order:
+
+- end-to-end latency of ``print(1)`` posted with ``?wait=30``, interleaved (the order turning
+  each round) with two baselines: a raw hardened ``docker run --rm`` of the same code
+  (``bench_pipeline.raw_docker_run``) and a pre-started single-use container of the same
+  hardening fed the code over stdin (created, attached and started untimed; timed: write the
+  code, close stdin, read the output to its end, wait for the exit);
+- throughput: ``--clients`` clients, one agent each (so no two race on one workspace), post
+  ``--submissions`` trivial submissions with ``?wait=60`` between them;
+- a burst of ``--burst`` concurrent POSTs without ``?wait``, from the same agents, each on a
+  connection of its own (bare HTTP/1.1 over asyncio streams: cheap for the shared CPUs),
+  spread over as many loopback addresses as the server's connections per source require:
+  answers by status, error code and message, rejections without Retry-After, time until
+  every request had its answer, rejection (429/503) latency, the server's peak RSS sampled
+  meanwhile and the CPU time it and the clients spent; then the accepted ones to their end;
+- a pool exhausted on purpose: not measured until pools exist (issue 13, item 1).
+
+The figures go under ``"http"`` in ``--out``; every other key there is kept. Anything that
+must not happen (a submission not committed, a connection error, a 5xx other than 503) is
+listed under ``"problems"`` and makes the exit status 1, after the figures are written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import socket
+import statistics
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import docker
+import httpx
+from docker.utils.socket import frames_iter
+
+from benchmarks.bench_pipeline import PROFILE, raw_docker_run, summary
+from benchmarks.http_burst import bench_burst
+from benchmarks.http_server import BENCH_LABEL, BODY, CODE, Server, serving
+from controller.settings import Settings
+
+PRESTART_SETTLE_S = 0.5  # untimed: a pooled container has long finished starting python
+
+
+@dataclass
+class Prestarted:
+    """A hardened single-use container running ``python3 -``, started, stdin attached."""
+
+    id: str
+    sock: Any
+
+
+def prestart(client: Any, seccomp: str) -> Prestarted:
+    """Create, attach and start one; the same hardening as ``raw_docker_run``."""
+    limits = PROFILE.limits
+    host = client.api.create_host_config(
+        network_mode="none", read_only=True, cap_drop=["ALL"],
+        tmpfs={"/tmp": f"rw,nosuid,nodev,noexec,size={limits.tmpfs_bytes}"},
+        security_opt=["no-new-privileges", f"seccomp={seccomp}"], pids_limit=limits.pids,
+        mem_limit=limits.memory_bytes, memswap_limit=limits.memory_bytes,
+        log_config={"Type": "none", "Config": {}})
+    created = client.api.create_container(
+        PROFILE.image, ["python3", "-"], user="10001:10001", stdin_open=True, detach=False,
+        labels={BENCH_LABEL: str(os.getpid())}, host_config=host)
+    sock = client.api.attach_socket(
+        created["Id"], params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1})
+    client.api.start(created["Id"])
+    return Prestarted(created["Id"], sock)
+
+
+def feed(client: Any, container: Prestarted, code: str) -> tuple[bytes, int]:
+    """Write ``code``, close stdin, read the output to its end, wait: (stdout, status)."""
+    raw = container.sock._sock
+    raw.sendall(code.encode())
+    raw.shutdown(socket.SHUT_WR)
+    out = b"".join(chunk for stream, chunk in frames_iter(container.sock, tty=False)
+                   if stream == 1)
+    return out, int(client.api.wait(container.id)["StatusCode"])
+
+
+def discard(client: Any, container: Prestarted) -> None:
+    with contextlib.suppress(OSError):
+        container.sock._sock.close()
+    container.sock.close()
+    client.api.remove_container(container.id, force=True)
+
+
+def ms_since(start: float) -> float:
+    return (time.perf_counter() - start) * 1000
+
+
+class Rounds:
+    """The three measures of a latency round; each appends its sample (ms) to ``samples``."""
+
+    def __init__(self, server: Server, key: str, scratch: Path, problems: list[str]) -> None:
+        self.seccomp_text = json.dumps(PROFILE.seccomp)
+        self.seccomp = scratch / "seccomp.json"
+        self.seccomp.write_text(self.seccomp_text)
+        self.docker = docker.from_env()
+        self.http = httpx.Client(base_url=server.url, timeout=90,
+                                 headers={"Authorization": f"Bearer {key}"})
+        self.problems = problems
+        self.samples: dict[str, list[float]] = {"raw": [], "prestarted": [], "http": []}
+        self.states: Counter[str] = Counter()
+
+    def raw(self) -> None:
+        start = time.perf_counter()
+        raw_docker_run(self.seccomp)
+        self.samples["raw"].append(ms_since(start))
+
+    def prestarted(self) -> None:
+        container = prestart(self.docker, self.seccomp_text)
+        try:
+            time.sleep(PRESTART_SETTLE_S)
+            start = time.perf_counter()
+            out, status = feed(self.docker, container, CODE)
+            self.samples["prestarted"].append(ms_since(start))
+        finally:
+            discard(self.docker, container)
+        if (out, status) != (b"1\n", 0):
+            self.problems.append(f"pre-started container: exit {status}, stdout {out[:200]!r}")
+
+    def over_http(self) -> None:
+        start = time.perf_counter()
+        answer = self.http.post("/v1/submissions", params={"wait": 30}, json=BODY)
+        self.samples["http"].append(ms_since(start))
+        state = answer.json().get("state") if answer.status_code == 202 else None
+        self.states[state or f"http {answer.status_code}"] += 1
+
+    def reset(self) -> None:
+        for values in self.samples.values():
+            values.clear()
+        self.states.clear()
+
+    def close(self) -> None:
+        self.http.close()
+        self.docker.close()
+
+
+def bench_latency(runs: int, server: Server, key: str, scratch: Path,
+                  problems: list[str]) -> dict[str, Any]:
+    """``print(1)`` over HTTP with ``?wait``, beside the two baselines, interleaved."""
+    rounds = Rounds(server, key, scratch, problems)
+    measures: list[Callable[[], None]] = [rounds.raw, rounds.prestarted, rounds.over_http]
+    try:
+        for measure in measures:  # warm-up, untimed: image cache, server, connection
+            measure()
+        rounds.reset()
+        for n in range(runs):
+            for measure in measures[n % 3:] + measures[:n % 3]:
+                measure()
+    finally:
+        rounds.close()
+    samples, states = rounds.samples, rounds.states
+    if states["committed"] != runs:
+        problems.append(f"latency: not all committed: {dict(states)}")
+    http_p50 = statistics.median(samples["http"])
+    return {
+        "raw_docker_run_rm": summary(samples["raw"]),
+        "prestarted_stdin": summary(samples["prestarted"]),
+        "http_wait": summary(samples["http"]),
+        "http_states": dict(states),
+        "ratio_p50_vs_raw_docker_run": round(http_p50 / statistics.median(samples["raw"]), 2),
+        "ratio_p50_vs_prestarted": round(http_p50 / statistics.median(samples["prestarted"]),
+                                         2),
+    }
+
+
+async def _throughput(url: str, keys: list[str], count: int
+                      ) -> tuple[float, list[float], Counter[str]]:
+    todo = iter(range(count))
+    latencies: list[float] = []
+    states: Counter[str] = Counter()
+
+    async def client(key: str) -> None:
+        async with httpx.AsyncClient(base_url=url, timeout=90,
+                                     headers={"Authorization": f"Bearer {key}"}) as http:
+            for _ in todo:
+                start = time.perf_counter()
+                answer = await http.post("/v1/submissions", params={"wait": 60}, json=BODY)
+                latencies.append(ms_since(start))
+                state = answer.json().get("state") if answer.status_code == 202 else None
+                states[state or f"http {answer.status_code}"] += 1
+
+    start = time.perf_counter()
+    await asyncio.gather(*(client(key) for key in keys))
+    return time.perf_counter() - start, latencies, states
+
+
+def bench_throughput(server: Server, keys: list[str], count: int,
+                     problems: list[str]) -> dict[str, Any]:
+    """Trivial submissions/s, one client per key, each waiting for its last to end."""
+    seconds, latencies, states = asyncio.run(_throughput(server.url, keys, count))
+    not_committed = count - states["committed"]
+    if not_committed:
+        problems.append(f"throughput: {not_committed} of {count} not committed: {dict(states)}")
+    return {"clients": len(keys), "submissions": count, "seconds": round(seconds, 2),
+            "per_s": round(count / seconds, 2), "not_committed": not_committed,
+            "states": dict(states), "latency": summary(latencies)}
+
+
+def bench_pool_exhausted() -> dict[str, Any]:
+    """Latency and answers with a profile's pool emptied on purpose (more submissions at once
+    than members): they must fall back to cold starts, never to errors. Not measured until
+    pools exist (issue 13, item 1)."""
+    return {"measured": False, "why": "no warm pools yet (issue 13, item 1)"}
+
+
+def machine() -> dict[str, Any]:
+    return {"cpus": os.cpu_count(), "python": platform.python_version(),
+            "kernel": platform.release(), "loadavg_1m": round(os.getloadavg()[0], 2)}
+
+
+def server_settings() -> dict[str, Any]:
+    """What shapes the figures (the shipped defaults unless this environment sets them)."""
+    settings = Settings()
+    names = ("workers", "queue_size", "rate_per_s", "rate_burst", "max_connections",
+             "connections_per_source")
+    return {name: getattr(settings, name) for name in names}
+
+
+def merge(out: Path, key: str, figures: dict[str, Any]) -> None:
+    """Write ``figures`` under ``key`` in ``out``, keeping everything else there."""
+    results: dict[str, Any] = {}
+    if out.exists():
+        results = json.loads(out.read_text())
+    results[key] = figures
+    draft = out.with_name(f".{out.name}.tmp")
+    draft.write_text(json.dumps(results, indent=2) + "\n")
+    draft.replace(out)
+
+
+def run(args: argparse.Namespace, scratch: Path, problems: list[str]) -> dict[str, Any]:
+    figures: dict[str, Any] = {"machine": machine(), "server": server_settings()}
+    with serving(scratch) as server:
+        latency_key = server.principal("bench-latency")
+        keys = [server.principal(f"bench-client-{n:02}") for n in range(args.clients)]
+        server.start()
+        figures["end_to_end_print1"] = bench_latency(args.runs, server, latency_key, scratch,
+                                                     problems)
+        figures["throughput"] = bench_throughput(server, keys, args.submissions, problems)
+        figures["burst"] = bench_burst(server, keys, args.burst, problems)
+        figures["pool_exhausted"] = bench_pool_exhausted()
+    figures["machine"]["loadavg_1m_after"] = round(os.getloadavg()[0], 2)
+    return figures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
+    parser.add_argument("--runs", type=int, default=15, help="latency rounds")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results.json"))
+    parser.add_argument("--clients", type=int, default=16, help="throughput clients")
+    parser.add_argument("--submissions", type=int, default=64, help="throughput submissions")
+    parser.add_argument("--burst", type=int, default=1000, help="concurrent POSTs")
+    args = parser.parse_args()
+    problems: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="sandgate-bench-http-") as tmp:
+        figures = run(args, Path(tmp), problems)
+    figures["problems"] = problems
+    merge(args.out, "http", figures)
+    print(json.dumps(figures, indent=2))
+    if problems:
+        print("problems:\n  " + "\n  ".join(problems), file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
