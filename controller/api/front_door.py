@@ -32,7 +32,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from contextvars import ContextVar
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import anyio
 import anyio.to_thread
@@ -46,7 +46,7 @@ from controller.adapters.store.principals import KEY_PREFIX, digest
 from controller.api.errors import error_response, render
 from controller.api.limits import FailureLimiter, Limits, RateLimiter
 from controller.core.models import Principal
-from controller.errors import AuthError, SandgateError
+from controller.errors import AuthError, OverloadedError, SandgateError
 
 PROTECTED = "/v1/"
 LOOKUPS = 4  # key lookups in flight at once: a flood of guesses cannot take every thread
@@ -262,6 +262,12 @@ class FrontDoorProtocol(H11Protocol):
     _source: str | None = None  # set while this connection is counted
     _head_timer: asyncio.TimerHandle | None = None
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # uvicorn's own answer past ``limit_concurrency`` is a bare text 503 without
+        # Retry-After; the same limit is kept here, answered as every other refusal is.
+        self.busy_at, self.limit_concurrency = self.limit_concurrency, None
+
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         source = source_of(transport.get_extra_info("peername"))
@@ -274,7 +280,16 @@ class FrontDoorProtocol(H11Protocol):
         self._watch_head()
 
     def handle_events(self) -> None:
-        super().handle_events()
+        busy = self.busy_at is not None and (len(self.connections) >= self.busy_at
+                                             or len(self.tasks) >= self.busy_at)
+        if busy:  # the requests read now are answered 503 (their cycles take this app)
+            app, self.app = self.app, _busy
+            try:
+                super().handle_events()
+            finally:
+                self.app = app
+        else:
+            super().handle_events()
         self._watch_head()
 
     def on_response_complete(self) -> None:
@@ -308,6 +323,14 @@ class FrontDoorProtocol(H11Protocol):
         self._head_timer = None
         if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
             self.transport.close()
+
+
+async def _busy(scope: Scope, receive: Receive, send: Send) -> None:
+    refusal = render(OverloadedError(
+        "the server holds as many connections or requests as it serves at once "
+        "(max_connections)", retry_after=1.0))
+    refusal.headers["connection"] = "close"  # the body is never read
+    await refusal(scope, receive, send)
 
 
 def front_door_protocol(limits: Limits) -> type[FrontDoorProtocol]:

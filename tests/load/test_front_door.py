@@ -13,6 +13,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -166,3 +167,30 @@ def test_failed_authentications_are_rate_limited_per_source(door: Server) -> Non
         refused = guesser.get("/v1/submissions", headers={"Authorization": "Bearer nope"})
         assert refused.status_code == 429 and int(refused.headers["Retry-After"]) >= 1
         assert alice.get("/v1/submissions").status_code == 200
+
+
+def test_past_max_connections_the_answer_is_the_api_s_503_with_retry_after(
+        tmp_path: Path) -> None:
+    """uvicorn's own answer past its concurrency limit is a bare text 503 without
+    Retry-After (a benchmark's burst got 22 of them); the server's is the API's error."""
+    server = start(tmp_path / "full", "full", {"alice": "agent"}, workers="1",
+                   policy_watch_s="0", max_connections="3")
+    idle = [socket.create_connection(("127.0.0.1", server.port), timeout=10)
+            for _ in range(3)]
+    try:
+        time.sleep(0.5)  # the server has taken them
+        answer = httpx.get(f"{server.url}/healthz", timeout=10)
+        assert answer.status_code == 503, answer.text
+        assert answer.headers["content-type"] == "application/json"
+        assert int(answer.headers["Retry-After"]) >= 1
+        assert answer.json()["error"]["code"] == "overloaded"
+        for sock in idle:
+            sock.close()
+        deadline = time.monotonic() + 10
+        while httpx.get(f"{server.url}/healthz", timeout=10).status_code != 200:
+            assert time.monotonic() < deadline, "the places were not freed"
+            time.sleep(0.2)
+    finally:
+        for sock in idle:
+            sock.close()
+        stop(server)
