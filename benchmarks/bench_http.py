@@ -214,11 +214,29 @@ def bench_throughput(server: Server, keys: list[str], count: int,
             "states": dict(states), "latency": summary(latencies)}
 
 
-def bench_pool_exhausted() -> dict[str, Any]:
-    """Latency and answers with a profile's pool emptied on purpose (more submissions at once
-    than members): they must fall back to cold starts, never to errors. Not measured until
-    pools exist (issue 13, item 1)."""
-    return {"measured": False, "why": "no warm pools yet (issue 13, item 1)"}
+def bench_pool_exhausted(server: Server, keys: list[str], pooled: int,
+                         problems: list[str]) -> dict[str, Any]:
+    """Latency and answers with the pool emptied on purpose: four times its pairs at once,
+    so most find none and start their own. They must fall back to cold starts, never to
+    errors."""
+    if not pooled:
+        return {"measured": False, "why": "the server keeps no pool (--pool 0)"}
+    before = pool_state(server, keys[0])
+    count = 4 * pooled
+    seconds, latencies, states = asyncio.run(_throughput(server.url, keys[:count], count))
+    after = pool_state(server, keys[0])
+    if states["committed"] != count:
+        problems.append(f"pool exhausted: not all committed: {dict(states)}")
+    return {"measured": True, "submissions": count, "seconds": round(seconds, 2),
+            "states": dict(states), "latency": summary(latencies),
+            "hits": after["hits"] - before["hits"], "misses": after["misses"] - before["misses"]}
+
+
+def pool_state(server: Server, key: str) -> dict[str, int]:
+    found = httpx.get(f"{server.url}/v1/profiles", timeout=30,
+                      headers={"Authorization": f"Bearer {key}"}).json()
+    pool: dict[str, int] = {p["name"]: p["pool"] for p in found}["standard"] or {}
+    return pool
 
 
 def machine() -> dict[str, Any]:
@@ -247,15 +265,24 @@ def merge(out: Path, key: str, figures: dict[str, Any]) -> None:
 
 def run(args: argparse.Namespace, scratch: Path, problems: list[str]) -> dict[str, Any]:
     figures: dict[str, Any] = {"machine": machine(), "server": server_settings()}
-    with serving(scratch) as server:
+    with serving(scratch, args.pool) as server:
         latency_key = server.principal("bench-latency")
         keys = [server.principal(f"bench-client-{n:02}") for n in range(args.clients)]
         server.start()
+        if args.pool:  # the pool full before anything is timed
+            deadline = time.monotonic() + 120
+            while pool_state(server, latency_key).get("ready", 0) < args.pool:
+                if time.monotonic() > deadline:
+                    problems.append("the pool did not fill in 120 s")
+                    break
+                time.sleep(0.5)
         figures["end_to_end_print1"] = bench_latency(args.runs, server, latency_key, scratch,
                                                      problems)
         figures["throughput"] = bench_throughput(server, keys, args.submissions, problems)
         figures["burst"] = bench_burst(server, keys, args.burst, problems)
-        figures["pool_exhausted"] = bench_pool_exhausted()
+        figures["pool_exhausted"] = bench_pool_exhausted(server, keys, args.pool, problems)
+        if args.pool:
+            figures["pool"] = pool_state(server, latency_key)
     figures["machine"]["loadavg_1m_after"] = round(os.getloadavg()[0], 2)
     return figures
 
@@ -267,12 +294,15 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=16, help="throughput clients")
     parser.add_argument("--submissions", type=int, default=64, help="throughput submissions")
     parser.add_argument("--burst", type=int, default=1000, help="concurrent POSTs")
+    parser.add_argument("--pool", type=int, default=0,
+                        help="pairs the standard profile keeps ready (0: no pool)")
+    parser.add_argument("--key", default="http", help="where the figures go in --out")
     args = parser.parse_args()
     problems: list[str] = []
     with tempfile.TemporaryDirectory(prefix="sandgate-bench-http-") as tmp:
         figures = run(args, Path(tmp), problems)
     figures["problems"] = problems
-    merge(args.out, "http", figures)
+    merge(args.out, args.key, figures)
     print(json.dumps(figures, indent=2))
     if problems:
         print("problems:\n  " + "\n  ".join(problems), file=sys.stderr)

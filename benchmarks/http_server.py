@@ -17,8 +17,9 @@ from pathlib import Path
 
 import docker
 import httpx
+import yaml
 
-from controller.settings import Settings
+from controller.settings import SHIPPED_ROOT, Settings
 
 BIN = Path(sys.executable).parent
 CODE = "print(1)"
@@ -35,6 +36,7 @@ class Server:
     owner: str = field(default_factory=lambda: f"sandgate-bench-http-{os.getpid()}")
     port: int = 0
     process: subprocess.Popen[bytes] | None = None
+    profiles: Path | None = None  # a profiles directory of its own (pools), else the shipped
 
     def __post_init__(self) -> None:
         with socket.socket() as sock:
@@ -47,7 +49,10 @@ class Server:
 
     @property
     def env(self) -> dict[str, str]:
-        return {**os.environ, "SANDGATE_DATA_DIR": str(self.data), "SANDGATE_OWNER": self.owner}
+        env = {**os.environ, "SANDGATE_DATA_DIR": str(self.data), "SANDGATE_OWNER": self.owner}
+        if self.profiles is not None:
+            env["SANDGATE_PROFILES_DIR"] = str(self.profiles)
+        return env
 
     def cli(self, *args: str) -> str:
         """Run ``sandgate ARGS`` against this server's data directory; its stdout."""
@@ -91,11 +96,12 @@ class Server:
 
 
 @contextlib.contextmanager
-def serving(scratch: Path) -> Iterator[Server]:
-    """A started server, stopped by pid however the block ends; no container of it left."""
+def serving(scratch: Path, pool: int = 0) -> Iterator[Server]:
+    """A server (its ``standard`` profile keeping ``pool`` pairs ready, up to twice as many
+    after misses), stopped by pid however the block ends; no container of it left."""
     data = scratch / "data"
     data.mkdir()
-    server = Server(data)
+    server = Server(data, profiles=pooled_profiles(scratch, pool) if pool else None)
     try:
         yield server
     finally:
@@ -107,6 +113,19 @@ def serving(scratch: Path) -> Iterator[Server]:
                     container.remove(force=True)
         finally:
             client.close()
+
+
+def pooled_profiles(scratch: Path, pool: int) -> Path:
+    """The shipped profiles, ``standard`` with a pool of ``pool`` pairs (max twice that)."""
+    directory = scratch / "profiles"
+    directory.mkdir()
+    for source in (SHIPPED_ROOT / "profiles").glob("*.yaml"):
+        raw = yaml.safe_load(source.read_text())
+        raw["seccomp"] = str((source.parent / raw["seccomp"]).resolve())
+        if source.stem == "standard":
+            raw["pool"] = {"min": pool, "max": 2 * pool}
+        (directory / source.name).write_text(yaml.safe_dump(raw))
+    return directory
 
 
 def settle(server: Server, keys: list[str], ids: list[str], timeout: float = 600

@@ -32,7 +32,8 @@ def open_controller(settings: Settings | None = None) -> Controller[Store, Shado
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     profiles = load_profiles(settings.profiles_dir)
     engine = open_policies(settings)
-    runtime = DockerRuntime(owner=settings.resolved_owner())
+    owner = settings.resolved_owner()
+    runtime = DockerRuntime(owner=owner)
     runtime.ping()
     store = Store(settings.db_path)
     signer = KeyRing(settings.keys_dir).signer(create=store.receipt_count() == 0)
@@ -49,6 +50,7 @@ def open_controller(settings: Settings | None = None) -> Controller[Store, Shado
         rules=Rules(max_deleted_files=settings.max_deleted_files,
                     max_parked=settings.max_parked_per_principal,
                     keep_run_dirs=settings.keep_run_dirs),
+        owner=owner,
     )
     controller.archive_profiles(profiles)
     return controller

@@ -120,6 +120,13 @@ class ContainerAuditError(RuntimeUnavailableError):
     hint = "A profile or runtime change weakened the container; it was not started."
 
 
+class SandboxGoneError(RuntimeUnavailableError):
+    """A started sandbox stopped before its gate opened: none of the code ran in it."""
+
+    code = "sandbox_gone"
+    hint = "The engine stopped a waiting sandbox (a restart, say); a new one is started."
+
+
 class WorkspaceError(SandgateError):
     code = "workspace_error"
     hint = "Check the data directory's permissions and free space."

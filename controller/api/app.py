@@ -27,6 +27,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
         ctx.waiters.loop = asyncio.get_running_loop()
         ctx.controller.listeners.append(ctx.waiters.listener)
         await run_in_threadpool(ctx.controller.reconcile)
+        ctx.controller.pool.start()
         ctx.dispatcher.start()
         stop = threading.Event()
         if ctx.settings.policy_watch_s > 0:
@@ -37,6 +38,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
         yield
         stop.set()
         await run_in_threadpool(ctx.dispatcher.drain, ctx.settings.drain_timeout_s)
+        await run_in_threadpool(ctx.controller.pool.close)
 
     app = FastAPI(title="Sandgate", version=__version__, lifespan=lifespan,
                   description="Sandboxed code execution: dry run, policy, bounded run, "

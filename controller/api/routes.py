@@ -33,6 +33,7 @@ from controller.api.schemas import (
     WorkspaceView,
     approval_request,
     bundle_view,
+    profile_view,
     submission_view,
 )
 from controller.core import untrusted
@@ -284,9 +285,9 @@ def get_file(name: str, path: str, ctx: Ctx, who: Caller, owner: Owner = None,
 @router.get("/v1/profiles", response_model=list[ProfileView], tags=["configuration"],
             operation_id="listProfiles", responses=answers())
 def profiles(ctx: Ctx, who: Caller) -> list[ProfileView]:
-    return [ProfileView(name=p.name, description=p.description, image=p.image, digest=p.digest,
-                        network=p.network, limits=p.limits, tripwires=list(p.tripwires))
-            for p in ctx.controller.profiles.values()]
+    pools = ctx.controller.pool.state()
+    return [profile_view(profile, pools.get(name))
+            for name, profile in ctx.controller.profiles.items()]
 
 
 @router.get("/v1/policies", response_model=PolicyView, tags=["policies"],

@@ -3,6 +3,7 @@ submission is the core's ``SubmissionBody``: its constraints are written there, 
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -22,9 +23,10 @@ from controller.core.models import (
     State,
     Submission,
 )
-from controller.core.profile import Limits
+from controller.core.profile import Limits, Profile
 from controller.core.radius import Divergence, Radius
 from controller.core.records import RequestPreview, SubmissionSummary
+from controller.service.pool import PoolState
 
 # The dry run's changes the approvals queue shows; the rest is a route away.
 APPROVAL_CHANGES = 20
@@ -205,6 +207,21 @@ class WorkspaceView(BaseModel):
     versions: list[int] = Field(description="The versions whose files can be read")
 
 
+class PoolView(BaseModel):
+    """A profile's pools of started sandboxes (pairs: a dry run's and a real run's)."""
+
+    model_config = VIEW
+
+    min: int = Field(description="Pairs kept ready per language (0 with max 0: no pool)")
+    max: int = Field(description="The most a pool grows to after misses")
+    target: int = Field(description="Pairs the refill keeps ready now (per language)")
+    ready: int = Field(description="Pairs waiting now, every language together")
+    hits: int = Field(description="Submissions that found a pair ready")
+    misses: int = Field(description="Submissions that found none and started their own")
+    replaced: int = Field(description="Pairs removed unused: idle past ttl_s, or stale")
+    failed_starts: int = Field(description="Pairs that could not be started")
+
+
 class ProfileView(BaseModel):
     model_config = VIEW
 
@@ -215,6 +232,7 @@ class ProfileView(BaseModel):
     network: bool
     limits: Limits
     tripwires: list[str]
+    pool: PoolView | None = Field(None, description="Its pools, if this server keeps any")
 
 
 class BundleView(BaseModel):
@@ -295,6 +313,15 @@ def approval_request(sub: Submission, request: RequestPreview | None,
         files_count=shown.files_count, dry_run_diff=sub.dry_run_diff,
         dry_run_changes=[Change.model_validate(change) for change in changes],
         waiting_because=[rule for d in waiting for rule in d.rules])
+
+
+def profile_view(profile: Profile, pool: PoolState | None) -> ProfileView:
+    """A profile as loaded, with its pools' state where the server keeps any."""
+    return ProfileView(name=profile.name, description=profile.description,
+                       image=profile.image, digest=profile.digest, network=profile.network,
+                       limits=profile.limits, tripwires=list(profile.tripwires),
+                       pool=None if pool is None or pool.max == 0 else PoolView(
+                           **dataclasses.asdict(pool)))
 
 
 def bundle_view(bundle: Any) -> BundleView:

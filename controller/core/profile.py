@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from controller.core.frozen import Frozen
+from controller.core.models import Language
 from controller.core.radius import SLACK
 
 
@@ -35,6 +36,24 @@ class Limits(Frozen):
         return self.file_bytes or max(self.workspace_bytes, self.tmpfs_bytes)
 
 
+class PoolSize(Frozen):
+    """How many started sandboxes a profile keeps waiting for submissions (pairs: a dry run's
+    and a real run's, one uid), per language it names. ``min``: kept ready; a miss (a
+    submission that found none) raises the target by one, up to ``max``; an idle member
+    older than ``ttl_s`` is replaced, and the target falls back towards ``min``."""
+
+    min: Annotated[int, Field(ge=0, le=64)] = 0
+    max: Annotated[int, Field(ge=0, le=64)] = 0
+    ttl_s: Annotated[float, Field(gt=0, le=86400)] = 600.0
+    languages: tuple[Language, ...] = (Language.PYTHON,)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> PoolSize:
+        if self.max < self.min:
+            raise ValueError(f"pool: max ({self.max}) is below min ({self.min})")
+        return self
+
+
 class Profile(Frozen):
     """A loaded, validated profile: limits, image and the effective seccomp policy."""
 
@@ -48,6 +67,8 @@ class Profile(Frozen):
         "Run even when no kernel audit source is readable (a child's tripwire then goes "
         "unseen); by default such runs are refused"))
     tripwires: tuple[str, ...]
+    pool: PoolSize = Field(default_factory=PoolSize, description=(
+        "Started sandboxes kept waiting for this profile's submissions (none by default)"))
     divergence_tolerance: float = Field(0.5, ge=0, le=100, description=(
         "How far past the dry run's totals (workspace bytes, peak memory, pids, CPU time, "
         "output sizes) a real run may go, as a fraction, before it diverges; a few absolute "

@@ -87,6 +87,7 @@ def load_profile(path: Path) -> Profile:
             accept_unaudited=raw.get("accept_unaudited", False),
             divergence_tolerance=raw.get("divergence_tolerance", 0.5),
             divergence_tolerances=raw.get("divergence_tolerances") or {},
+            pool=raw.get("pool") or {},
             tripwires=tripwires,
             seccomp=seccomp,
             digest=f"sha256:{digest}",

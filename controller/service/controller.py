@@ -26,11 +26,13 @@ from controller.faults import crash_point
 from controller.profiles.load import archive_profile, load_profiles
 from controller.service.means import Means, Paths, Rules
 from controller.service.pipeline import Job
+from controller.service.pool import Pool
 from controller.service.sealing import Sealer
 
 log = logging.getLogger("sandgate")
 
 Listener = Callable[[Submission], None]
+POOL_DIR = "pool"  # under the runs directory: the pooled pairs' scratch directories
 # The service holds its store and engine by their ports; the wiring (``bootstrap``, tests)
 # knows which adapters they are, and reads views from them as such.
 StoreT = TypeVar("StoreT", bound=SubmissionStore, covariant=True)
@@ -42,7 +44,8 @@ class Controller(Generic[StoreT, EngineT]):
 
     def __init__(self, *, store: StoreT, runtime: SandboxRuntime, engine: EngineT,
                  signer: Signer, profiles: dict[str, Profile], workspaces: Workspaces,
-                 tmpfs: Tmpfs, paths: Paths, rules: Rules | None = None) -> None:
+                 tmpfs: Tmpfs, paths: Paths, rules: Rules | None = None,
+                 owner: str = "sandgate") -> None:
         self.store = store
         self.runtime = runtime
         self.engine = engine
@@ -53,9 +56,13 @@ class Controller(Generic[StoreT, EngineT]):
         self.rules = rules or Rules()
         self.sealer = Sealer(store, signer, workspaces)
         self.listeners: list[Listener] = []
+        self.owner = owner  # the runtime's label too: what reconcile may remove is its own
+        # Started only by a long-lived service (``start_pool``): a one-shot run keeps none.
+        self.pool = Pool(runtime, store, tmpfs, root=paths.runs / POOL_DIR, owner=owner,
+                         profiles=lambda: self.profiles)
         self.means = Means(store=store, runtime=runtime, engine=engine, workspaces=workspaces,
                            tmpfs=tmpfs, sealer=self.sealer, announce=self.announce,
-                           paths=paths, rules=self.rules)
+                           paths=paths, rules=self.rules, pool=self.pool)
 
     def job(self, submission: Submission) -> Job:
         """A job for ``submission`` under the profile it names as loaded now."""
@@ -104,8 +111,10 @@ class Controller(Generic[StoreT, EngineT]):
             job.cleanup()
 
     def reconcile(self) -> list[Submission]:
-        """After a restart: remove our containers, end every interrupted submission safely."""
+        """After a restart: remove our containers (pooled ones too, and the uids they held),
+        end every interrupted submission safely."""
         self.runtime.remove_owned()
+        self.store.drop_uid_holds(self.owner)
         ended = []
         for submission in self.store.in_flight():  # parked ones hold nothing: left as they are
             # Each record on its own: one that cannot be ended is logged and left for the

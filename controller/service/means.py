@@ -10,6 +10,7 @@ from pathlib import Path
 from controller.adapters.fs.workspaces import Workspaces
 from controller.core.models import Submission
 from controller.core.ports import PolicyEngine, SandboxRuntime, SubmissionStore, Tmpfs
+from controller.service.pairs import PairSource
 from controller.service.sealing import Sealer
 
 
@@ -44,3 +45,4 @@ class Means:
     announce: Callable[[Submission], None]
     paths: Paths
     rules: Rules
+    pool: PairSource | None = None  # started sandboxes waiting for submissions

@@ -81,7 +81,6 @@ class Job:
         self.sub = submission
         self.dir = means.paths.runs / submission.id
         self.runs = Runs(means, self.dir)  # each run's scratch filesystems and sandbox
-        self.work = self.runs.work(Phase.BOUNDED)  # the real run's copy: validated, staged
         self.evidence = means.paths.quarantine / submission.id
         self.profile = profile  # None: no longer loaded (a job that needs it fails closed)
         self.before: dict[str, Entry] = {}
@@ -110,10 +109,11 @@ class Job:
         if after_admission(admission) is State.DENIED:
             return self.finish(State.DENIED, reason=f"admission: {matched(admission)}",
                                base_version=base, profile_digest=profile.digest)
-        uid = self.m.store.claim_uid(self.sub.id, SUBMISSION_UIDS)
+        uid = self.runs.claim(profile, request.language, image, self.sub.id)
         self._move(State.DRY_RUN, base_version=base, base_tree_digest=tree_digest(self.before),
                    profile_digest=profile.digest, image_id=image, sandbox_uid=uid)
-        self.runs.start_ahead(self._spec(Phase.BOUNDED))  # its cold start beside the dry run
+        if self.runs.pair is None:  # pooled: both sandboxes wait already
+            self.runs.start_ahead(self._spec(Phase.BOUNDED))  # its start beside the dry run
         dry = self._run(Phase.DRY_RUN)
         try:
             dry_diff = diff_trees(self.before, scan(self.runs.work(Phase.DRY_RUN),
@@ -363,8 +363,13 @@ class Job:
         return self.finish(target, reason=f"infrastructure failure: {reason}",
                            evidence_dir=evidence)
 
+    @property
+    def work(self) -> Path:
+        """The real run's copy: validated, staged, kept as evidence."""
+        return self.runs.work(Phase.BOUNDED)
+
     def cleanup(self) -> None:
-        self.runs.discard()
+        self.runs.close()
         self.m.tmpfs.release(self.dir)
         if not self.m.rules.keep_run_dirs and self.dir.exists():
             remove_tree(self.dir)

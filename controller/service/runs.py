@@ -13,13 +13,22 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from controller.core.models import MAX_CODE_CHARS, Phase, SubmissionRequest
-from controller.core.ports import COMMANDS, RunResult, RunSpec, Sandbox
-from controller.errors import RuntimeUnavailableError, WorkspaceError
+from controller.core.models import MAX_CODE_CHARS, Language, Phase, SubmissionRequest
+from controller.core.ports import (
+    COMMANDS,
+    SUBMISSION_UIDS,
+    RunResult,
+    RunSpec,
+    Sandbox,
+    Tmpfs,
+)
+from controller.core.profile import Profile
+from controller.errors import RuntimeUnavailableError, SandboxGoneError, WorkspaceError
 from controller.service.means import Means
+from controller.service.pairs import Pair, Started, discard_pair
 
 # UTF-8 takes at most 4 bytes a character; the tmpfs rounds up to pages.
 CODE_TMPFS_BYTES = 4 * MAX_CODE_CHARS + (64 << 10)
@@ -39,82 +48,135 @@ class Checkout:
 
 
 class Runs:
-    """The runs of one submission under ``root`` (its run directory)."""
+    """The runs of one submission under ``root`` (its run directory), or in a pooled pair's
+    sandboxes and directories once it has adopted one."""
 
     def __init__(self, means: Means, root: Path) -> None:
         self.m = means
         self.root = root
-        self._ahead: _Starting | None = None
+        self.pair: Pair | None = None  # adopted from the pool: its directories, its sandboxes
+        self._waiting: dict[Phase, _Starting | Started] = {}
 
     def work(self, phase: Phase) -> Path:
-        return self.root / PHASE_DIRS[phase] / "work"
+        return self._dir(phase) / "work"
 
     def code(self, phase: Phase) -> Path:
-        return self.root / PHASE_DIRS[phase] / "code"
+        return self._dir(phase) / "code"
+
+    def claim(self, profile: Profile, language: Language, image: str, submission_id: str
+              ) -> int:
+        """The submission's sandbox uid: a pooled pair's, if the pool has one ready for its
+        profile, language and image (both runs then start nothing), else a free one."""
+        pair = self.m.pool.take(profile, language, image) if self.m.pool is not None else None
+        if pair is not None:
+            uid = self.m.store.take_held_uid(pair.holder, submission_id)
+            if uid is not None:
+                self.pair = pair
+                self._waiting = {Phase.DRY_RUN: pair.dry, Phase.BOUNDED: pair.real}
+                return uid
+            discard_pair(self.m.tmpfs, pair)  # its hold was dropped: not ours to use
+        return self.m.store.claim_uid(submission_id, SUBMISSION_UIDS)
 
     def start_ahead(self, spec: RunSpec) -> None:
         """Start ``spec``'s sandbox in the background, its mounts empty until it runs."""
-        self.discard()
-        self._mount(spec)
-        self._ahead = _Starting(self.m, spec)
+        self._drop(spec.phase)
+        mount_scratch(self.m.tmpfs, spec)
+        self._waiting[spec.phase] = _Starting(self.m, spec)
 
     def run(self, spec: RunSpec, checkout: Checkout) -> RunResult:
-        """Run ``spec``: in the sandbox started ahead for it, else in one started now."""
+        """Run ``spec``: in the sandbox waiting for it (started ahead, or pooled), else in
+        one started now."""
         sandbox: Sandbox | None = None
-        if self._ahead is not None and self._ahead.spec.phase is spec.phase:
-            ahead, self._ahead = self._ahead, None
+        waiting = self._waiting.pop(spec.phase, None)
+        if waiting is not None:
             # Started for this very run (same uid, image, profile, paths), or not used.
-            sandbox = ahead.wait() if ahead.spec == spec else None
+            sandbox = waiting.wait() if same_run(waiting.spec, spec) else None
             if sandbox is None:
-                ahead.discard()
+                _discard(waiting)
         try:
             if sandbox is None:
-                self._mount(spec)
+                mount_scratch(self.m.tmpfs, spec)
                 sandbox = self.m.runtime.start(spec)
-            self._fill(spec, checkout)
+            fill(self.m, spec, checkout)
         except BaseException:
             if sandbox is not None:
                 sandbox.discard()
             raise
-        return sandbox.run()
+        try:
+            return sandbox.run()
+        except SandboxGoneError as exc:
+            if waiting is None:
+                raise
+            # It died waiting (an engine restart): nothing of the code ran, so the run is
+            # started afresh, on the mounts already filled for it.
+            log.warning("%s: the %s sandbox waiting for it was gone (%s); starting another",
+                        spec.submission_id, spec.phase.value, exc)
+            return self.m.runtime.start(spec).run()
 
     def release(self, phase: Phase) -> None:
         """Unmount one run's scratch filesystems (its sandbox is gone)."""
-        self.m.tmpfs.release(self.root / PHASE_DIRS[phase])
+        self.m.tmpfs.release(self._dir(phase))
 
     def discard(self) -> None:
-        """The sandbox started ahead, if it never ran: removed (waiting for its start).
+        """Every sandbox still waiting (started ahead or pooled, never run): removed.
 
-        Never raises: an engine that cannot remove it now (restarting, say) leaves a
+        Never raises: an engine that cannot remove one now (restarting, say) leaves a
         labelled container that the next reconcile removes, and the submission has ended
         (or is about to) on its own account."""
-        ahead, self._ahead = self._ahead, None
-        if ahead is None:
-            return
-        try:
-            ahead.discard()
-        except RuntimeUnavailableError as exc:
-            log.warning("%s: the %s sandbox started ahead is left for reconcile: %s",
-                        ahead.spec.submission_id, ahead.spec.phase.value, exc)
+        for phase in list(self._waiting):
+            self._drop(phase)
 
-    def _mount(self, spec: RunSpec) -> None:
-        limits = spec.profile.limits
-        self.m.tmpfs.release(spec.workspace_dir.parent)
-        self.m.tmpfs.mount(spec.workspace_dir, size_bytes=limits.workspace_bytes,
-                           inodes=limits.workspace_files)
-        self.m.tmpfs.mount(spec.code_dir, size_bytes=CODE_TMPFS_BYTES, inodes=8)
+    def close(self) -> None:
+        """After the submission: nothing waiting, an adopted pair's directories gone."""
+        self.discard()
+        pair, self.pair = self.pair, None
+        if pair is not None:
+            discard_pair(self.m.tmpfs, pair, keep_dirs=self.m.rules.keep_run_dirs)
 
-    def _fill(self, spec: RunSpec, checkout: Checkout) -> None:
-        request = checkout.request
-        self.m.workspaces.checkout(checkout.space, checkout.version, spec.workspace_dir,
-                                   request.files)
-        try:
-            self.m.tmpfs.hand_to_sandbox(spec.workspace_dir, spec.uid)
-        except OSError as exc:
-            raise WorkspaceError(f"cannot hand the run copy to the sandbox user: {exc}") from exc
-        path = spec.code_dir / COMMANDS[request.language][0]
-        path.write_text(request.code)
-        path.chmod(0o644)
+    def _drop(self, phase: Phase) -> None:
+        waiting = self._waiting.pop(phase, None)
+        if waiting is not None:
+            _discard(waiting)
+
+    def _dir(self, phase: Phase) -> Path:
+        return (self.pair.root if self.pair is not None else self.root) / PHASE_DIRS[phase]
+
+
+def same_run(a: RunSpec, b: RunSpec) -> bool:
+    """Whether a sandbox started for ``a`` may run ``b``: all but the submission's id (a
+    pooled sandbox was started before there was one) the same."""
+    return replace(a, submission_id="") == replace(b, submission_id="")
+
+
+def mount_scratch(tmpfs: Tmpfs, spec: RunSpec) -> None:
+    """Fresh, empty scratch filesystems for ``spec``'s workspace copy and code."""
+    limits = spec.profile.limits
+    tmpfs.release(spec.workspace_dir.parent)
+    tmpfs.mount(spec.workspace_dir, size_bytes=limits.workspace_bytes,
+                inodes=limits.workspace_files)
+    tmpfs.mount(spec.code_dir, size_bytes=CODE_TMPFS_BYTES, inodes=8)
+
+
+def fill(means: Means, spec: RunSpec, checkout: Checkout) -> None:
+    """The workspace copy, handed to the run's uid, and the code: just before the run."""
+    request = checkout.request
+    means.workspaces.checkout(checkout.space, checkout.version, spec.workspace_dir,
+                              request.files)
+    try:
+        means.tmpfs.hand_to_sandbox(spec.workspace_dir, spec.uid)
+    except OSError as exc:
+        raise WorkspaceError(f"cannot hand the run copy to the sandbox user: {exc}") from exc
+    path = spec.code_dir / COMMANDS[request.language][0]
+    path.write_text(request.code)
+    path.chmod(0o644)
+
+
+def _discard(waiting: _Starting | Started) -> None:
+    try:
+        waiting.discard()
+    except RuntimeUnavailableError as exc:
+        log.warning("%s: the %s sandbox waiting for its run is left for reconcile: %s",
+                    waiting.spec.submission_id, waiting.spec.phase.value, exc)
 
 
 class _Starting:

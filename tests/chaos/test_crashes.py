@@ -8,10 +8,11 @@ import time
 from pathlib import Path
 
 import pytest
+from docker.models.containers import Container
 
 from controller.adapters.runtime.docker import DockerRuntime
 from controller.core.models import Phase, State, Submission
-from controller.core.ports import PHASE_LABEL, SUBMISSION_LABEL
+from controller.core.ports import OWNER_LABEL, PHASE_LABEL, SUBMISSION_LABEL
 from tests.chaos.conftest import Site
 from tests.conftest import make_controller, python
 
@@ -49,18 +50,26 @@ def test_sigkill_at_each_boundary_then_restart(site: Site, tmp_path: Path, point
     assert made.exists() is (final is State.COMMITTED)
 
 
+def _running(runtime: DockerRuntime, phase: Phase) -> list[Container]:
+    found = runtime.client.containers.list(filters={
+        "label": [f"{PHASE_LABEL}={phase.value}", f"{OWNER_LABEL}={runtime.owner}"],
+        "status": "running"})
+    return [c for c in found if c.labels.get(SUBMISSION_LABEL)]
+
+
 def _kill_when(runtime: DockerRuntime, phase: Phase, after: float) -> None:
-    """From outside: SIGKILL this controller's container of ``phase`` once it runs."""
+    """From outside: SIGKILL this controller's container of ``phase`` once its code runs
+    (the bounded run's is started beside the dry run, and waits until that one is gone)."""
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        found = runtime.client.containers.list(filters={
-            "label": f"{PHASE_LABEL}={phase.value}", "status": "running"})
-        mine = [c for c in found if c.labels.get(SUBMISSION_LABEL)]
-        if mine:
-            time.sleep(after)
-            mine[0].kill()
-            return
+    while time.monotonic() < deadline and not _running(runtime, Phase.DRY_RUN):
         time.sleep(0.02)
+    while (phase is Phase.BOUNDED and time.monotonic() < deadline
+           and _running(runtime, Phase.DRY_RUN)):
+        time.sleep(0.02)
+    mine = _running(runtime, phase)
+    if mine:
+        time.sleep(after)
+        mine[0].kill()
 
 
 @pytest.mark.parametrize(("phase", "final"), [(Phase.DRY_RUN, State.DENIED),

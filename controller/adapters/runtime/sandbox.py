@@ -36,7 +36,7 @@ from controller.adapters.runtime.netns import HeldNetns
 from controller.adapters.runtime.observe import observe
 from controller.core.models import Phase
 from controller.core.ports import KilledFromOutsideError, RunResult, RunSpec
-from controller.errors import RuntimeUnavailableError
+from controller.errors import RuntimeUnavailableError, SandboxGoneError
 
 SAMPLE_INTERVAL_S = 0.02
 ENGINE_ERRORS = (docker.errors.DockerException, requests.exceptions.RequestException)
@@ -92,7 +92,7 @@ class DockerSandbox:
         kernel_messages = KmsgWatch.open()
         try:
             if not _running(container):  # a sandbox started ahead may have died waiting
-                raise RuntimeUnavailableError(
+                raise SandboxGoneError(
                     f"the sandbox container stopped before its run ({container.status})")
             reader.open_gate()
             # The code's time starts at the gate: an engine slow to start a container under

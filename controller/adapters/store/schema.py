@@ -81,6 +81,13 @@ CREATE TABLE IF NOT EXISTS idempotency (
     submission_id TEXT NOT NULL REFERENCES submissions(id),
     PRIMARY KEY (principal, key)
 );
+-- Sandbox uids held by pooled sandboxes (started ahead of any submission): no submission
+-- claims one while it is held, and a submission that takes the sandbox takes its uid.
+CREATE TABLE IF NOT EXISTS uid_holds (
+    uid INTEGER PRIMARY KEY,
+    holder TEXT NOT NULL UNIQUE,
+    owner TEXT NOT NULL
+);
 CREATE INDEX IF NOT EXISTS submissions_agent ON submissions(agent, created_at);
 CREATE TRIGGER IF NOT EXISTS receipts_no_update BEFORE UPDATE ON receipts
 BEGIN SELECT RAISE(ABORT, 'receipts are append-only'); END;
@@ -156,6 +163,10 @@ def _workspaces_per_owner(db: sqlite3.Connection) -> None:
     db.execute("DROP TABLE workspaces_global")
 
 
+def _add_uid_holds(db: sqlite3.Connection) -> None:
+    """Nothing to move: ``uid_holds`` (in ``SCHEMA``) starts empty."""
+
+
 # Version n of the schema is reached by MIGRATIONS[n - 1] from version n - 1. ``SCHEMA`` is
 # always the newest (but for the index over a column a migration adds); a migration brings a
 # database created by an older release up to it.
@@ -163,7 +174,8 @@ MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_add_workspace_o
                                                                  _add_sandbox_uids,
                                                                  _index_transitions,
                                                                  _split_records,
-                                                                 _workspaces_per_owner)
+                                                                 _workspaces_per_owner,
+                                                                 _add_uid_holds)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -58,9 +58,10 @@ def _summary(submission: Submission) -> str:
         untrusted.scrub(summarize(submission).model_dump(mode="json"))).model_dump_json()
 
 
-# Sandbox uids held by the other submissions in flight (a constant: see ``UNFINISHED``).
+# Sandbox uids held by the other submissions in flight, and by pooled sandboxes (a constant:
+# see ``UNFINISHED``).
 _TAKEN_UIDS = ("SELECT sandbox_uid FROM submissions WHERE sandbox_uid IS NOT NULL AND "  # noqa: S608
-               f"{UNFINISHED} AND id != ?")
+               f"{UNFINISHED} AND id != ? UNION SELECT uid FROM uid_holds")
 
 
 class Store(Reads):
@@ -154,6 +155,41 @@ class Store(Reads):
             db.execute("UPDATE submissions SET sandbox_uid = ? WHERE id = ?",
                        (uid, submission_id))
         return uid
+
+    def hold_uid(self, holder: str, owner: str, uids: range) -> int:
+        """A free sandbox uid, held for ``holder`` (a pooled sandbox of ``owner``'s) until a
+        submission takes it (``take_held_uid``) or the hold is dropped."""
+        with self._transaction() as db:
+            taken = {int(row[0]) for row in db.execute(_TAKEN_UIDS, ("",))}
+            free = [uid for uid in uids if uid not in taken]
+            if not free:
+                raise RuntimeUnavailableError(
+                    f"no sandbox uid is free: {len(taken)} are held or running")
+            uid = secrets.choice(free)
+            db.execute("INSERT INTO uid_holds (uid, holder, owner) VALUES (?, ?, ?)",
+                       (uid, holder, owner))
+        return uid
+
+    def take_held_uid(self, holder: str, submission_id: str) -> int | None:
+        """Move ``holder``'s uid to the submission, in one transaction; None when it holds
+        none (its hold was dropped: the sandbox must not be used)."""
+        with self._transaction() as db:
+            row = db.execute("SELECT uid FROM uid_holds WHERE holder = ?", (holder,)).fetchone()
+            if row is None:
+                return None
+            db.execute("DELETE FROM uid_holds WHERE holder = ?", (holder,))
+            db.execute("UPDATE submissions SET sandbox_uid = ? WHERE id = ?",
+                       (int(row[0]), submission_id))
+        return int(row[0])
+
+    def drop_uid_holds(self, owner: str, holder: str | None = None) -> None:
+        """Drop ``holder``'s hold, or every hold of ``owner``'s (its pool is gone)."""
+        with self._transaction() as db:
+            if holder is None:
+                db.execute("DELETE FROM uid_holds WHERE owner = ?", (owner,))
+            else:
+                db.execute("DELETE FROM uid_holds WHERE owner = ? AND holder = ?",
+                           (owner, holder))
 
     def release_uid(self, submission_id: str) -> None:
         """Give the uid back while nothing of the submission runs (it awaits a human)."""
