@@ -285,7 +285,9 @@ def get_file(name: str, path: str, ctx: Ctx, who: Caller, owner: Owner = None,
 @router.get("/v1/profiles", response_model=list[ProfileView], tags=["configuration"],
             operation_id="listProfiles", responses=answers())
 def profiles(ctx: Ctx, who: Caller) -> list[ProfileView]:
-    pools = ctx.controller.pool.state()
+    """Every profile loaded; to admins and auditors, with its pools' state too (hits and
+    misses are every tenant's activity, not one agent's to read)."""
+    pools = ctx.controller.pool.state() if who.role in (Role.ADMIN, Role.AUDITOR) else {}
     return [profile_view(profile, pools.get(name))
             for name, profile in ctx.controller.profiles.items()]
 

@@ -232,7 +232,8 @@ class ProfileView(BaseModel):
     network: bool
     limits: Limits
     tripwires: list[str]
-    pool: PoolView | None = Field(None, description="Its pools, if this server keeps any")
+    pool: PoolView | None = Field(None, description=(
+        "Its pools, if this server keeps any (shown to admins and auditors)"))
 
 
 class BundleView(BaseModel):

@@ -45,6 +45,9 @@ from controller.service.runs import PHASE_DIRS, mount_scratch
 log = logging.getLogger(__name__)
 
 TICK_S = 0.5  # how often the refill looks, unless a take or a miss wakes it sooner
+# Pairs every pool of this controller may hold at once: each holds a uid that submissions
+# could otherwise claim, so pools never take more than a quarter of them.
+MAX_PAIRS = len(SUBMISSION_UIDS) // 4
 
 
 @dataclass
@@ -157,38 +160,53 @@ class Pool:
         pair at a time (checking for a stop between them)."""
         profiles = self.profiles()
         wanted: dict[PoolKey, tuple[Profile, int]] = {}
+        unresolved: set[str] = set()
         for profile in profiles.values():
             if profile.pool.max == 0:
                 continue
             try:
                 image = self.runtime.image_id(profile.image)
-            except SandgateError as exc:
+            except SandgateError as exc:  # its pairs are kept: the image may be back soon
                 log.warning("pool %s: its image cannot be resolved: %s", profile.name, exc)
+                unresolved.add(profile.name)
                 continue
             for language in profile.pool.languages:
                 key = PoolKey(profile.name, profile.digest, image, language)
                 wanted[key] = (profile, self._target.setdefault(key, profile.pool.min))
-        self._retire(wanted)
+        self._retire(wanted, unresolved)
         for key, (profile, target) in wanted.items():
-            while not self._stop.is_set() and len(self._ready.get(key, ())) < target:
+            while (not self._stop.is_set() and len(self._ready.get(key, ())) < target
+                   and self._held() < MAX_PAIRS):
                 pair = self._start_pair(key, profile)
                 if pair is None:
                     break
                 with self._lock:
-                    self._ready.setdefault(key, []).append(pair)
+                    if not self._stop.is_set():
+                        self._ready.setdefault(key, []).append(pair)
+                        continue
+                self._discard(pair)  # closed meanwhile: nothing is left after close
 
-    def _retire(self, wanted: Mapping[PoolKey, tuple[Profile, int]]) -> None:
-        """Pairs no pool wants (stale) or idle past their ttl: removed; an expired pool's
-        target falls back by one towards its min."""
+    def _held(self) -> int:
+        with self._lock:
+            return sum(len(pairs) for pairs in self._ready.values())
+
+    def _retire(self, wanted: Mapping[PoolKey, tuple[Profile, int]],
+                unresolved: set[str]) -> None:
+        """Pairs no pool wants (stale) or idle past their ttl: removed; each expired pair
+        lowers its pool's target by one, towards its min (what a burst of misses raised
+        falls back as its pairs go unused)."""
         now, gone = time.monotonic(), []
         with self._lock:
             for key in list(self._ready):
+                if key.profile in unresolved:
+                    continue
                 profile = wanted.get(key, (None, 0))[0]
                 keep = [pair for pair in self._ready[key] if profile is not None
                         and now - pair.born < profile.pool.ttl_s]
                 gone += [pair for pair in self._ready[key] if pair not in keep]
                 if profile is not None and len(keep) < len(self._ready[key]):
-                    self._target[key] = max(profile.pool.min, self._target[key] - 1)
+                    expired = len(self._ready[key]) - len(keep)
+                    self._target[key] = max(profile.pool.min, self._target[key] - expired)
                 self._ready[key] = keep
                 if profile is None:
                     del self._ready[key]

@@ -69,7 +69,11 @@ class Runs:
         profile, language and image (both runs then start nothing), else a free one."""
         pair = self.m.pool.take(profile, language, image) if self.m.pool is not None else None
         if pair is not None:
-            uid = self.m.store.take_held_uid(pair.holder, submission_id)
+            try:
+                uid = self.m.store.take_held_uid(pair.holder, submission_id)
+            except BaseException:  # not taken: the pair is no one's, so it goes now
+                discard_pair(self.m.tmpfs, pair)
+                raise
             if uid is not None:
                 self.pair = pair
                 self._waiting = {Phase.DRY_RUN: pair.dry, Phase.BOUNDED: pair.real}

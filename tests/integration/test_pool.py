@@ -95,14 +95,26 @@ def test_a_server_killed_with_a_full_pool_leaves_nothing_after_reconcile(
         tmp_path: Path) -> None:
     server = make_server(tmp_path, "pooled", profiles_dir=str(pooled_profiles(tmp_path, min=2,
                                                                                max=2)))
+    try:
+        _kill_with_a_full_pool(server)
+    finally:  # whatever failed above, nothing of it outlives the test
+        server.stop(signal.SIGKILL)
+        server.cli("reconcile")
+
+
+def _kill_with_a_full_pool(server: Server) -> None:
     key = server.principal("alice")
+    auditor = server.principal("audrey", "auditor")
     server.start()
     try:
         wait_until(lambda: len(owned_containers(server.owner)) == 4, timeout=90)
         profiles = httpx.get(f"{server.url}/v1/profiles", timeout=10,
-                             headers={"Authorization": f"Bearer {key}"}).json()
+                             headers={"Authorization": f"Bearer {auditor}"}).json()
         pool = {p["name"]: p["pool"] for p in profiles}["standard"]
         assert pool["ready"] == 2 and pool["min"] == 2
+        seen_by_agent = httpx.get(f"{server.url}/v1/profiles", timeout=10,
+                                  headers={"Authorization": f"Bearer {key}"}).json()
+        assert all(p["pool"] is None for p in seen_by_agent)  # others' activity
         answer = httpx.post(f"{server.url}/v1/submissions?wait=30", timeout=60,
                             headers={"Authorization": f"Bearer {key}"},
                             json={"language": "python", "code": "print(1)"})

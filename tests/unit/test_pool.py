@@ -17,7 +17,7 @@ from controller.adapters.runtime.fake import FakeRuntime, FakeSandbox, Outcome
 from controller.adapters.store.submissions import Store
 from controller.core.models import Language, Phase, State
 from controller.core.ports import SUBMISSION_UIDS, RunResult, RunSpec
-from controller.errors import ProfileError, SandboxGoneError
+from controller.errors import ProfileError, RuntimeUnavailableError, SandboxGoneError, StoreError
 from controller.profiles.load import load_profile
 from controller.service.controller import Controller
 from tests.conftest import ROOT, make_controller, python
@@ -198,3 +198,56 @@ def test_a_pooled_sandbox_gone_while_waiting_is_replaced_by_a_new_one(
     # The dry run ran in a sandbox started for it then, as the pair's uid, in its mounts.
     assert [spec.phase for spec in runtime.runs] == [Phase.DRY_RUN, Phase.BOUNDED]
     assert runtime.runs[0].uid == runtime.runs[1].uid == result.sandbox_uid == pair.uid
+
+
+def test_expired_pairs_lower_the_target_one_each_and_the_cap_holds(
+        tmp_path: Path, runtime: FakeRuntime, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("controller.service.pool.MAX_PAIRS", 3)
+    controller = make_controller(tmp_path / "data", runtime, profiles_dir=pooled_profiles(
+        tmp_path, min=1, max=8, ttl_s=0.3))
+    pool = controller.pool
+    pool.start()
+    try:
+        wait_until(lambda: ready(controller) == 1)
+        with pool._lock:
+            pool._target[next(iter(pool._ready))] = 8  # as after a burst of misses
+        time.sleep(1.0)
+        assert ready(controller) <= 3  # the cap on pairs held at once
+        wait_until(lambda: pool.state()["standard"].target == 1, timeout=5)
+    finally:
+        pool.close()
+
+
+def test_a_pair_whose_uid_cannot_be_moved_is_not_left_behind(
+        pooled: Pooled, runtime: FakeRuntime, monkeypatch: pytest.MonkeyPatch) -> None:
+    wait_until(lambda: ready(pooled) == 2)
+
+    def broken(holder: str, submission_id: str) -> int | None:
+        raise StoreError("the disk is full")
+
+    monkeypatch.setattr(pooled.store, "take_held_uid", broken)
+    result = pooled.submit(python("print(1)"))
+    assert result.state is State.DENIED, result.reason
+    taken = {s.submission_id for s in runtime.started} - {
+        s.submission_id for s in runtime.started if s.submission_id in _ready_holders(pooled)}
+    assert {s.submission_id for s in runtime.discarded} >= taken
+    for holder in taken:
+        assert not (pooled.paths.runs / "pool" / holder).exists()
+
+
+def test_an_image_that_cannot_be_resolved_for_a_moment_keeps_its_pairs(
+        pooled: Pooled, runtime: FakeRuntime) -> None:
+    wait_until(lambda: ready(pooled) == 2)
+
+    def unresolvable(image: str) -> str:
+        raise RuntimeUnavailableError("the engine does not answer")
+
+    resolve, runtime.images = runtime.images, unresolvable
+    time.sleep(1.2)  # two passes of the refill
+    assert ready(pooled) == 2 and runtime.discarded == []
+    runtime.images = resolve
+
+
+def _ready_holders(controller: Pooled) -> set[str]:
+    with controller.pool._lock:
+        return {pair.holder for pairs in controller.pool._ready.values() for pair in pairs}

@@ -22,7 +22,7 @@ import docker.errors
 import requests
 from docker.models.containers import Container
 
-from controller.adapters.runtime.audit import CHECKS
+from controller.adapters.runtime.audit import CHECKS, audit
 from controller.adapters.runtime.capture import StreamReader
 from controller.adapters.runtime.cgroups import CgroupReader, Sample, final_sample, remove_parent
 from controller.adapters.runtime.kmsg import (
@@ -36,7 +36,7 @@ from controller.adapters.runtime.netns import HeldNetns
 from controller.adapters.runtime.observe import observe
 from controller.core.models import Phase
 from controller.core.ports import KilledFromOutsideError, RunResult, RunSpec
-from controller.errors import RuntimeUnavailableError, SandboxGoneError
+from controller.errors import ContainerAuditError, RuntimeUnavailableError, SandboxGoneError
 
 SAMPLE_INTERVAL_S = 0.02
 ENGINE_ERRORS = (docker.errors.DockerException, requests.exceptions.RequestException)
@@ -91,9 +91,7 @@ class DockerSandbox:
         # miss a bomb that dies between two samples, the kernel's line cannot.
         kernel_messages = KmsgWatch.open()
         try:
-            if not _running(container):  # a sandbox started ahead may have died waiting
-                raise SandboxGoneError(
-                    f"the sandbox container stopped before its run ({container.status})")
+            _still_fit(container)
             reader.open_gate()
             # The code's time starts at the gate: an engine slow to start a container under
             # load is not the code running past its limit (a CI load test saw a print() "time
@@ -175,6 +173,18 @@ def remove(container: Container) -> None:
     except ENGINE_ERRORS as exc:
         raise RuntimeUnavailableError(
             f"cannot remove sandbox container {container.short_id}: {exc}") from exc
+
+
+def _still_fit(container: Container) -> None:
+    """A sandbox waiting at its gate (started ahead, or pooled) may have died, or been
+    changed, while it waited: it runs only as it was audited when it was created."""
+    if not _running(container):
+        raise SandboxGoneError(
+            f"the sandbox container stopped before its run ({container.status})")
+    failed = audit(container.attrs)
+    if failed:
+        raise ContainerAuditError("the waiting sandbox container failed its configuration "
+                                  "audit: " + "; ".join(failed))
 
 
 def _running(container: Container) -> bool:
