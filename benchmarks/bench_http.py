@@ -214,17 +214,17 @@ def bench_throughput(server: Server, keys: list[str], count: int,
             "states": dict(states), "latency": summary(latencies)}
 
 
-def bench_pool_exhausted(server: Server, keys: list[str], pooled: int,
+def bench_pool_exhausted(server: Server, keys: list[str], auditor: str, pooled: int,
                          problems: list[str]) -> dict[str, Any]:
     """Latency and answers with the pool emptied on purpose: four times its pairs at once,
     so most find none and start their own. They must fall back to cold starts, never to
     errors."""
     if not pooled:
         return {"measured": False, "why": "the server keeps no pool (--pool 0)"}
-    before = pool_state(server, keys[0])
+    before = pool_state(server, auditor)
     count = 4 * pooled
     seconds, latencies, states = asyncio.run(_throughput(server.url, keys[:count], count))
-    after = pool_state(server, keys[0])
+    after = pool_state(server, auditor)
     if states["committed"] != count:
         problems.append(f"pool exhausted: not all committed: {dict(states)}")
     return {"measured": True, "submissions": count, "seconds": round(seconds, 2),
@@ -233,6 +233,7 @@ def bench_pool_exhausted(server: Server, keys: list[str], pooled: int,
 
 
 def pool_state(server: Server, key: str) -> dict[str, int]:
+    """The standard profile's pool, as an auditor sees it (agents do not)."""
     found = httpx.get(f"{server.url}/v1/profiles", timeout=30,
                       headers={"Authorization": f"Bearer {key}"}).json()
     pool: dict[str, int] = {p["name"]: p["pool"] for p in found}["standard"] or {}
@@ -267,11 +268,12 @@ def run(args: argparse.Namespace, scratch: Path, problems: list[str]) -> dict[st
     figures: dict[str, Any] = {"machine": machine(), "server": server_settings()}
     with serving(scratch, args.pool) as server:
         latency_key = server.principal("bench-latency")
+        auditor = server.principal("bench-auditor", "auditor")
         keys = [server.principal(f"bench-client-{n:02}") for n in range(args.clients)]
         server.start()
         if args.pool:  # the pool full before anything is timed
             deadline = time.monotonic() + 120
-            while pool_state(server, latency_key).get("ready", 0) < args.pool:
+            while pool_state(server, auditor).get("ready", 0) < args.pool:
                 if time.monotonic() > deadline:
                     problems.append("the pool did not fill in 120 s")
                     break
@@ -280,9 +282,10 @@ def run(args: argparse.Namespace, scratch: Path, problems: list[str]) -> dict[st
                                                      problems)
         figures["throughput"] = bench_throughput(server, keys, args.submissions, problems)
         figures["burst"] = bench_burst(server, keys, args.burst, problems)
-        figures["pool_exhausted"] = bench_pool_exhausted(server, keys, args.pool, problems)
+        figures["pool_exhausted"] = bench_pool_exhausted(server, keys, auditor, args.pool,
+                                                         problems)
         if args.pool:
-            figures["pool"] = pool_state(server, latency_key)
+            figures["pool"] = pool_state(server, auditor)
     figures["machine"]["loadavg_1m_after"] = round(os.getloadavg()[0], 2)
     return figures
 

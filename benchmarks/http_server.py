@@ -62,9 +62,9 @@ class Server:
             raise RuntimeError(f"sandgate {' '.join(args)}: {done.stderr.strip()}")
         return done.stdout
 
-    def principal(self, name: str) -> str:
-        """A new agent's API key."""
-        return self.cli("principals", "add", name, "--role", "agent").strip()
+    def principal(self, name: str, role: str = "agent") -> str:
+        """A new principal's API key (an agent's unless ``role`` says)."""
+        return self.cli("principals", "add", name, "--role", role).strip()
 
     def start(self, timeout: float = 60) -> None:
         log = self.data / "server.log"
