@@ -220,11 +220,13 @@ def _statements(script: str) -> list[str]:
     return statements
 
 
-def connect(path: Path) -> sqlite3.Connection:
-    """A connection shared by threads (callers hold their own lock), WAL, durable commits."""
+def connect(path: Path, *, synchronous: str = "FULL") -> sqlite3.Connection:
+    """A connection shared by threads (callers hold their own lock), WAL; commits are
+    durable (``FULL``: the log synced at each) unless ``synchronous`` says ``NORMAL``
+    (atomic and ordered, synced at the next durable commit or checkpoint)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
     db.execute("PRAGMA journal_mode=WAL")
-    db.execute("PRAGMA synchronous=FULL")
+    db.execute(f"PRAGMA synchronous={'NORMAL' if synchronous == 'NORMAL' else 'FULL'}")
     db.execute("PRAGMA foreign_keys=ON")
     return db

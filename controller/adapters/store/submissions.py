@@ -64,12 +64,24 @@ _TAKEN_UIDS = ("SELECT sandbox_uid FROM submissions WHERE sandbox_uid IS NOT NUL
                f"{UNFINISHED} AND id != ? UNION SELECT uid FROM uid_holds")
 
 
+# Moves that must survive a power loss, synced when they commit: what follows them outlives
+# the machine's volatile state (a publication; a human asked, or answering). The others are
+# atomic and in order, and synced with the next of these: a crash of the process loses
+# none of them, and a power loss only ones whose runs (on tmpfs) it took away as well, which
+# reconcile ends safely.
+DURABLE_MOVES = frozenset({State.COMMITTING, State.AWAITING_APPROVAL})
+
+
 class Store(Reads):
-    """One SQLite database, shared by the controller's threads behind one lock."""
+    """One SQLite database, shared by the controller's threads behind one lock.
+
+    A submission's record is synced to disk when it is received, when it moves to one of
+    ``DURABLE_MOVES`` or carries an approval, and when it ends with its receipt: three
+    syncs for a submission that needs no human (``benchmarks``, issue 13)."""
 
     def __init__(self, path: Path) -> None:
         self._lock = threading.RLock()
-        self._db = connect(path)
+        self._db = connect(path, synchronous="NORMAL")
         migrate(self._db)
 
     def close(self) -> None:
@@ -77,22 +89,34 @@ class Store(Reads):
             self._db.close()
 
     @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
+    def _transaction(self, *, durable: bool = False) -> Iterator[sqlite3.Connection]:
+        """One write; ``durable``: synced to disk when it commits (and every write before
+        it with it: the log is one sequence)."""
         with self._lock:
             try:
+                if durable:
+                    self._db.execute("PRAGMA synchronous=FULL")
                 self._db.execute("BEGIN IMMEDIATE")
             except sqlite3.Error as exc:
+                self._normal(durable)
                 raise StoreError(f"cannot start a write: {exc}") from exc
             try:
                 yield self._db
             except BaseException:
                 self._db.execute("ROLLBACK")
+                self._normal(durable)
                 raise
             try:
                 self._db.execute("COMMIT")
             except sqlite3.Error as exc:
                 self._db.execute("ROLLBACK")
                 raise StoreError(f"cannot commit a write: {exc}") from exc
+            finally:
+                self._normal(durable)
+
+    def _normal(self, durable: bool) -> None:
+        if durable:
+            self._db.execute("PRAGMA synchronous=NORMAL")
 
     def insert(self, submission: Submission,
                idempotency: tuple[str, str] | None = None) -> Submission:
@@ -102,7 +126,7 @@ class Store(Reads):
         recorded first; the same key with another body raises ``IdempotencyConflictError``.
         """
         try:
-            with self._transaction() as db:
+            with self._transaction(durable=True) as db:
                 if idempotency is not None:
                     earlier = self._idempotent(db, submission, *idempotency)
                     if earlier is not None:
@@ -228,8 +252,9 @@ class Store(Reads):
         if target in TERMINAL:
             raise StoreError(f"{target} is terminal: end it in terminal(), with its receipt")
         moved = advanced(submission, target, **changes)
+        durable = target in DURABLE_MOVES or "approval" in changes
         try:
-            with self._transaction() as db:
+            with self._transaction(durable=durable) as db:
                 self._update(db, submission, moved)
         except sqlite3.Error as exc:
             raise StoreError(f"cannot move {submission.id} to {target}: {exc}") from exc
@@ -250,7 +275,7 @@ class Store(Reads):
         read, the workspace swapped, the receipt and the record written, or none of it.
         ``StoreError`` when SQLite refuses; whatever the caller raises rolls it all back."""
         try:
-            with self._transaction() as db:
+            with self._transaction(durable=True) as db:
                 tx = Terminal(self, db)
                 try:
                     yield tx
