@@ -172,7 +172,8 @@ class Pool:
                 continue
             for language in profile.pool.languages:
                 key = PoolKey(profile.name, profile.digest, image, language)
-                wanted[key] = (profile, self._target.setdefault(key, profile.pool.min))
+                with self._lock:  # ``take`` raises targets meanwhile
+                    wanted[key] = (profile, self._target.setdefault(key, profile.pool.min))
         self._retire(wanted, unresolved)
         for key, (profile, target) in wanted.items():
             while (not self._stop.is_set() and len(self._ready.get(key, ())) < target

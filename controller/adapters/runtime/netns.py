@@ -37,8 +37,6 @@ class NetnsError(OSError):
 class HeldNetns:
     """The network namespace of one container's first process, held open."""
 
-    NONE: HeldNetns  # holds nothing (closing it does nothing): before a hold
-
     def __init__(self, fd: int) -> None:
         self._fd = fd
 
@@ -80,9 +78,6 @@ class HeldNetns:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
-
-
-HeldNetns.NONE = HeldNetns(-1)
 
 
 def _read_inside(fd: int, found: list[str | OSError]) -> None:

@@ -72,6 +72,20 @@ _TAKEN_UIDS = ("SELECT sandbox_uid FROM submissions WHERE sandbox_uid IS NOT NUL
 DURABLE_MOVES = frozenset({State.COMMITTING, State.AWAITING_APPROVAL})
 
 
+def _free_uid(db: sqlite3.Connection, uids: range, claimant: str,
+              wanted: int | None = None) -> int:
+    """A uid of ``uids`` that no submission in flight (but ``claimant``) and no pooled
+    sandbox holds: ``wanted`` if it is free, else one of the free ones at random."""
+    taken = {int(row[0]) for row in db.execute(_TAKEN_UIDS, (claimant,))}
+    if wanted is not None and wanted in uids and wanted not in taken:
+        return wanted
+    free = [uid for uid in uids if uid not in taken]
+    if not free:
+        raise RuntimeUnavailableError(f"no sandbox uid is free: {len(taken)} are running or "
+                                      "held for pooled sandboxes")
+    return secrets.choice(free)
+
+
 class Store(Reads):
     """One SQLite database, shared by the controller's threads behind one lock.
 
@@ -167,15 +181,7 @@ class Store(Reads):
         if free, else one of the free ones at random. ``RuntimeUnavailableError`` when none is.
         """
         with self._transaction() as db:
-            taken = {int(row[0]) for row in db.execute(_TAKEN_UIDS, (submission_id,))}
-            if wanted is not None and wanted in uids and wanted not in taken:
-                uid = wanted
-            else:
-                free = [uid for uid in uids if uid not in taken]
-                if not free:
-                    raise RuntimeUnavailableError(
-                        f"no sandbox uid is free: {len(taken)} submissions are running")
-                uid = secrets.choice(free)
+            uid = _free_uid(db, uids, submission_id, wanted)
             db.execute("UPDATE submissions SET sandbox_uid = ? WHERE id = ?",
                        (uid, submission_id))
         return uid
@@ -184,12 +190,7 @@ class Store(Reads):
         """A free sandbox uid, held for ``holder`` (a pooled sandbox of ``owner``'s) until a
         submission takes it (``take_held_uid``) or the hold is dropped."""
         with self._transaction() as db:
-            taken = {int(row[0]) for row in db.execute(_TAKEN_UIDS, ("",))}
-            free = [uid for uid in uids if uid not in taken]
-            if not free:
-                raise RuntimeUnavailableError(
-                    f"no sandbox uid is free: {len(taken)} are held or running")
-            uid = secrets.choice(free)
+            uid = _free_uid(db, uids, "")
             db.execute("INSERT INTO uid_holds (uid, holder, owner) VALUES (?, ?, ?)",
                        (uid, holder, owner))
         return uid
