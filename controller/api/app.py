@@ -9,13 +9,15 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
+from starlette.types import Scope
 
 from controller import __version__
 from controller.api import errors, openapi, operations, streams
 from controller.api.deps import ApiContext
-from controller.api.front_door import FrontDoor
+from controller.api.front_door import FrontDoor, route_path
 from controller.api.limits import BodySizeLimit
-from controller.api.routes import router
+from controller.api.routes import SUBMISSIONS, SUBMITTERS, router
+from controller.core.models import Principal
 from controller.service.reloader import watch
 
 
@@ -49,10 +51,19 @@ def create_app(ctx: ApiContext) -> FastAPI:
     # The last added runs first: identity from the headers, before anything reads a body.
     app.add_middleware(BodySizeLimit, limit=ctx.settings.max_body_bytes)
     app.add_middleware(FrontDoor, authenticate=lambda key: ctx.principals.authenticate(key),
-                       limiter=ctx.limiter, limits=ctx.limits)
+                       limiter=ctx.limiter, limits=ctx.limits,
+                       admit=lambda scope, who: _refuse_early(ctx, scope, who))
     errors.install(app)
     openapi.install(app)
     app.include_router(streams.router)
     app.include_router(operations.router)
     app.include_router(router)
     return app
+
+
+def _refuse_early(ctx: ApiContext, scope: Scope, who: Principal) -> None:
+    """A submission the run queue has no room for is refused from its head (429 or 503, as
+    ``submit`` would), before its body is parsed or a thread is taken for it."""
+    if (scope["method"] == "POST" and route_path(scope) == SUBMISSIONS
+            and who.role in SUBMITTERS):
+        ctx.dispatcher.refuse_early(who.name)

@@ -13,6 +13,9 @@
   key is remembered for ``auth_cache_s`` seconds (by its digest), so a revocation takes
   effect within that time. The per-principal rate limit applies to every authenticated
   request.
+- Then ``admit`` may refuse the request from its head and caller alone (the service refuses
+  a submission the run queue has no room for), still before its body is read and without
+  taking a thread: under a flood, a refusal does not queue behind the work it refuses.
 - The principal found rides along with the request (``scope["state"]["principal"]``, and
   ``vouched_for``), so the route's ``caller`` dependency does not look the key up again.
 - Each chunk of a request body must arrive within ``body_timeout_s`` of the last, and the
@@ -128,9 +131,11 @@ class FrontDoor:
     body's arrival. Must sit outside anything that reads a body."""
 
     def __init__(self, app: ASGIApp, authenticate: Callable[[str], Principal | None],
-                 limiter: RateLimiter, limits: Limits) -> None:
+                 limiter: RateLimiter, limits: Limits,
+                 admit: Callable[[Scope, Principal], None] | None = None) -> None:
         self.app = app
         self.authenticate = authenticate
+        self.admit = admit
         self.limiter = limiter
         self.limits = limits
         self.failures = FailureLimiter(limits.auth_failures_per_min)
@@ -142,12 +147,14 @@ class FrontDoor:
             await self.app(scope, receive, send)
             return
         exchange = _Exchange(scope, receive, send, self.limits)
-        if not _route_path(scope).startswith(PROTECTED):
+        if not route_path(scope).startswith(PROTECTED):
             await self.app(scope, exchange.receive, exchange.send)
             return
         headers = Headers(scope=scope)
         try:
             key, principal = await self._identify(scope, headers)
+            if self.admit is not None:
+                self.admit(scope, principal)
         except SandgateError as exc:
             refusal = render(exc)
             if _body_pending(headers):
@@ -186,7 +193,7 @@ class FrontDoor:
         return key, principal
 
 
-def _route_path(scope: Scope) -> str:
+def route_path(scope: Scope) -> str:
     """The path routes are matched on (without the mount point, if any)."""
     path, root = str(scope["path"]), str(scope.get("root_path", ""))
     return path[len(root):] if root and path.startswith(root) else path

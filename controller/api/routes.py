@@ -55,6 +55,7 @@ from controller.errors import (
 )
 
 SUBMITTERS = frozenset({Role.AGENT, Role.ADMIN})
+SUBMISSIONS = "/v1/submissions"
 OUTPUT_PAGE = 1 << 20
 RECEIPT_PAGE_BYTES = 8 << 20  # a page of receipts ends past this (each is bounded)
 MAX_INT = 2**62  # SQLite integers are 64-bit; larger query values are refused, not crashed on
@@ -68,7 +69,7 @@ def _header(description: str, schema: dict[str, Any]) -> dict[str, Any]:
     return {"description": description, "required": True, "schema": schema}
 
 
-@router.post("/v1/submissions", status_code=202, response_model=SubmissionView,
+@router.post(SUBMISSIONS, status_code=202, response_model=SubmissionView,
              tags=["submissions"], operation_id="submit", responses={
                  **answers(*BODY, 403, 409, 503), 202: {"headers": {"Location": _header(
                      "The submission's URL", {"type": "string"})}}})

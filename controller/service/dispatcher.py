@@ -210,17 +210,31 @@ class Dispatcher:
                 tenant.entered -= 1
                 self._forget_if_idle(tenant)
 
+    def refuse_early(self, principal: str) -> None:
+        """Raise what ``submit`` would refuse ``principal``'s next submission with now, taking
+        nothing: a request the queue has no room for is answered before its body is read or
+        a thread is taken for it. ``submit`` checks again, so a place freed meanwhile is
+        found there, and one taken meanwhile is refused there."""
+        with self._changed:
+            tenant = self._tenants.get(principal)
+            self._check_room(tenant, own_share=tenant is not None)
+
     def _reserve(self, tenant: _Tenant, *, own_share: bool) -> None:
         """Take one place for ``tenant`` before its submission is recorded, or refuse."""
         with self._changed:
-            if self.draining:
-                raise self._refusal_draining()
-            if own_share:
-                self._check_share(tenant)
-            if self._held >= self.capacity:
-                raise OverloadedError("the run queue is full", retry_after=self.retry_after)
+            self._check_room(tenant, own_share=own_share)
             tenant.reserved += 1
             self._held += 1
+
+    def _check_room(self, tenant: _Tenant | None, *, own_share: bool) -> None:
+        """Refuse unless the queue has a place for ``tenant`` (within its share if
+        ``own_share``). Called holding ``_changed``."""
+        if self.draining:
+            raise self._refusal_draining()
+        if own_share and tenant is not None:
+            self._check_share(tenant)
+        if self._held >= self.capacity:
+            raise OverloadedError("the run queue is full", retry_after=self.retry_after)
 
     def _check_share(self, tenant: _Tenant) -> None:
         if tenant.queued >= tenant.share.max_queued:

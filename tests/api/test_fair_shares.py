@@ -4,6 +4,8 @@ on an idle service."""
 
 from __future__ import annotations
 
+import json
+import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -11,11 +13,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.api.conftest import make_server
+from tests.api.conftest import Server, make_server
 from tests.conftest import owned_containers
 
 pytestmark = pytest.mark.docker
 SLEEPER = "import time\ntime.sleep(2)"
+BODY_TIMEOUT_S = 8.0
 
 
 def timed_print(client: httpx.Client, n: int) -> float:
@@ -29,12 +32,27 @@ def timed_print(client: httpx.Client, n: int) -> float:
     return elapsed
 
 
+def unread_post(server: Server, key: str) -> bytes:
+    """A submission's head and the first KiB of a 64 KiB body (the rest never sent): the
+    server's whole answer, read until it closes the connection."""
+    head = (f"POST /v1/submissions HTTP/1.1\r\nHost: sandgate\r\n"
+            f"Authorization: Bearer {key}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: 65536\r\n\r\n").encode()
+    with socket.create_connection(("127.0.0.1", server.port)) as sock:
+        sock.sendall(head + b'{"code": "' + b"x" * 1024)
+        sock.settimeout(BODY_TIMEOUT_S - 2)  # an answer only after the timeout fails here
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    return answer
+
+
 def test_a_flooding_tenant_does_not_starve_another(tmp_path: Path) -> None:
     # Two workers, so each tenant may run one sandbox at a time (half, rounded up); a's own
     # quota caps its waiting submissions at 8 (b has the default, 32). A drain of 1 s: a's
     # backlog is left to the reconcile of the restart below, not waited for.
     server = make_server(tmp_path, "fair", workers="2", drain_timeout_s="1",
-                         policy_watch_s="0")
+                         policy_watch_s="0", body_timeout_s=str(BODY_TIMEOUT_S))
     server.principal("a")
     server.principal("b")
     quota = server.cli("principals", "quota", "a", "--max-queued", "8")
@@ -61,6 +79,13 @@ def test_a_flooding_tenant_does_not_starve_another(tmp_path: Path) -> None:
                 assert answer.json()["error"]["code"] == "rate_limited"
                 assert "max_queued" in answer.json()["error"]["message"]
                 assert int(answer.headers["Retry-After"]) >= 1
+            # The next one is refused from its head: the server does not wait for a body
+            # that never comes (else a 408 after body_timeout_s), nor read it.
+            refusal = unread_post(server, server.keys["a"])
+            assert refusal.startswith(b"HTTP/1.1 429"), refusal[:300]
+            head, _, body = refusal.partition(b"\r\n\r\n")
+            assert b"connection: close" in head.lower() and b"retry-after:" in head.lower()
+            assert json.loads(body)["error"]["code"] == "rate_limited"
             # a's backlog is 9 runs of 4 s and more on one worker (dry run and real run): a
             # single queue would make b wait half a minute. b's share runs beside it.
             latencies = [timed_print(b, n) for n in range(2, 7)]

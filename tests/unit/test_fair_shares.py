@@ -237,6 +237,35 @@ def test_the_whole_capacity_stays_a_hard_bound(fake: FakeController) -> None:
     dispatcher.drain(timeout=10)
 
 
+def test_an_early_refusal_is_what_submit_would_answer_and_takes_nothing(
+        fake: FakeController) -> None:
+    dispatcher = Dispatcher(fake, workers=1, queue_size=3, max_queued=2, retry_after=3.0)
+    dispatcher.refuse_early("a")  # nobody there yet: room
+    assert dispatcher._tenants == {} and dispatcher._held == 0
+    dispatcher.start()
+    dispatcher.submit(request("a", "a0"))
+    wait_until(lambda: fake.started == ["a0"])
+    for n in (1, 2):
+        dispatcher.refuse_early("a")
+        dispatcher.submit(request("a", f"a{n}"))
+    held = dispatcher._held
+    with pytest.raises(RateLimitedError) as early:
+        dispatcher.refuse_early("a")
+    with pytest.raises(RateLimitedError) as late:
+        dispatcher.submit(request("a", "a3"))
+    assert str(early.value) == str(late.value) and "max_queued" in str(early.value)
+    assert early.value.retry_after == late.value.retry_after == 3.0
+    dispatcher.refuse_early("b")  # another principal still finds its room
+    dispatcher.submit(request("b", "b0"))
+    with pytest.raises(OverloadedError, match="the run queue is full"):
+        dispatcher.refuse_early("c")  # 1 + 3 places, all taken
+    assert dispatcher._held == held + 1 and "c" not in dispatcher._tenants
+    fake.release_all()
+    dispatcher.drain(timeout=10)
+    with pytest.raises(UnavailableError):
+        dispatcher.refuse_early("a")
+
+
 def test_workers_take_turns_round_robin(fake: FakeController) -> None:
     dispatcher = Dispatcher(fake, workers=1, queue_size=10)
     dispatcher.start()
