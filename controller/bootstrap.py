@@ -13,6 +13,7 @@ from controller.adapters.runtime.docker import DockerRuntime
 from controller.adapters.signing import KeyRing
 from controller.adapters.store.principals import Principals
 from controller.adapters.store.submissions import Store
+from controller.adapters.telemetry.tracing import Tracer
 from controller.api.app import create_app
 from controller.api.deps import ApiContext
 from controller.api.limits import RateLimiter
@@ -20,6 +21,7 @@ from controller.profiles.load import load_profiles
 from controller.service.controller import Controller
 from controller.service.dispatcher import Dispatcher
 from controller.service.means import Paths, Rules
+from controller.service.telemetry import Telemetry
 from controller.settings import Settings
 
 
@@ -51,6 +53,7 @@ def open_controller(settings: Settings | None = None) -> Controller[Store, Shado
                     max_parked=settings.max_parked_per_principal,
                     keep_run_dirs=settings.keep_run_dirs),
         owner=owner,
+        telemetry=Telemetry(store, tracer=Tracer.from_env()),
     )
     controller.archive_profiles(profiles)
     return controller

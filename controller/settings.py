@@ -7,6 +7,7 @@ import os
 import re
 import secrets
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -66,6 +67,8 @@ class Settings(BaseSettings):
     rate_per_s: float = Field(default=20.0, gt=0, description="Requests/s per principal")
     rate_burst: int = Field(default=40, ge=1, description="Burst per principal")
     drain_timeout_s: float = Field(default=60.0, ge=0, description="SIGTERM: wait for runs")
+    log_format: Literal["text", "json"] = Field(default="text", description=(
+        "json: one JSON object per line, with the submission and trace ids it is about"))
     header_timeout_s: float = Field(default=10.0, gt=0, description=(
         "A request's headers must be whole this many seconds after the connection opens or "
         "the last response ends; else the connection is closed"))

@@ -12,7 +12,7 @@ from fastapi.concurrency import run_in_threadpool
 from starlette.types import Scope
 
 from controller import __version__
-from controller.api import errors, openapi, operations, streams
+from controller.api import errors, openapi, operations, streams, telemetry
 from controller.api.deps import ApiContext
 from controller.api.front_door import FrontDoor, route_path
 from controller.api.limits import BodySizeLimit
@@ -41,6 +41,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
         stop.set()
         await run_in_threadpool(ctx.dispatcher.drain, ctx.settings.drain_timeout_s)
         await run_in_threadpool(ctx.controller.pool.close)
+        await run_in_threadpool(ctx.controller.telemetry.close)
 
     app = FastAPI(title="Sandgate", version=__version__, lifespan=lifespan,
                   description="Sandboxed code execution: dry run, policy, bounded run, "
@@ -57,6 +58,8 @@ def create_app(ctx: ApiContext) -> FastAPI:
     openapi.install(app)
     app.include_router(streams.router)
     app.include_router(operations.router)
+    app.include_router(telemetry.router)
+    telemetry.read_levels(ctx)
     app.include_router(router)
     return app
 

@@ -51,7 +51,8 @@ _BASE = f"/v1/submissions/{SUBMISSION_ID}"
 _NO_CHANGES = "4f53cda18c2baa0c0354bb5f9a3ecbe5ed12ab4d8e11ba873c2f11161202b945"  # sha256 of []
 _NO_PATHS = _NO_CHANGES
 SUBMISSION: dict[str, Any] = {
-    "id": SUBMISSION_ID, "state": "committed", "reason": "committed", "agent": "alice",
+    "id": SUBMISSION_ID, "trace_id": "4bf92f3577b34da6a3ce929d0e0e4736", "state": "committed",
+    "reason": "committed", "agent": "alice",
     "language": "python", "workspace": "default", "profile": "standard",
     "created_at": "2025-06-01T12:00:00.973365Z", "updated_at": "2025-06-01T12:00:01.846554Z",
     "decisions": [

@@ -51,7 +51,7 @@ from controller.api.limits import FailureLimiter, Limits, RateLimiter
 from controller.core.models import Principal
 from controller.errors import AuthError, OverloadedError, SandgateError
 
-PROTECTED = "/v1/"
+PROTECTED = ("/v1/", "/metrics")
 LOOKUPS = 4  # key lookups in flight at once: a flood of guesses cannot take every thread
 CACHED_KEYS = 1024
 MAX_HEADER_BYTES = 16 * 1024  # a request head (request line and headers) larger is a 400

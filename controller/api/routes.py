@@ -36,6 +36,7 @@ from controller.api.schemas import (
     profile_view,
     submission_view,
 )
+from controller.api.telemetry import TraceParentHeader, trace_parent
 from controller.core import untrusted
 from controller.core.models import (
     WORKSPACE_NAME,
@@ -80,13 +81,14 @@ async def submit(body: Annotated[SubmissionBody, Body(openapi_examples=examples.
                  idempotency_key: Annotated[str | None, Header(max_length=200, description=(
                      "Retries with the same key and body answer the same submission; the "
                      "same key with another body is a 409"))] = None,
+                 traceparent: TraceParentHeader = None,
                  ) -> JSONResponse:
     """Accept code for the pipeline; with ``wait``, block until it ends (or parks for
     approval), or the wait runs out."""
     if who.role not in SUBMITTERS:
         raise ForbiddenError(f"role {who.role} cannot submit code")
     _can_sign(ctx)
-    request = body.by(who.name)
+    request = body.by(who.name, trace_parent(traceparent))
     key = None
     if idempotency_key is not None:
         fields = body.model_dump(mode="json")
@@ -314,7 +316,8 @@ def reload_policies(ctx: Ctx, who: Caller) -> PolicyView:
     and policy) and the active one keeps deciding."""
     if who.role is not Role.ADMIN:
         raise ForbiddenError("only an admin reloads policies")
-    ctx.controller.engine.reload(ctx.settings.bundles_dir)
+    with ctx.controller.telemetry.reloading("policies"):
+        ctx.controller.engine.reload(ctx.settings.bundles_dir)
     return policies(ctx, who)
 
 

@@ -118,6 +118,9 @@ class SubmissionView(BaseModel):
     model_config = _examples(examples.SUBMISSION)
 
     id: str
+    trace_id: str = Field(description=(
+        "The submission's trace (its receipt's too): the traceparent's, if the request "
+        "carried one"))
     state: State
     reason: str
     agent: str
@@ -340,7 +343,7 @@ def links(submission_id: str) -> Links:
 def submission_view(sub: Submission) -> SubmissionView:
     request = sub.request
     return SubmissionView(
-        id=sub.id, state=sub.state, reason=sub.reason, agent=request.agent,
+        id=sub.id, trace_id=sub.trace_id, state=sub.state, reason=sub.reason, agent=request.agent,
         language=request.language, workspace=request.workspace, profile=request.profile,
         created_at=sub.created_at, updated_at=sub.updated_at, decisions=list(sub.decisions),
         dry_run=RunResult.of(sub.dry_run, sub.dry_run_diff),

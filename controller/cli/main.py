@@ -14,6 +14,7 @@ import sys
 
 from pydantic import ValidationError
 
+from controller.adapters.telemetry import logs
 from controller.cli import (
     images,
     policy,
@@ -27,6 +28,7 @@ from controller.cli import (
     submit,
 )
 from controller.errors import SandgateError
+from controller.settings import Settings
 
 GROUPS = (run.register, receipts.register, images.register, serve.register,
           principals.register, submit.register, policy.register, probes.register,
@@ -36,8 +38,12 @@ GROUPS = (run.register, receipts.register, images.register, serve.register,
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        log_format = Settings().log_format
+    except ValidationError as exc:
+        print(f"sandgate: invalid settings: {exc}", file=sys.stderr)
+        return 2
+    logs.configure(log_format, logging.INFO if args.verbose else logging.WARNING)
     try:
         return int(args.handler(args))
     except SandgateError as exc:

@@ -33,6 +33,8 @@ def _serve(args: argparse.Namespace) -> int:
           f"'{base}/v1/submissions?wait=30'", flush=True)
     limits = Limits.from_settings(settings)
     uvicorn.run(app, host=args.host, port=args.port, log_level="info",
+                # JSON logs: uvicorn's loggers go through the root logger's JSON lines.
+                log_config=None if settings.log_format == "json" else uvicorn.config.LOGGING_CONFIG,
                 timeout_graceful_shutdown=int(settings.drain_timeout_s),
                 # The front door: a head must be whole within header_timeout_s and fit in
                 # MAX_HEADER_BYTES; connections are bounded, per source and in all, idle

@@ -181,9 +181,18 @@ class SubmissionBody(Frozen):
         default_factory=dict, max_length=MAX_LABELS, description="Recorded in the receipt",
         json_schema_extra={"propertyNames": {"pattern": LABEL_KEY.pattern}})
 
-    def by(self, agent: str) -> SubmissionRequest:
+    def by(self, agent: str, trace_parent: TraceParent | None = None) -> SubmissionRequest:
         """This body as ``agent``'s request (the API's agent: the authenticated caller)."""
-        return SubmissionRequest(**dict(self), agent=agent)
+        return SubmissionRequest(**dict(self), agent=agent, trace_parent=trace_parent)
+
+
+class TraceParent(Frozen):
+    """The agent's span a submission continues (a W3C Trace Context ``traceparent``): the
+    submission's trace id is its trace id."""
+
+    trace_id: str = Field(pattern=r"^[0-9a-f]{32}$")
+    span_id: str = Field(pattern=r"^[0-9a-f]{16}$")
+    sampled: bool = True
 
 
 class SubmissionRequest(SubmissionBody):
@@ -191,6 +200,7 @@ class SubmissionRequest(SubmissionBody):
 
     # A principal's name: it names the agent's workspace directory, so it has their shape.
     agent: Annotated[str, Field(pattern=WORKSPACE_NAME.pattern)] = LOCAL_AGENT
+    trace_parent: TraceParent | None = None
 
 
 class StreamSummary(Frozen):

@@ -241,6 +241,9 @@ class SubmissionStore(Protocol):
 
     def owner_of(self, submission_id: str) -> tuple[str, str] | None: ...
 
+    def events(self, submission_id: str,
+               after: int = 0) -> list[tuple[int, str | None, str, str]]: ...
+
     def signer_of(self, sequence: int) -> str | None: ...
 
 

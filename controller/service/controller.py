@@ -16,6 +16,7 @@ from typing import Generic, TypeVar
 
 from controller.adapters.fs.trees import remove_tree
 from controller.adapters.fs.workspaces import Workspaces
+from controller.adapters.telemetry import logs
 from controller.core import untrusted
 from controller.core.lifecycle import TERMINAL, after_approval
 from controller.core.models import Approval, State, Submission, SubmissionRequest, utcnow
@@ -28,6 +29,7 @@ from controller.service.means import Means, Paths, Rules
 from controller.service.pipeline import Job
 from controller.service.pool import Pool
 from controller.service.sealing import Sealer
+from controller.service.telemetry import Telemetry
 
 log = logging.getLogger("sandgate")
 
@@ -45,7 +47,7 @@ class Controller(Generic[StoreT, EngineT]):
     def __init__(self, *, store: StoreT, runtime: SandboxRuntime, engine: EngineT,
                  signer: Signer, profiles: dict[str, Profile], workspaces: Workspaces,
                  tmpfs: Tmpfs, paths: Paths, rules: Rules | None = None,
-                 owner: str = "sandgate") -> None:
+                 owner: str = "sandgate", telemetry: Telemetry | None = None) -> None:
         self.store = store
         self.runtime = runtime
         self.engine = engine
@@ -55,6 +57,8 @@ class Controller(Generic[StoreT, EngineT]):
         self.paths = paths
         self.rules = rules or Rules()
         self.sealer = Sealer(store, signer, workspaces)
+        self.telemetry = telemetry or Telemetry(store)  # metrics; traces only if given
+        self.sealer.on_sealed = self.telemetry.sealed
         self.listeners: list[Listener] = []
         self.owner = owner  # the runtime's label too: what reconcile may remove is its own
         # Started only by a long-lived service (``start_pool``): a one-shot run keeps none.
@@ -62,7 +66,8 @@ class Controller(Generic[StoreT, EngineT]):
                          profiles=lambda: self.profiles)
         self.means = Means(store=store, runtime=runtime, engine=engine, workspaces=workspaces,
                            tmpfs=tmpfs, sealer=self.sealer, announce=self.announce,
-                           paths=paths, rules=self.rules, pool=self.pool)
+                           paths=paths, rules=self.rules, telemetry=self.telemetry,
+                           pool=self.pool)
 
     def job(self, submission: Submission) -> Job:
         """A job for ``submission`` under the profile it names as loaded now."""
@@ -87,7 +92,8 @@ class Controller(Generic[StoreT, EngineT]):
                              f"known: {', '.join(sorted(self.profiles))}")
         submission = Submission(
             id=uuid.uuid4().hex,
-            trace_id=uuid.uuid4().hex,
+            # The agent's trace, continued; else one of its own.
+            trace_id=request.trace_parent.trace_id if request.trace_parent else uuid.uuid4().hex,
             request=request,
             code_sha256=hashlib.sha256(request.code.encode()).hexdigest(),
         )
@@ -102,13 +108,14 @@ class Controller(Generic[StoreT, EngineT]):
         """Drive a submission to its end: a new one from the start, an approved one from its
         real run."""
         job = self.job(submission)
-        try:
-            return job.resume() if submission.state is State.RUNNING else job.drive()
-        except Exception as exc:
-            log.exception("submission %s failed in %s", job.sub.id, job.sub.state)
-            return job.fail(f"{type(exc).__name__}: {exc}")
-        finally:
-            job.cleanup()
+        with logs.about(submission.id, submission.trace_id):
+            try:
+                return job.resume() if submission.state is State.RUNNING else job.drive()
+            except Exception as exc:
+                log.exception("submission %s failed in %s", job.sub.id, job.sub.state)
+                return job.fail(f"{type(exc).__name__}: {exc}")
+            finally:
+                job.cleanup()
 
     def reconcile(self) -> list[Submission]:
         """After a restart: remove our containers (pooled ones too, and the uids they held),
@@ -160,8 +167,9 @@ class Controller(Generic[StoreT, EngineT]):
         """Swap in every profile of ``directory`` at once; a broken one refuses them all
         (``ProfileError``) and the loaded ones stay. Submissions keep the profile they began
         with; the digest in each receipt says which."""
-        loaded = load_profiles(directory)
-        self.archive_profiles(loaded)
+        with self.telemetry.reloading("profiles"):
+            loaded = load_profiles(directory)
+            self.archive_profiles(loaded)
         self.profiles = loaded
         return loaded
 

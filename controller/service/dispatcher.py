@@ -70,6 +70,16 @@ class Share(NamedTuple):
     max_queued: int
 
 
+class Load(NamedTuple):
+    """The run queue now: submissions waiting (admitted, not started) and running, of how
+    many places in all, held by how many principals."""
+
+    waiting: int
+    running: int
+    capacity: int
+    principals: int
+
+
 @dataclass(eq=False)
 class _Tenant:
     """One principal's part of the queue, kept while it holds work or is being admitted."""
@@ -118,6 +128,14 @@ class Dispatcher:
     @property
     def draining(self) -> bool:
         return self._draining.is_set()
+
+    def load(self) -> Load:
+        """How full the run queue is now."""
+        with self._changed:
+            tenants = list(self._tenants.values())
+            return Load(waiting=sum(tenant.queued for tenant in tenants),
+                        running=sum(tenant.running for tenant in tenants),
+                        capacity=self.capacity, principals=len(tenants))
 
     def share_of(self, principal: str) -> Share:
         """The principal's share: its own quota where it has one, else the defaults."""

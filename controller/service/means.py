@@ -12,6 +12,7 @@ from controller.core.models import Submission
 from controller.core.ports import PolicyEngine, SandboxRuntime, SubmissionStore, Tmpfs
 from controller.service.pairs import PairSource
 from controller.service.sealing import Sealer
+from controller.service.telemetry import Telemetry
 
 
 @dataclass(frozen=True)
@@ -45,4 +46,5 @@ class Means:
     announce: Callable[[Submission], None]
     paths: Paths
     rules: Rules
+    telemetry: Telemetry
     pool: PairSource | None = None  # started sandboxes waiting for submissions

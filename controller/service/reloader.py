@@ -47,7 +47,8 @@ def _reload_changed(controller: Reloadable, profiles_dir: Path, archive: Path,
     now = (controller.engine.digests(), directory_digest(profiles_dir))
     if now[0] != seen[0]:
         try:
-            bundle = controller.engine.reload(archive)
+            with controller.telemetry.reloading("policies"):
+                bundle = controller.engine.reload(archive)
             log.info("policy bundle %s@%s loaded (%s)", bundle.name, bundle.version,
                      bundle.digest)
         except ConfigError as exc:

@@ -107,7 +107,8 @@ class Runs:
                 sandbox.discard()
             raise
         try:
-            return sandbox.run()
+            with self.m.telemetry.running():
+                return sandbox.run()
         except SandboxGoneError as exc:
             if waiting is None:
                 raise
@@ -115,7 +116,8 @@ class Runs:
             # started afresh, on the mounts already filled for it.
             log.warning("%s: the %s sandbox waiting for it was gone (%s); starting another",
                         spec.submission_id, spec.phase.value, exc)
-            return self.m.runtime.start(spec).run()
+            with self.m.telemetry.running():
+                return self.m.runtime.start(spec).run()
 
     def release(self, phase: Phase) -> None:
         """Unmount one run's scratch filesystems (its sandbox is gone)."""

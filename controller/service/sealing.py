@@ -8,13 +8,15 @@ transaction the store provides, and undone if it does not commit.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 from controller.adapters.fs.workspaces import Workspaces
 from controller.core import receipts
 from controller.core.lifecycle import TERMINAL, advanced
-from controller.core.models import State, Submission
+from controller.core.models import State, Submission, utcnow
 from controller.core.ports import Signer, SubmissionStore
 from controller.errors import IllegalTransitionError
 from controller.faults import crash_point
@@ -44,6 +46,8 @@ class Sealer:
         self.store = store
         self.signer = signer
         self.workspaces = workspaces
+        # Told of each sealed submission, with when its sealing began and ended.
+        self.on_sealed: Callable[[Submission, datetime, datetime], None] | None = None
 
     def finish(self, submission: Submission, target: State,
                publication: Publication | None = None, **changes: object) -> Submission:
@@ -53,6 +57,7 @@ class Sealer:
         if target not in TERMINAL:
             raise IllegalTransitionError(f"{target} is not terminal")
         published = False
+        started = utcnow()
         try:
             with self.store.terminal() as tx:
                 if publication is not None:
@@ -70,6 +75,8 @@ class Sealer:
             if published and publication is not None:
                 self.workspaces.unpublish(publication.directory, publication.new)
             raise
+        if self.on_sealed is not None:
+            self.on_sealed(ended, started, utcnow())
         return ended
 
     def seal(self, submission: Submission, sequence: int,

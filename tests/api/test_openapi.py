@@ -60,6 +60,7 @@ ANSWERS: dict[str, set[int]] = {
     "reloadProfiles": {200, 403, 422} | EVERY,
     "listApprovals": {200, 403, 404, 422} | EVERY,
     "answerApproval": {200, 403, 404, 503} | BODY | EVERY,
+    "getMetrics": {200, 403} | EVERY,
     "getHealth": {200, 500},
     "getReadiness": {200, 500, 503},
 }
