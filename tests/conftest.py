@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from controller.adapters.fs.tmpfs import PlainDirectories, ScratchMounts
 from controller.adapters.fs.workspaces import Workspaces
@@ -24,6 +25,10 @@ from controller.profiles.load import load_profiles
 from controller.service.controller import Controller
 from controller.service.means import Paths, Rules
 from controller.settings import SHIPPED_ROOT
+
+# No per-example deadline: these machines are shared, and a slow example is not a wrong one.
+settings.register_profile("sandgate", deadline=None)
+settings.load_profile("sandgate")
 
 ROOT = SHIPPED_ROOT
 TEST_OWNER = "sandgate"
