@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
+from controller.adapters.fs import lock
 from controller.adapters.fs.tmpfs import ScratchMounts
 from controller.adapters.fs.workspaces import Workspaces
 from controller.adapters.policy.bundle import archive_bundle
@@ -25,13 +26,18 @@ from controller.service.telemetry import Telemetry
 from controller.settings import Settings
 
 
-def open_controller(settings: Settings | None = None) -> Controller[Store, ShadowedEngine]:
+def open_controller(settings: Settings | None = None, *,
+                    alone: str | None = None) -> Controller[Store, ShadowedEngine]:
     """A controller on the embedded defaults: SQLite, a generated key, the local Docker engine.
+    Its data directory is locked for the rest of the process: by ``alone`` (what needs it
+    alone: a service, a reconcile), else shared with other one-shot commands.
 
-    Raises ``SandgateError`` subclasses naming what is wrong (profile, bundle, key, engine).
+    Raises ``SandgateError`` subclasses naming what is wrong (profile, bundle, key, engine,
+    a data directory in use).
     """
     settings = settings or Settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    lock.hold(settings.data_dir, alone=alone is not None, who=alone or "a one-shot command")
     profiles = load_profiles(settings.profiles_dir)
     engine = open_policies(settings)
     owner = settings.resolved_owner()
@@ -62,7 +68,7 @@ def open_controller(settings: Settings | None = None) -> Controller[Store, Shado
 def open_api(settings: Settings | None = None) -> FastAPI:
     """The REST service on a freshly opened controller (reconciles when it starts)."""
     settings = settings or Settings()
-    controller = open_controller(settings)
+    controller = open_controller(settings, alone="sandgate serve")
     principals = Principals(settings.db_path)
     ctx = ApiContext(
         controller=controller,

@@ -105,6 +105,12 @@ class UnavailableError(RetryableError):
     hint = "The controller is starting, draining or not ready; see /readyz."
 
 
+class DataDirInUseError(UnavailableError):
+    code = "data_dir_in_use"
+    hint = ("Stop the service using it, or point SANDGATE_DATA_DIR elsewhere; while a service "
+            "runs, submit through its API.")
+
+
 class IllegalTransitionError(SandgateError):
     code = "illegal_transition"
     hint = "This is a Sandgate bug: the lifecycle refused a move. Please report it."

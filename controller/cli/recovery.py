@@ -40,7 +40,7 @@ def _chaos(args: argparse.Namespace) -> int:
 def _reconcile(args: argparse.Namespace) -> int:
     from controller.bootstrap import open_controller
 
-    ended = open_controller(Settings()).reconcile()
+    ended = open_controller(Settings(), alone="sandgate reconcile").reconcile()
     for submission in ended:
         print(f"{submission.id}: {submission.state.value} ({printable_line(submission.reason)})")
     print(f"reconciled {len(ended)} interrupted submission(s)")

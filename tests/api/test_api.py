@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from controller.client import ClientError, SandgateClient
-from tests.api.conftest import BIN, Server
+from tests.api.conftest import BIN, Server, free_port
 from tests.conftest import owned_containers
 
 pytestmark = pytest.mark.docker
@@ -243,3 +243,19 @@ def test_sandgate_submit_cli_talks_to_the_service(server: Server, tmp_path: Path
     result = json.loads(done.stdout)
     assert (result["state"], result["stdout"], result["language"]) == ("committed",
                                                                       "from-cli\n", "sh")
+
+
+def test_a_second_service_or_a_reconcile_cannot_take_its_data_directory(
+        server: Server) -> None:
+    # Each would reconcile: remove this service's containers, end its submissions.
+    refused = server.cli("reconcile")
+    assert refused.returncode == 2, refused.stdout
+    assert "in use by sandgate serve" in refused.stderr and "data_dir_in_use" in refused.stderr
+    second = subprocess.run([str(BIN / "sandgate"), "serve", "--port", str(free_port())],
+                            env=server.env, capture_output=True, text=True, timeout=60,
+                            check=False)
+    assert second.returncode == 2 and "in use by sandgate serve" in second.stderr
+    with server.client("alice") as alice:
+        done = alice.post("/v1/submissions", params={"wait": 30},
+                          json={"language": "python", "code": "print(1)"}).json()
+    assert done["state"] == "committed", done
