@@ -17,6 +17,7 @@ from controller.api.deps import ApiContext
 from controller.api.front_door import FrontDoor, route_path
 from controller.api.limits import BodySizeLimit
 from controller.api.routes import SUBMISSIONS, SUBMITTERS, router
+from controller.console import router as console
 from controller.core.models import Principal
 from controller.service.reloader import watch
 
@@ -61,6 +62,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
     app.include_router(telemetry.router)
     telemetry.read_levels(ctx)
     app.include_router(router)
+    app.include_router(console)
     return app
 
 

@@ -1,4 +1,5 @@
-"""``GET /v1/submissions/{id}/events``: a submission's transitions as server-sent events.
+"""``GET /v1/submissions/{id}/events``: a submission's transitions as server-sent events;
+``GET /v1/events``: every transition the caller may read, of every submission (the feed).
 
 A stream ends after the terminal event; at once when the submission is already terminal and
 nothing follows ``Last-Event-ID``; and after ``stream_idle_s`` without a new event (a
@@ -10,21 +11,26 @@ announcements, with a slow poll behind them for anything not announced.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
-from collections.abc import AsyncGenerator, Callable
-from typing import Annotated
+from collections.abc import AsyncGenerator, Callable, Iterator
+from contextlib import contextmanager
+from functools import partial
+from typing import Annotated, Any, Literal
 
 import anyio
 import anyio.to_thread
-from fastapi import APIRouter, Header
+from fastapi import APIRouter, Header, Request
 from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field, JsonValue
 from starlette.types import Receive, Scope, Send
 
 from controller.adapters.store.submissions import Store
-from controller.api.deps import Caller, Ctx, Waiters
+from controller.api.deps import ApiContext, Caller, Ctx, Waiters
 from controller.api.openapi import EVENT_ID, answers, event_stream
 from controller.core.lifecycle import TERMINAL
+from controller.core.models import Principal, Role, State, Submission
 from controller.errors import InputError
 
 KEEP_ALIVE_S = 15.0
@@ -115,3 +121,162 @@ def _poll(store: Store, submission_id: str,
     no transition after it means there is truly nothing more."""
     owner = store.owner_of(submission_id)
     return (owner[1] if owner else None), store.events(submission_id, after)
+
+
+# The feed: every transition the caller may read -------------------------------------------
+
+FEED_PAGE = 200  # events read per query; the stream carries on at once while more wait
+FEED = ("Server-sent events: first `event: ready` (its `id` the point the stream starts "
+        "after, its `data` the caller's name, role and what it sees), then one `event: "
+        "transition` per transition (`data`: a FeedEvent as JSON); `: keep-alive` comments "
+        "between. Without Last-Event-ID it starts at the newest transition: read "
+        "GET /v1/submissions after the ready event and nothing is missed. Ends when idle")
+STATE_NAMES: list[JsonValue] = [state.value for state in State]
+
+
+class FeedEvent(BaseModel):
+    """The ``data`` of a ``transition`` event of GET /v1/events."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    submission_id: str
+    agent: str
+    workspace: str
+    source: str | None = Field(alias="from", description="None for the first event",
+                               json_schema_extra={"enum": [*STATE_NAMES, None]})
+    to: str = Field(json_schema_extra={"enum": STATE_NAMES})
+    at: str = Field(description="When, ISO 8601 in UTC")
+
+
+class FeedReady(BaseModel):
+    """The ``data`` of the ``ready`` event that opens GET /v1/events."""
+
+    principal: str
+    role: Literal["agent", "approver", "admin", "auditor"]
+    sees: Literal["own", "parked", "all"] = Field(description=(
+        "own: the caller's submissions; parked: every submission from its parking for "
+        "approval on; all: every submission"))
+
+
+def _feed_stream() -> dict[str, Any]:
+    data = {"oneOf": [FeedEvent.model_json_schema(by_alias=True),
+                      FeedReady.model_json_schema()]}
+    return {"text/event-stream": {"itemSchema": {
+        "description": FEED, "type": "object", "required": ["id", "event", "data"],
+        "properties": {
+            "id": {"type": "string", "pattern": EVENT_ID, "description": (
+                "The transition's id: send it back as Last-Event-ID to resume after it")},
+            "event": {"type": "string", "enum": ["ready", "transition"]},
+            "data": {"type": "string", "contentMediaType": "application/json",
+                     "contentSchema": data}}}}}
+
+
+class Announcements:
+    """Wakes every open feed on any transition the controller announces (from any thread);
+    one per app, registered as a listener when the first feed opens."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.waiting: set[asyncio.Event] = set()
+
+    def listener(self, submission: Submission) -> None:
+        if not self.waiting:
+            return
+        try:
+            self.loop.call_soon_threadsafe(self._wake)
+        except RuntimeError:  # the loop has closed (shutting down): no feed is left to wake
+            return
+
+    def _wake(self) -> None:
+        for event in self.waiting:
+            event.set()
+
+    @contextmanager
+    def watching(self) -> Iterator[asyncio.Event]:
+        event = asyncio.Event()
+        self.waiting.add(event)
+        try:
+            yield event
+        finally:
+            self.waiting.discard(event)
+
+
+def announcements(request: Request, ctx: ApiContext) -> Announcements:
+    """This app's ``Announcements``, made (and listening) on first use."""
+    found: Announcements | None = getattr(request.app.state, "feed_announcements", None)
+    if found is None:
+        found = Announcements(asyncio.get_running_loop())
+        request.app.state.feed_announcements = found
+        ctx.controller.listeners.append(found.listener)
+    return found
+
+
+def sees(who: Principal) -> Literal["own", "parked", "all"]:
+    """What the feed shows ``who``, as the routes read records: agents their own, approvers
+    what was put before them, admins and auditors everything."""
+    if who.sees_everything:
+        return "all"
+    return "parked" if who.role is Role.APPROVER else "own"
+
+
+@router.get("/v1/events", tags=["submissions"], operation_id="streamFeed",
+            response_class=StreamingResponse, responses={
+                **answers(422), 200: {"description": "A ready event, then one event per "
+                                                     "transition", "content": _feed_stream()}})
+async def feed(request: Request, ctx: Ctx, who: Caller,
+               last_event_id: Annotated[str | None, Header(description=(
+                   "The id of the last event received: the stream resumes after it"),
+                   json_schema_extra={"pattern": EVENT_ID})] = None,
+               ) -> StreamingResponse:
+    """Every transition the caller may read, of every submission, as server-sent events:
+    agents see their own, approvers submissions from their parking for approval on, admins
+    and auditors all; ``Last-Event-ID`` resumes after that one."""
+    after = resume_after(last_event_id)
+    hub = announcements(request, ctx)
+    release = ctx.streams.acquire(who.name, ctx.limits.streams_per_principal)
+    scope = sees(who)
+    ready = FeedReady(principal=who.name, role=who.role.value, sees=scope).model_dump_json()
+    return EventStream(feed_events(ctx.controller.store, hub, who, after if last_event_id
+                                   is not None else None, ctx.limits.stream_idle_s, ready),
+                       release)
+
+
+async def feed_events(store: Store, hub: Announcements, who: Principal, after: int | None,
+                      idle_s: float, ready: str) -> AsyncGenerator[str, None]:
+    """The ready event, then each transition ``who`` may read after event ``after`` (the
+    newest when None, or when ``after`` names one not yet written)."""
+    scope = sees(who)
+    agent = who.name if scope == "own" else None
+    parked = scope == "parked"
+    _, _, head = await anyio.to_thread.run_sync(_newest, store)
+    cursor = head if after is None else min(after, head)
+    yield f"id: {cursor}\nevent: ready\ndata: {ready}\n\n"
+    idle_until = anyio.current_time() + idle_s
+    keep_alive_at = anyio.current_time() + KEEP_ALIVE_S
+    with hub.watching() as changed:
+        while True:
+            changed.clear()
+            rows, cursor, head = await anyio.to_thread.run_sync(
+                partial(store.feed, cursor, agent=agent, parked_only=parked, limit=FEED_PAGE))
+            for event_id, sid, owner, workspace, source, target, at in rows:
+                data = FeedEvent(submission_id=sid, agent=owner, workspace=workspace,
+                                 source=source, to=target, at=at).model_dump_json(by_alias=True)
+                yield f"id: {event_id}\nevent: transition\ndata: {data}\n\n"
+            now = anyio.current_time()
+            if rows:
+                idle_until = now + idle_s
+            elif now >= idle_until:
+                return
+            if now >= keep_alive_at:
+                yield ": keep-alive\n\n"
+                keep_alive_at = now + KEEP_ALIVE_S
+            if cursor < head:
+                continue  # more written than one read covers: no wait
+            with anyio.move_on_after(min(FALLBACK_POLL_S, idle_until - now,
+                                         keep_alive_at - now)):
+                await changed.wait()
+
+
+def _newest(store: Store) -> tuple[list[Any], int, int]:
+    """The feed's head (the newest event id), reading no event."""
+    return store.feed(0, agent=None, limit=1, window=0)

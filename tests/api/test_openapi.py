@@ -61,6 +61,7 @@ ANSWERS: dict[str, set[int]] = {
     "listApprovals": {200, 403, 404, 422} | EVERY,
     "answerApproval": {200, 403, 404, 503} | BODY | EVERY,
     "getMetrics": {200, 403} | EVERY,
+    "streamFeed": {200, 422} | EVERY,
     "getHealth": {200, 500},
     "getReadiness": {200, 500, 503},
 }

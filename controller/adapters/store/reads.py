@@ -40,6 +40,9 @@ def page(columns: str, agent: str | None, state: str | None, since: str | None,
     return query, params
 
 
+# One event of the feed of every submission's transitions (``Reads.feed``): event id,
+# submission id, agent, workspace, from state (None for the first), to state, when.
+FeedRow = tuple[int, str, str, str, str | None, str, str]
 CODE_PREVIEW = 64 << 10  # characters of code an approver sees in the queue
 FILES_PREVIEW = 100
 
@@ -233,6 +236,32 @@ class Reads:
                 "WHERE submission_id = ? AND id > ? ORDER BY id",
                 (submission_id, after)).fetchall()
         return [(int(r[0]), r[1], str(r[2]), str(r[3])) for r in rows]
+
+    def feed(self, after: int, *, agent: str | None, parked_only: bool = False,
+             limit: int = 200, window: int = 5000) -> tuple[list[FeedRow], int, int]:
+        """Transitions of every submission after event ``after``, in order: (rows, cursor,
+        head). Each row is (event id, submission id, agent, workspace, from, to, at).
+
+        ``agent`` keeps one agent's; ``parked_only`` keeps a submission's transitions from
+        its parking for approval on (what an approver may read). At most ``window`` event
+        ids are scanned per call, so a filter that matches nothing costs a bounded read:
+        resume from ``cursor`` (the last id scanned); ``head`` is the newest event id."""
+        with self._lock:
+            head = int(self._db.execute(
+                "SELECT COALESCE(MAX(id), 0) FROM transitions").fetchone()[0])
+            upto = min(head, after + window)
+            rows = self._db.execute(
+                "SELECT t.id, t.submission_id, s.agent, s.workspace, t.from_state, t.to_state, "
+                "t.at FROM transitions t JOIN submissions s ON s.id = t.submission_id "
+                "WHERE t.id > ? AND t.id <= ? AND (? IS NULL OR s.agent = ?) AND (? = 0 OR "
+                "EXISTS (SELECT 1 FROM transitions p WHERE p.submission_id = t.submission_id "
+                "AND p.to_state = ? AND p.id <= t.id)) ORDER BY t.id LIMIT ?",
+                (after, upto, agent, agent, int(parked_only), State.AWAITING_APPROVAL.value,
+                 limit)).fetchall()
+        found: list[FeedRow] = [(int(r[0]), str(r[1]), str(r[2]), str(r[3]), r[4], str(r[5]),
+                                 str(r[6])) for r in rows]
+        cursor = found[-1][0] if len(found) == limit else upto
+        return found, max(cursor, after), head
 
     def workspace(self, owner: str, name: str) -> tuple[int, str] | None:
         """(current version, directory) of ``owner``'s workspace ``name``, or None."""
