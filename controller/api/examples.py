@@ -100,3 +100,12 @@ KEY: dict[str, Any] = {
            "MCowBQYDK2VwAyEAq2m8Zc0Vv0Yq8b9O9k2QH6Jf3h9mY4Z1w7sXo0c5r0E=\n"
            "-----END PUBLIC KEY-----\n",
 }
+
+PRINCIPAL: dict[str, Any] = {"principal": "audrey", "role": "auditor", "sees": "all"}
+STATUS: dict[str, Any] = {"queue": {"waiting": 3, "running": 4, "workers": 4, "capacity": 68,
+                                    "principals": 2}, "draining": False}
+PROFILE_LINT: dict[str, Any] = {
+    "file": "standard.yaml", "profile": "standard", "loaded": True,
+    "digest": "sha256:8d2c3f0e4a1b5c6d7e8f9a0b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e6f7a8b9c0d",
+    "findings": [{"level": "warning", "where": "/etc/sandgate/profiles/standard.yaml",
+                  "message": "network is on: the bounded run gets a bridge network"}]}

@@ -39,7 +39,9 @@ TAGS = [
     {"name": "approvals", "description": "Submissions parked for a human, and the answers"},
     {"name": "configuration", "description": "Profiles"},
     {"name": "policies", "description": "Policy bundles"},
-    {"name": "operations", "description": "Liveness and readiness, unauthenticated"},
+    {"name": "operations", "description": (
+        "Liveness and readiness (unauthenticated); who the caller is; the run queue and "
+        "metrics (auditors and admins)")},
 ]
 RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait before trying again",
                                "required": True,

@@ -6,6 +6,7 @@ import json
 import logging
 import re
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import rfc8785
@@ -25,9 +26,14 @@ from controller.api.schemas import (
     DiffPage,
     Envelope,
     KeyView,
+    LintFinding,
     PolicyView,
+    PrincipalView,
+    ProfileLint,
     ProfileView,
+    QueueView,
     ReceiptPage,
+    StatusView,
     SubmissionPage,
     SubmissionView,
     WorkspaceView,
@@ -36,6 +42,7 @@ from controller.api.schemas import (
     profile_view,
     submission_view,
 )
+from controller.api.streams import sees
 from controller.api.telemetry import TraceParentHeader, trace_parent
 from controller.core import untrusted
 from controller.core.models import (
@@ -47,13 +54,17 @@ from controller.core.models import (
     Submission,
     SubmissionBody,
 )
+from controller.core.profile import Profile
 from controller.errors import (
     ForbiddenError,
     InputError,
     NotFoundError,
+    ProfileError,
     SigningError,
     UnavailableError,
 )
+from controller.profiles.lint import lint_profile
+from controller.profiles.load import load_profile
 
 SUBMITTERS = frozenset({Role.AGENT, Role.ADMIN})
 SUBMISSIONS = "/v1/submissions"
@@ -123,6 +134,10 @@ def list_submissions(ctx: Ctx, who: Caller,
                      since: Annotated[datetime | None, BeforeValidator(_date_and_time),
                                       Query(description=(
                          "Only created at or after this time (UTC unless it says)"))] = None,
+                     workspace: Annotated[str | None, Query(
+                         pattern=WORKSPACE_NAME.pattern, description=(
+                             "Only in the workspace of this name: the caller's own; to admins "
+                             "and auditors, every principal's of that name"))] = None,
                      limit: Annotated[int, Query(ge=1, le=200)] = 50,
                      cursor: Annotated[str | None, Query(description=(
                          "A next_cursor: the page after it (404 if not the caller's)"))] = None,
@@ -133,7 +148,8 @@ def list_submissions(ctx: Ctx, who: Caller,
     found = ctx.controller.store.summaries(
         agent=None if who.sees_everything else who.name,
         state=state.value if state is not None else None,
-        since=_stamp(since) if since is not None else None, after_id=cursor, limit=limit)
+        since=_stamp(since) if since is not None else None, after_id=cursor, limit=limit,
+        workspace=workspace)
     return SubmissionPage(submissions=found,
                           next_cursor=found[-1].id if len(found) == limit else None)
 
@@ -295,6 +311,32 @@ def profiles(ctx: Ctx, who: Caller) -> list[ProfileView]:
             for name, profile in ctx.controller.profiles.items()]
 
 
+@router.get("/v1/profiles/lint", response_model=list[ProfileLint], tags=["configuration"],
+            operation_id="lintProfiles", responses=answers(403))
+def lint_profiles(ctx: Ctx, who: Caller) -> list[ProfileLint]:
+    """What ``sandgate profiles lint`` finds in each profile file of the profiles directory
+    (admins and auditors), and whether each file is the profile in use."""
+    if not who.sees_everything:
+        raise ForbiddenError(f"role {who.role} cannot read the profiles' lint (auditors and "
+                             "admins can)")
+    return [_lint(path, ctx.controller.profiles)
+            for path in sorted(ctx.settings.profiles_dir.glob("*.yaml"))]
+
+
+def _lint(path: Path, running: dict[str, Profile]) -> ProfileLint:
+    findings = [LintFinding(level=f.level, where=f.where, message=f.message)
+                for f in lint_profile(path)]
+    try:
+        profile = load_profile(path)
+    except ProfileError:  # the lint's one finding says why
+        return ProfileLint(file=path.name, profile=None, digest=None, loaded=False,
+                           findings=findings)
+    in_use = running.get(profile.name)
+    return ProfileLint(file=path.name, profile=profile.name, digest=profile.digest,
+                       loaded=in_use is not None and in_use.digest == profile.digest,
+                       findings=findings)
+
+
 @router.get("/v1/policies", response_model=PolicyView, tags=["policies"],
             operation_id="getPolicies", responses=answers(404))
 def policies(ctx: Ctx, who: Caller) -> PolicyView:
@@ -360,6 +402,27 @@ def answer_approval(submission_id: str, body: ApprovalBody, ctx: Ctx,
         raise ForbiddenError("only approvers and admins answer approval requests")
     answered = ctx.dispatcher.approve(submission_id, who.name, body.approve, body.reason)
     return submission_view(answered)
+
+
+@router.get("/v1/me", response_model=PrincipalView, tags=["operations"], operation_id="getMe",
+            responses=answers())
+def me(who: Caller) -> PrincipalView:
+    """Who the API key is: name, role, and what it reads (as GET /v1/events says)."""
+    return PrincipalView(principal=who.name, role=who.role, sees=sees(who))
+
+
+@router.get("/v1/status", response_model=StatusView, tags=["operations"],
+            operation_id="getStatus", responses=answers(403))
+def status(ctx: Ctx, who: Caller) -> StatusView:
+    """The run queue now (admins and auditors: it is every tenant's activity)."""
+    if not who.sees_everything:
+        raise ForbiddenError(f"role {who.role} cannot read the service's status (auditors "
+                             "and admins can)")
+    load = ctx.dispatcher.load()
+    return StatusView(queue=QueueView(waiting=load.waiting, running=load.running,
+                                      workers=ctx.dispatcher.workers, capacity=load.capacity,
+                                      principals=load.principals),
+                      draining=ctx.dispatcher.draining)
 
 
 def _can_sign(ctx: ApiContext) -> None:

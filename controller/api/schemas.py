@@ -19,6 +19,7 @@ from controller.core.models import (
     Limit,
     Observation,
     Phase,
+    Role,
     RuleMatch,
     State,
     Submission,
@@ -303,6 +304,66 @@ class Readiness(BaseModel):
 
     ready: bool
     checks: dict[str, str] = Field(description='Each check: "ok", or what is wrong')
+
+
+class PrincipalView(BaseModel):
+    """Who the API key is: its principal's name, role and what it reads (GET /v1/events and
+    the listings follow the same rules)."""
+
+    model_config = _examples(examples.PRINCIPAL)
+
+    principal: str
+    role: Role
+    sees: Literal["own", "parked", "all"] = Field(description=(
+        "own: the caller's submissions; parked: every submission from its parking for "
+        "approval on; all: every submission"))
+
+
+class QueueView(BaseModel):
+    """The run queue now: shared by every principal, each within its share."""
+
+    model_config = VIEW
+
+    waiting: int = Field(description="Submissions admitted and waiting for a worker")
+    running: int = Field(description="Submissions a worker drives now")
+    workers: int = Field(description="Submissions that can run at once")
+    capacity: int = Field(description="Places in all, workers included: past it, new work "
+                                      "is refused (503)")
+    principals: int = Field(description="Principals holding a place now")
+
+
+class StatusView(BaseModel):
+    """How the service is doing now, for admins and auditors (every tenant's activity)."""
+
+    model_config = _examples(examples.STATUS)
+
+    queue: QueueView
+    draining: bool = Field(description="Shutting down: new work is refused")
+
+
+class LintFinding(BaseModel):
+    model_config = VIEW
+
+    level: Literal["error", "warning"] = Field(description=(
+        "error: sandgate profiles lint fails on it; warning: it does not"))
+    where: str = Field(description="The profile file (and its seccomp file)")
+    message: str
+
+
+class ProfileLint(BaseModel):
+    """What ``sandgate profiles lint`` finds in one profile file of the profiles directory,
+    and whether that file is the profile running now."""
+
+    model_config = _examples(examples.PROFILE_LINT)
+
+    file: str = Field(description="The file's name in the profiles directory")
+    profile: str | None = Field(description="The profile's name (None: the file does not "
+                                            "load; its one finding says why)")
+    digest: str | None
+    loaded: bool = Field(description=(
+        "The file is the profile in use (same name and digest); false: new, changed or "
+        "broken since the last load, so a reload would take it (or refuse them all)"))
+    findings: list[LintFinding]
 
 
 def approval_request(sub: Submission, request: RequestPreview | None,

@@ -55,6 +55,7 @@ ANSWERS: dict[str, set[int]] = {
     "getWorkspace": {200, 404, 422} | EVERY,
     "getWorkspaceFile": {200, 404, 422} | EVERY,
     "listProfiles": {200} | EVERY,
+    "lintProfiles": {200, 403} | EVERY,
     "getPolicies": {200, 404} | EVERY,
     "reloadPolicies": {200, 403, 404, 422, 503} | EVERY,
     "reloadProfiles": {200, 403, 422} | EVERY,
@@ -62,6 +63,8 @@ ANSWERS: dict[str, set[int]] = {
     "answerApproval": {200, 403, 404, 503} | BODY | EVERY,
     "getMetrics": {200, 403} | EVERY,
     "streamFeed": {200, 422} | EVERY,
+    "getMe": {200} | EVERY,
+    "getStatus": {200, 403} | EVERY,
     "getHealth": {200, 500},
     "getReadiness": {200, 500, 503},
 }

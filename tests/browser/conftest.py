@@ -26,7 +26,11 @@ import httpx
 import pytest
 import uvicorn
 from selenium import webdriver
-from selenium.common.exceptions import TimeoutException
+from selenium.common.exceptions import (
+    NoSuchElementException,
+    StaleElementReferenceException,
+    TimeoutException,
+)
 from selenium.webdriver import Chrome
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
@@ -106,12 +110,13 @@ class ConsoleServer:
 
 
 @contextlib.contextmanager
-def console_server(tmp: Path) -> Iterator[ConsoleServer]:
+def console_server(tmp: Path, **settings: Any) -> Iterator[ConsoleServer]:
     """The app under uvicorn on a free loopback port, over the fake runtime, with a bundle
-    that parks ``create 5``; stopped (its runs drained) at the end."""
+    that parks ``create 5``; stopped (its runs drained) at the end. ``settings`` override
+    the harness's (``tests.inproc.conftest.DEFAULTS``)."""
     script = Script()
     ctx, keys = context_for(tmp / "data", FakeRuntime(behaviour=script), parking_bundle(tmp),
-                            {"stream_idle_s": 60.0})
+                            {"stream_idle_s": 60.0, **settings})
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(ctx), host="127.0.0.1", port=port,
                                            log_level="warning", lifespan="on",
@@ -194,7 +199,10 @@ class Console:
     def wait(self, condition: Callable[[Chrome], Any], what: str,
              timeout: float = DEADLINE_S) -> Any:
         try:
-            return WebDriverWait(self.driver, timeout, poll_frequency=0.05).until(condition)
+            # A live page redraws: an element found a moment ago may be gone (stale), and
+            # one not drawn yet is missing; either way, look again.
+            return WebDriverWait(self.driver, timeout, poll_frequency=0.05, ignored_exceptions=(
+                NoSuchElementException, StaleElementReferenceException)).until(condition)
         except TimeoutException as exc:
             raise AssertionError(f"timed out waiting for {what}") from exc
 

@@ -26,12 +26,15 @@ GLANCE = "json_set(request, '$.code', '', '$.files', json('[]'))"
 
 
 def page(columns: str, agent: str | None, state: str | None, since: str | None,
-          after_id: str | None, limit: int) -> tuple[str, list[object]]:
+         after_id: str | None, limit: int,
+         workspace: str | None = None) -> tuple[str, list[object]]:
     """A listing query, newest first; ``after_id`` continues a page (keyset on created_at,
-    id). ``columns`` is one of our constants."""
+    id). ``columns`` is one of our constants. ``workspace`` is a name, not an owner's: with
+    ``agent`` None it keeps every agent's workspace of that name."""
     query = (f"SELECT {columns} FROM submissions WHERE (? IS NULL OR agent = ?) "  # noqa: S608
-             "AND (? IS NULL OR state = ?) AND (? IS NULL OR created_at >= ?)")
-    params: list[object] = [agent, agent, state, state, since, since]
+             "AND (? IS NULL OR state = ?) AND (? IS NULL OR created_at >= ?) "
+             "AND (? IS NULL OR workspace = ?)")
+    params: list[object] = [agent, agent, state, state, since, since, workspace, workspace]
     if after_id is not None:
         query += " AND (created_at, id) < (SELECT created_at, id FROM submissions WHERE id = ?)"
         params.append(after_id)
@@ -196,18 +199,19 @@ class Reads:
 
     def submissions(self, *, agent: str | None, state: str | None = None,
                     since: str | None = None, after_id: str | None = None,
-                    limit: int = 50) -> list[Submission]:
+                    limit: int = 50, workspace: str | None = None) -> list[Submission]:
         """Newest first; ``after_id`` continues a page (keyset on created_at, id)."""
-        query, params = page("id, record, request", agent, state, since, after_id, limit)
+        query, params = page("id, record, request", agent, state, since, after_id, limit,
+                             workspace)
         with self._lock:
             rows = self._db.execute(query, params).fetchall()
         return self._readable(rows)
 
     def summaries(self, *, agent: str | None, state: str | None = None,
                   since: str | None = None, after_id: str | None = None,
-                  limit: int = 50) -> list[SubmissionSummary]:
+                  limit: int = 50, workspace: str | None = None) -> list[SubmissionSummary]:
         """Like ``submissions``, one small listing line each: no record is read."""
-        query, params = page("id, summary", agent, state, since, after_id, limit)
+        query, params = page("id, summary", agent, state, since, after_id, limit, workspace)
         with self._lock:
             rows = self._db.execute(query, params).fetchall()
         found = []

@@ -1,6 +1,6 @@
-// The console's shell: sign in and out, the live feed of transitions (GET /v1/events), and
-// the views, chosen by the URL's fragment (#/submissions, #/submissions/<id>, #/approvals,
-// #/receipts, #/configuration).
+// The console's shell: sign in and out (who a key is: GET /v1/me), the live feed of
+// transitions (GET /v1/events), and the views, chosen by the URL's fragment (#/submissions,
+// #/submissions/<id>, #/approvals, #/receipts, #/configuration).
 
 import { ApiError, call, events, session } from "./api.js";
 import { announce, clear, problem } from "./dom.js";
@@ -14,12 +14,24 @@ import * as configuration from "./configuration.js";
 const byId = (id) => document.getElementById(id);
 const VIEWS = { submissions, approvals, receipts, configuration };
 
-/** What every view may use: the caller (once the feed says), the keys, the feed. */
+/** What every view may use: the caller (GET /v1/me), the keys, the feed. */
 const ctx = {
   principal: null,
   canApprove: false,
+  whoPromise: null,
   keysPromise: null,
   listeners: new Set(),
+  /** Who the key is: {principal, role, sees}, asked once per sign-in. */
+  who() {
+    if (!this.whoPromise) {
+      const key = session.key;
+      this.whoPromise = call("/v1/me", { key }).then((me) => {
+        if (session.key === key) identified(me); // not after a sign-out meanwhile
+        return me;
+      });
+    }
+    return this.whoPromise;
+  },
   keys() {
     this.keysPromise ??= call("/v1/keys").then(importKeys);
     return this.keysPromise;
@@ -55,7 +67,7 @@ class Feed {
           if (event.id !== null) this.lastId = event.id;
           if (event.event === "ready") {
             backoff = 1000;
-            ready(JSON.parse(event.data));
+            live();
           } else if (event.event === "transition") {
             const data = JSON.parse(event.data);
             for (const listener of ctx.listeners) listener(data);
@@ -72,9 +84,6 @@ class Feed {
           backoff = Math.max(backoff, error.retryAfter * 1000);
         }
         status(`Live updates paused: ${error.message}`);
-        if (!ctx.principal) { // no ready event to say the role: ask the API what it allows
-          call("/v1/approvals?limit=1").then(() => setApprover(true), () => {});
-        }
       }
       await new Promise((resolve) => setTimeout(resolve, backoff));
       backoff = Math.min(backoff * 2, 30000);
@@ -86,17 +95,20 @@ function status(text) {
   byId("feed-status").textContent = text;
 }
 
-function ready(data) {
-  ctx.principal = data;
-  byId("who").textContent = `Signed in as ${data.principal} (${data.role})`;
+function live() {
   status("Live");
   document.body.dataset.feed = "live";
-  setApprover(data.role === "approver" || data.role === "admin");
+  if (!ctx.principal) { // asking who the key is failed before: the API is back
+    ctx.who().catch(() => { ctx.whoPromise = null; });
+  }
 }
 
-function setApprover(can) {
-  ctx.canApprove = can;
-  document.querySelector('#nav a[data-view="approvals"]').hidden = !can;
+/** The caller, as GET /v1/me says: named in the header, approvals offered to approvers. */
+function identified(me) {
+  ctx.principal = me;
+  byId("who").textContent = `Signed in as ${me.principal} (${me.role})`;
+  ctx.canApprove = me.role === "approver" || me.role === "admin";
+  document.querySelector('#nav a[data-view="approvals"]').hidden = !ctx.canApprove;
 }
 
 async function signIn(event) {
@@ -110,8 +122,9 @@ async function signIn(event) {
     input.focus();
     return;
   }
+  let me;
   try {
-    await call("/v1/keys", { key });
+    me = await call("/v1/me", { key });
   } catch (failure) {
     error.textContent = failure instanceof ApiError && failure.status === 401
       ? `That API key is not accepted: ${failure.message}.`
@@ -121,6 +134,8 @@ async function signIn(event) {
   }
   input.value = "";
   session.set(key);
+  ctx.whoPromise = Promise.resolve(me);
+  identified(me);
   start();
 }
 
@@ -129,6 +144,15 @@ function start() {
   byId("nav").hidden = false;
   byId("session").hidden = false;
   byId("view").hidden = false;
+  ctx.who().catch((error) => { // a reload signs in with the kept key: ask who it is
+    if (!session.key) return; // signed out meanwhile
+    if (error instanceof ApiError && error.status === 401) {
+      signOut("Your API key is no longer accepted (revoked or unknown): sign in again.");
+    } else {
+      ctx.whoPromise = null; // asked again by the next view that needs it
+      byId("who").textContent = `Signed in (cannot tell as whom: ${error.message})`;
+    }
+  });
   feed = new Feed();
   if (!location.hash || location.hash === "#") location.hash = "#/submissions";
   else route();
@@ -140,7 +164,8 @@ function signOut(message = "") {
   current?.dispose?.();
   current = null;
   session.clear();
-  Object.assign(ctx, { principal: null, canApprove: false, keysPromise: null });
+  Object.assign(ctx, { principal: null, canApprove: false, whoPromise: null,
+    keysPromise: null });
   ctx.listeners.clear();
   delete document.body.dataset.feed;
   clear(byId("view")).hidden = true;

@@ -1,5 +1,6 @@
-// Submissions: the list, newest first, filtered by state, workspace and time, kept live by
-// the feed (a new submission appears, a row's state changes as it moves).
+// Submissions: the list, newest first, filtered by state, workspace and time (by the API:
+// GET /v1/submissions?state=&workspace=&since=), kept live by the feed (a new submission
+// appears, a row's state changes as it moves).
 
 import { call } from "./api.js";
 import {
@@ -15,6 +16,7 @@ export function render(root, ctx) {
   const filters = { state: "", workspace: "", since: "" };
   const rows = new Map();
   let cursor = null;
+  let asked = 0; // which listing the rows are of: an answer to an older one is dropped
   let disposed = false;
 
   const state = h("select", { id: "filter-state", name: "state" },
@@ -59,6 +61,7 @@ export function render(root, ctx) {
     return Number.isNaN(moment.getTime()) ? null : moment.toISOString();
   }
 
+  /** Whether a submission the feed brings in matches the filters the list was asked for. */
   function shown(item) {
     if (filters.workspace && item.workspace !== filters.workspace) return false;
     if (filters.state && item.state !== filters.state) return false;
@@ -91,32 +94,38 @@ export function render(root, ctx) {
 
   function counted() {
     count.textContent = `${rows.size} submission${rows.size === 1 ? "" : "s"} shown` +
-      (filters.workspace ? ` (workspace ${filters.workspace}, among the pages loaded)` : "");
+      (filters.workspace ? ` (workspace ${filters.workspace})` : "");
   }
 
   async function load(after) {
     const params = new URLSearchParams({ limit: String(PAGE) });
     if (filters.state) params.set("state", filters.state);
+    if (filters.workspace) params.set("workspace", filters.workspace);
     const from = sinceIso();
     if (from) params.set("since", from);
     if (after) params.set("cursor", after);
     clear(message);
+    const listing = asked;
     try {
       const page = await call(`/v1/submissions?${params}`);
-      if (disposed) return;
-      for (const item of page.submissions) if (shown(item)) put(item);
+      if (disposed || listing !== asked) return;
+      for (const item of page.submissions) put(item);
       cursor = page.next_cursor;
       more.hidden = !cursor;
       counted();
     } catch (error) {
+      if (disposed || listing !== asked) return;
       message.append(problem(`Cannot list submissions: ${error.message}`));
+      counted();
     }
   }
 
   function reload() {
+    asked += 1;
     rows.clear();
     clear(body);
     cursor = null;
+    more.hidden = true;
     load(null);
   }
 
