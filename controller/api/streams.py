@@ -126,6 +126,9 @@ def _poll(store: Store, submission_id: str,
 # The feed: every transition the caller may read -------------------------------------------
 
 FEED_PAGE = 200  # events read per query; the stream carries on at once while more wait
+FEED_QUERIES = 4  # the feeds' store queries in flight at once, on threads of their own
+FEED_FALLBACK_POLL_S = 5.0  # every transition is announced; the poll is a safety net
+MAX_FEED_S = 3600.0  # then the stream ends, and the client resumes with Last-Event-ID
 FEED = ("Server-sent events: first `event: ready` (its `id` the point the stream starts "
         "after, its `data` the caller's name, role and what it sees), then one `event: "
         "transition` per transition (`data`: a FeedEvent as JSON); `: keep-alive` comments "
@@ -172,33 +175,39 @@ def _feed_stream() -> dict[str, Any]:
 
 
 class Announcements:
-    """Wakes every open feed on any transition the controller announces (from any thread);
-    one per app, registered as a listener when the first feed opens."""
+    """Wakes the open feeds that may see a transition the controller announces (from any
+    thread): an agent's feed only for its own submissions, so one tenant's feeds cost
+    nothing when others' submissions move. One per app, registered as a listener when the
+    first feed opens; the feeds' queries take threads of their own (``queries``), never
+    the request handlers'."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
-        self.waiting: set[asyncio.Event] = set()
+        self.waiting: dict[asyncio.Event, str | None] = {}  # each feed's agent, None: any
+        self.queries = anyio.CapacityLimiter(FEED_QUERIES)
 
     def listener(self, submission: Submission) -> None:
         if not self.waiting:
             return
         try:
-            self.loop.call_soon_threadsafe(self._wake)
+            self.loop.call_soon_threadsafe(self._wake, submission.request.agent)
         except RuntimeError:  # the loop has closed (shutting down): no feed is left to wake
             return
 
-    def _wake(self) -> None:
-        for event in self.waiting:
-            event.set()
+    def _wake(self, agent: str) -> None:
+        for event, only in self.waiting.items():
+            if only is None or only == agent:
+                event.set()
 
     @contextmanager
-    def watching(self) -> Iterator[asyncio.Event]:
+    def watching(self, agent: str | None) -> Iterator[asyncio.Event]:
+        """An event set when a submission of ``agent`` (of anyone: None) moves."""
         event = asyncio.Event()
-        self.waiting.add(event)
+        self.waiting[event] = agent
         try:
             yield event
         finally:
-            self.waiting.discard(event)
+            self.waiting.pop(event, None)
 
 
 def announcements(request: Request, ctx: ApiContext) -> Announcements:
@@ -236,28 +245,48 @@ async def feed(request: Request, ctx: Ctx, who: Caller,
     release = ctx.streams.acquire(who.name, ctx.limits.streams_per_principal)
     scope = sees(who)
     ready = FeedReady(principal=who.name, role=who.role.value, sees=scope).model_dump_json()
+
+    def still(caller: Principal = who) -> bool:
+        found = ctx.principals.active(caller.name)
+        return found is not None and found.role is caller.role
+
     return EventStream(feed_events(ctx.controller.store, hub, who, after if last_event_id
-                                   is not None else None, ctx.limits.stream_idle_s, ready),
+                                   is not None else None, ctx.limits.stream_idle_s, ready,
+                                   still=still, recheck_s=max(1.0, ctx.limits.auth_cache_s)),
                        release)
 
 
 async def feed_events(store: Store, hub: Announcements, who: Principal, after: int | None,
-                      idle_s: float, ready: str) -> AsyncGenerator[str, None]:
+                      idle_s: float, ready: str, *, still: Callable[[], bool],
+                      recheck_s: float) -> AsyncGenerator[str, None]:
     """The ready event, then each transition ``who`` may read after event ``after`` (the
-    newest when None, or when ``after`` names one not yet written)."""
+    newest when None, or when ``after`` names one not yet written). Ends when idle, after
+    ``MAX_FEED_S`` (the client resumes with Last-Event-ID), or once ``still`` says the
+    caller's key was revoked or its role changed (asked every ``recheck_s``: a revocation
+    ends a busy feed as soon as it ends the key's requests)."""
     scope = sees(who)
     agent = who.name if scope == "own" else None
     parked = scope == "parked"
-    _, _, head = await anyio.to_thread.run_sync(_newest, store)
+    _, _, head = await anyio.to_thread.run_sync(_newest, store, limiter=hub.queries)
     cursor = head if after is None else min(after, head)
     yield f"id: {cursor}\nevent: ready\ndata: {ready}\n\n"
-    idle_until = anyio.current_time() + idle_s
-    keep_alive_at = anyio.current_time() + KEEP_ALIVE_S
-    with hub.watching() as changed:
+    started = anyio.current_time()
+    idle_until = started + idle_s
+    keep_alive_at = started + KEEP_ALIVE_S
+    checked_at = started
+    with hub.watching(agent) as changed:
         while True:
             changed.clear()
+            now = anyio.current_time()
+            if now - started >= MAX_FEED_S:
+                return
+            if now - checked_at >= recheck_s:
+                if not await anyio.to_thread.run_sync(still, limiter=hub.queries):
+                    return
+                checked_at = now
             rows, cursor, head = await anyio.to_thread.run_sync(
-                partial(store.feed, cursor, agent=agent, parked_only=parked, limit=FEED_PAGE))
+                partial(store.feed, cursor, agent=agent, parked_only=parked, limit=FEED_PAGE),
+                limiter=hub.queries)
             for event_id, sid, owner, workspace, source, target, at in rows:
                 data = FeedEvent(submission_id=sid, agent=owner, workspace=workspace,
                                  source=source, to=target, at=at).model_dump_json(by_alias=True)
@@ -272,8 +301,8 @@ async def feed_events(store: Store, hub: Announcements, who: Principal, after: i
                 keep_alive_at = now + KEEP_ALIVE_S
             if cursor < head:
                 continue  # more written than one read covers: no wait
-            with anyio.move_on_after(min(FALLBACK_POLL_S, idle_until - now,
-                                         keep_alive_at - now)):
+            with anyio.move_on_after(min(FEED_FALLBACK_POLL_S, idle_until - now,
+                                         keep_alive_at - now, recheck_s)):
                 await changed.wait()
 
 

@@ -103,6 +103,7 @@ def submission_attributes(submission: Submission) -> Attributes:
     """What the submission's own span says."""
     return {
         "sandgate.submission.id": submission.id,
+        "sandgate.agent": submission.request.agent,
         "sandgate.state": submission.state.value,
         "sandgate.outcome": outcome(submission),
         "sandgate.profile": submission.request.profile,

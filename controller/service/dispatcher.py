@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 import math
 import threading
+import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -37,6 +38,7 @@ from controller.core.models import State, Submission, SubmissionRequest
 from controller.errors import OverloadedError, RateLimitedError, UnavailableError
 
 log = logging.getLogger("sandgate.dispatcher")
+SHARE_FRESH_S = 1.0  # how long an early refusal trusts a principal's share as last read
 
 # A principal's own quota, (max_running, max_queued); None where the default applies.
 QuotaLookup = Callable[[str], "tuple[int | None, int | None]"]
@@ -91,6 +93,7 @@ class _Tenant:
     running: int = 0
     entered: int = 0  # submit/approve calls under way for this principal
     admission: threading.Lock = field(default_factory=threading.Lock)
+    share_at: float = field(default_factory=time.monotonic)  # when ``share`` was read
 
     @property
     def queued(self) -> int:
@@ -219,7 +222,7 @@ class Dispatcher:
             tenant = self._tenants.get(principal)
             if tenant is None:
                 tenant = self._tenants[principal] = _Tenant(principal, share)
-            tenant.share = share
+            tenant.share, tenant.share_at = share, time.monotonic()
             tenant.entered += 1
         try:
             yield tenant
@@ -235,7 +238,10 @@ class Dispatcher:
         found there, and one taken meanwhile is refused there."""
         with self._changed:
             tenant = self._tenants.get(principal)
-            self._check_room(tenant, own_share=tenant is not None)
+            # A share read long ago may be a quota since raised: then only submit, which
+            # reads it afresh, may refuse by it (one request a SHARE_FRESH_S gets there).
+            fresh = tenant is not None and time.monotonic() - tenant.share_at < SHARE_FRESH_S
+            self._check_room(tenant, own_share=fresh)
 
     def _reserve(self, tenant: _Tenant, *, own_share: bool) -> None:
         """Take one place for ``tenant`` before its submission is recorded, or refuse."""

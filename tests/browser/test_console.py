@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import base64
 import json
+import shutil
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,10 +16,12 @@ from selenium.webdriver import Chrome
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 
-from tests.browser.conftest import DEADLINE_S, Console, ConsoleServer
+from tests.browser.conftest import DEADLINE_S, Console, ConsoleServer, console_server
+from tests.conftest import ROOT
 
 pytestmark = pytest.mark.browser
 UNKNOWN_KEY = "sg_" + "x" * 43  # shaped like a key, held by no one
+PAGE = 50  # the console's page of submissions
 
 
 def submit(console: ConsoleServer, who: str, code: str, wait: float = DEADLINE_S,
@@ -58,6 +62,41 @@ def test_the_key_stays_in_session_storage_out_of_urls_and_sign_out_forgets_it(
     page.open()  # a reload does not sign back in
     page.shown("#api-key")
     assert page.console_errors() == []  # no CSP violation, no script error
+
+
+def asked(page: Console) -> list[str]:
+    """The path and query of every request the page made (the Resource Timing API)."""
+    found = page.driver.execute_script(
+        "return performance.getEntriesByType('resource').map((e) => {"
+        " const url = new URL(e.name); return url.pathname + url.search; })")
+    assert isinstance(found, list)
+    return [str(entry) for entry in found]
+
+
+def test_signing_in_asks_who_the_key_is_and_a_reload_asks_again(
+        page: Console, console: ConsoleServer) -> None:
+    page.sign_in(console.keys["carol"], "#/submissions")
+    assert "Signed in as carol (approver)" in page.text("#who")
+    assert page.find('#nav a[data-view="approvals"]').is_displayed()
+    assert "/v1/me" in asked(page)
+    page.driver.refresh()  # the key is kept in the tab: no sign-in form, the caller named
+    page.wait(lambda d: "Signed in as carol (approver)" in page.text("#who"),
+              "the caller named after a reload")
+    page.shown('#nav a[data-view="approvals"]', "the approvals link")
+    requests = asked(page)
+    assert "/v1/me" in requests
+    assert not any(path.startswith("/v1/approvals") for path in requests)  # no probing
+    assert page.console_errors() == []
+
+
+def test_a_kept_key_no_longer_accepted_signs_out_with_a_message(page: Console) -> None:
+    page.open("#/submissions")
+    page.driver.execute_script(
+        "window.sessionStorage.setItem('sandgate.apiKey', arguments[0])", UNKNOWN_KEY)
+    page.driver.refresh()  # as if signed in with it before it was revoked
+    error = page.wait(lambda d: d.find_element(By.ID, "sign-in-error").text, "a message")
+    assert "no longer accepted" in error
+    assert page.session_key() is None and page.find("#nav").is_displayed() is False
 
 
 def test_a_submission_changes_state_live_in_the_list(page: Console,
@@ -112,6 +151,26 @@ def test_filters_narrow_the_list_by_state_and_workspace(page: Console,
     page.wait(lambda d: page.text("#submission-count").startswith("0 submissions shown"),
               "no denied submission in filter-ws")
     assert page.listed_state(kept) is None
+
+
+def test_the_workspace_filter_asks_the_api_and_finds_what_no_loaded_page_holds(
+        page: Console, console: ConsoleServer) -> None:
+    deep = submit(console, "alice", "print('deep')", workspace="deep-ws")["id"]
+    newer = [submit(console, "alice", f"print({n})", workspace="deep-newer")["id"]
+             for n in range(PAGE)]
+    page.sign_in(console.keys["alice"], "#/submissions")
+    page.wait(lambda d: page.listed_state(newer[-1]) == "committed", "the first page")
+    assert page.listed_state(deep) is None  # not among the newest page's submissions
+    page.find("#filter-workspace").send_keys("deep-ws", Keys.ENTER)
+    page.wait(lambda d: page.text("#submission-count") == "1 submission shown (workspace "
+              "deep-ws)", "the filtered list")
+    assert page.listed_state(deep) == "committed"
+    assert "/v1/submissions?limit=50&workspace=deep-ws" in asked(page)
+    page.find("#filter-workspace").clear()
+    page.find("#filter-workspace").send_keys("../deep-ws", Keys.ENTER)
+    refusal = page.shown("#view .error", "the API's refusal")
+    assert "query.workspace" in refusal.text
+    assert page.text("#submission-count") == "0 submissions shown (workspace ../deep-ws)"
 
 
 def test_an_approver_approves_a_parked_submission_from_the_console(
@@ -260,11 +319,12 @@ def test_a_keyboard_signs_in_moves_between_views_and_lands_on_each_heading(
     assert page.driver.switch_to.active_element.get_attribute("id") == "main"
 
 
-def test_profiles_policies_and_readiness_are_shown(page: Console,
-                                                   console: ConsoleServer) -> None:
+def test_profiles_policies_readiness_queue_and_lint_are_shown(page: Console,
+                                                                console: ConsoleServer) -> None:
     with console.client("root") as root:
         policies = root.get("/v1/policies").json()
         profiles = root.get("/v1/profiles").json()
+        lint = root.get("/v1/profiles/lint").json()
     page.sign_in(console.keys["root"], "#/configuration")
     table = page.shown("#profile-table", "the profiles")
     for profile in profiles:
@@ -272,3 +332,75 @@ def test_profiles_policies_and_readiness_are_shown(page: Console,
     assert policies["digest"] in page.text("#policies")
     assert page.text("#shadow-disagreements") == str(policies["shadow_disagreements"])
     assert "kernel_audit" in page.shown("#readiness table").text
+    findings = page.shown("#lint-table", "the profiles' lint").text
+    assert {entry["file"] for entry in lint} == {"standard.yaml", "strict.yaml"}
+    assert "standard.yaml" in findings and "strict.yaml" in findings
+    assert page.text("#lint-summary").startswith("0 errors, 0 warnings in 2 profile files")
+    queue = page.shown("#queue-state dl", "the run queue").text
+    assert "of 2 workers" in queue and "of 10" in queue  # the harness: 2 workers, 8 queued
+    assert page.console_errors() == []
+
+
+def test_the_run_queue_follows_submissions_live(page: Console,
+                                                console: ConsoleServer) -> None:
+    page.sign_in(console.keys["audrey"], "#/configuration")
+    page.wait(lambda d: page.text("#queue-running") == "0", "an idle queue")
+    console.script.started.clear()
+    console.script.gate.clear()
+    submit(console, "alice", "block in the queue", wait=0, workspace="queue-ws")
+    submit(console, "alice", "block behind it", wait=0, workspace="queue-ws")
+    try:
+        assert console.script.started.wait(DEADLINE_S)
+        page.wait(lambda d: (page.text("#queue-running"), page.text("#queue-waiting"))
+                  == ("1", "1"), "one running and one waiting (an agent runs one at a time)")
+    finally:
+        console.script.gate.set()
+    page.wait(lambda d: (page.text("#queue-running"), page.text("#queue-waiting"))
+              == ("0", "0"), "the queue to empty")
+
+
+def test_an_agent_is_told_the_queue_and_lint_are_for_admins_and_auditors(
+        page: Console, console: ConsoleServer) -> None:
+    page.sign_in(console.keys["alice"], "#/configuration")
+    page.shown("#profile-table", "the profiles")
+    for part in ("#profile-lint", "#queue"):
+        note = page.shown(f"{part} .note", f"the note in {part}")
+        assert "admins and auditors" in note.text
+    assert page.all("#lint-table") == [] and page.all("#queue-state") == []
+    assert not any(path.startswith(("/v1/status", "/v1/profiles/lint"))
+                   for path in asked(page))  # not even asked: nothing refused
+    assert page.console_errors() == []
+
+
+def test_lint_findings_and_a_profile_changed_since_loading_are_shown(
+        browser: Chrome, tmp_path: Path) -> None:
+    profiles = Path(shutil.copytree(ROOT / "profiles", tmp_path / "profiles"))
+    standard = profiles / "standard.yaml"
+    standard.write_text(standard.read_text().replace("  pids: 64\n", "  pids: 4096\n"))
+    (profiles / "broken.yaml").write_text("name: [unclosed\n")
+    with console_server(tmp_path, profiles_dir=profiles) as server:
+        page = Console(browser, server.url)
+        page.sign_in(server.keys["audrey"], "#/configuration")
+        findings = page.shown("#lint-table", "the profiles' lint").text
+        assert page.text("#lint-summary").startswith("1 error, 1 warning in 3 profile files")
+        assert "pids 4096 is high for one sandbox" in findings
+        assert "broken.yaml" in findings and "(does not load)" in findings
+        note = page.text("#profile-lint .note")
+        assert "broken.yaml" in note and "standard.yaml" in note and "strict" not in note
+        browser.get("about:blank")  # its stream ends before the server stops
+
+
+def test_direction_controls_in_code_are_shown_not_obeyed(page: Console,
+                                                          console: ConsoleServer) -> None:
+    # Trojan Source: U+2067 makes the call read as part of the docstring; it runs.
+    trojan = "''' Print a greeting. Then \u2067''' ;print('ran');\u2069 '''\n"
+    sid = submit(console, "alice", trojan, workspace="trojan-ws")["id"]
+    page.sign_in(console.keys["alice"], f"#/submissions/{sid}")
+    page.shown(".verdict", "the page to render")
+    code = page.find('pre.block[aria-label^="Submitted code"]')
+    assert "\u2067" not in code.text and "⟨U+2067⟩" in code.text and "⟨U+2069⟩" in code.text
+    assert "hidden-controls" in str(code.get_attribute("class"))
+    assert "control characters" in str(code.get_attribute("aria-label"))
+    verdict = page.find(".verdict")
+    assert verdict.get_attribute("data-verdict") == "verified"  # on the bytes as submitted
+    assert "sha256 of the code shown" in verdict.text

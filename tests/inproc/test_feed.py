@@ -172,3 +172,39 @@ async def test_feeds_count_against_the_stream_cap_and_refuse_a_bad_last_event_id
         assert bad.status_code == 422 and bad.json()["error"]["code"] == "invalid_input"
         anonymous = await api.get(None, "/v1/events")
         assert anonymous.status_code == 401
+
+
+async def test_a_revoked_key_ends_its_open_feed_on_a_busy_service(tmp_path: Path) -> None:
+    # Idle feeds would live 30 s; the revocation must end this one long before.
+    async with running_api(tmp_path, stream_idle_s=30.0, auth_cache_s=0.0) as api:
+        answers: list[httpx.Response] = []
+
+        async def follow() -> None:
+            answers.append(await api.get("audrey", "/v1/events"))
+
+        with anyio.fail_after(DEADLINE_S):
+            async with anyio.create_task_group() as group:
+                group.start_soon(follow)
+                while api.held_streams("audrey") < 1:
+                    await anyio.sleep(POLL_S)
+                api.ctx.principals.revoke("audrey")
+                n = 0
+                while not answers:  # the service stays busy: every event resets idleness
+                    await api.submit("bob", f"print({n})", wait=0)
+                    n += 1
+                    await anyio.sleep(0.2)
+        assert answers[0].status_code == 200 and api.held_streams("audrey") == 0
+        assert (await api.get("audrey", "/v1/events")).status_code == 401
+
+
+async def test_an_agents_feed_is_not_woken_by_another_tenants_submissions(quick: Api) -> None:
+    sid = (await quick.submit("bob", "print('bob')"))["id"]
+    ready, _ = feed(await read_feed(quick, "alice", None))  # opens the hub, then idles out
+    hub = quick.app.state.feed_announcements
+    with hub.watching("alice") as alices, hub.watching(None) as anyones:
+        bobs = quick.ctx.controller.store.get(sid)
+        assert bobs is not None
+        hub.listener(bobs)
+        await anyio.sleep(0.1)
+        assert anyones.is_set() and not alices.is_set()
+    assert ready["sees"] == "own"

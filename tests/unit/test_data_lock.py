@@ -8,9 +8,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+from controller.adapters.fs.lock import LOCK_NAME
+
 HOLD = """
 import sys, time
 from pathlib import Path
+
+from controller.adapters.fs.lock import LOCK_NAME
 from controller.adapters.fs.lock import hold
 hold(Path(sys.argv[1]), alone=sys.argv[2] == "alone", who=sys.argv[3])
 print("held", flush=True)
@@ -35,9 +39,10 @@ def stop(child: subprocess.Popen[str]) -> None:
 def attempt(data: Path, mode: str) -> subprocess.CompletedProcess[str]:
     """``hold`` in a process of its own; its diagnostics on stdout if refused."""
     code = ("import sys\nfrom pathlib import Path\nfrom controller.adapters.fs.lock import hold\n"
-            "from controller.errors import DataDirInUseError\n"
+            "from controller.errors import DataDirInUseError, SandgateError\n"
             "try:\n    hold(Path(sys.argv[1]), alone=sys.argv[2] == 'alone', who='tried')\n"
-            "except DataDirInUseError as exc:\n    print(exc.diagnostics()); sys.exit(3)\n")
+            "except DataDirInUseError as exc:\n    print(exc.diagnostics()); sys.exit(3)\n"
+            "except SandgateError as exc:\n    print(exc.diagnostics()); sys.exit(4)\n")
     return subprocess.run([sys.executable, "-c", code, str(data), mode], capture_output=True,
                           text=True, timeout=60, check=False)
 
@@ -66,3 +71,22 @@ def test_one_shot_commands_share_it_and_keep_a_service_out(tmp_path: Path) -> No
     finally:
         stop(first)
 
+
+
+def test_a_link_in_its_place_is_never_followed_and_shared_holders_name_no_service(
+        tmp_path: Path) -> None:
+    target = tmp_path / "precious"
+    target.write_text("keep me")
+    (tmp_path / LOCK_NAME).symlink_to(target)
+    refused = attempt(tmp_path, "alone")
+    assert refused.returncode == 4 and "must be a regular file" in refused.stdout
+    assert target.read_text() == "keep me"
+    (tmp_path / LOCK_NAME).unlink()
+    stop(holder(tmp_path, "alone"))  # a service came and went
+    one_shot = holder(tmp_path, "shared")
+    try:
+        refused = attempt(tmp_path, "alone")
+        assert refused.returncode == 3 and "sandgate serve" not in refused.stdout
+        assert "one-shot commands" in refused.stdout
+    finally:
+        stop(one_shot)

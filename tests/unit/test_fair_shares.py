@@ -29,6 +29,7 @@ from controller.errors import (
     RetryableError,
     UnavailableError,
 )
+from controller.service import dispatcher as dispatcher_module
 from controller.service.dispatcher import Dispatcher, Share
 
 
@@ -264,6 +265,27 @@ def test_an_early_refusal_is_what_submit_would_answer_and_takes_nothing(
     dispatcher.drain(timeout=10)
     with pytest.raises(UnavailableError):
         dispatcher.refuse_early("a")
+
+
+def test_an_early_refusal_never_outlives_a_raised_quota(
+        fake: FakeController, monkeypatch: pytest.MonkeyPatch) -> None:
+    quotas = {"a": 1}
+    dispatcher = Dispatcher(fake, workers=1, queue_size=8,
+                            quota_of=lambda name: (None, quotas.get(name)))
+    dispatcher.start()
+    dispatcher.submit(request("a", "a0"))
+    wait_until(lambda: fake.started == ["a0"])
+    dispatcher.submit(request("a", "a1"))  # its one waiting place
+    with pytest.raises(RateLimitedError, match="max_queued"):
+        dispatcher.refuse_early("a")
+    quotas["a"] = 5  # raised while its requests are refused early
+    monkeypatch.setattr(dispatcher_module, "SHARE_FRESH_S", 0.0)  # the share read has aged
+    dispatcher.refuse_early("a")  # left to submit, which reads the quota afresh
+    dispatcher.submit(request("a", "a2"))
+    monkeypatch.undo()
+    dispatcher.refuse_early("a")  # and the share it read is the new one
+    fake.release_all()
+    dispatcher.drain(timeout=10)
 
 
 def test_workers_take_turns_round_robin(fake: FakeController) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -17,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from controller.adapters.telemetry import logs
 from controller.adapters.telemetry.metrics import Metrics, Reading
-from controller.adapters.telemetry.tracing import Tracer, _TraceIds, wanted
+from controller.adapters.telemetry.tracing import Tracer, _TraceIds, sampler, wanted
 from controller.api.telemetry import trace_parent
 from controller.core.models import (
     Decision,
@@ -34,6 +35,7 @@ from controller.core.models import (
 )
 from controller.core.stages import stages
 from controller.service.telemetry import Telemetry
+from controller.settings import SHIPPED_ROOT
 
 T0 = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
 CODE = "print('secret-code')"
@@ -152,7 +154,7 @@ def test_a_traceparent_is_read_as_the_specification_says(
 def memory_tracer() -> tuple[Tracer, InMemorySpanExporter]:
     exporter = InMemorySpanExporter()
     ids = _TraceIds()
-    provider = TracerProvider(id_generator=ids)
+    provider = TracerProvider(id_generator=ids, sampler=sampler({}))
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     return Tracer(provider, ids), exporter
 
@@ -221,3 +223,26 @@ def test_json_logs_name_the_submission_and_cannot_be_forged(
     assert first["level"] == "WARNING" and first["logger"] == "sandgate.test"
     assert first["message"].startswith('bad name x\n{"level"')
     assert "submission_id" not in second and second["message"] == "outside"
+
+
+def test_the_grafana_dashboard_reads_only_metrics_the_service_exposes() -> None:
+    dashboard = json.loads((SHIPPED_ROOT / "docs" / "grafana" / "sandgate.json").read_text())
+    asked = {re.sub(r"_(bucket|sum|count)$", "", name)
+             for panel in dashboard["panels"] for target in panel["targets"]
+             for name in re.findall(r"sandgate_[a-z_]+", target["expr"])}
+    exposed = {family.name for family in text_string_to_metric_families(
+        Metrics().exposition().decode())}
+    read_at_scrape = set(re.findall(r'Reading\("(sandgate_[a-z_]+)"', (
+        SHIPPED_ROOT / "controller" / "api" / "telemetry.py").read_text()))
+    totals = {f"{name}_total" for name in read_at_scrape}
+    assert asked and asked <= exposed | {f"{n}_total" for n in exposed} | read_at_scrape | totals
+
+
+def test_an_agents_unsampled_flag_does_not_hide_its_submissions() -> None:
+    tracer, exporter = memory_tracer()
+    parent = TraceParent(trace_id=TRACE, span_id=SPAN, sampled=False)
+    tracer.ended(ended(parent=parent), stages(ended(), MARKS))
+    spans = exporter.get_finished_spans()
+    assert len(spans) == 7 and all(span.context.trace_flags.sampled for span in spans)
+    assert {span.context.trace_id for span in spans} == {int(TRACE, 16)}
+    assert sampler({"OTEL_TRACES_SAMPLER": "traceidratio"}) is None  # the operator's own

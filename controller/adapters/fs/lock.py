@@ -13,9 +13,10 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import stat
 from pathlib import Path
 
-from controller.errors import DataDirInUseError
+from controller.errors import ConfigError, DataDirInUseError
 
 LOCK_NAME = ".lock"
 _held: list[int] = []  # descriptors kept open (and locks held) for the process's life
@@ -25,8 +26,15 @@ def hold(data_dir: Path, *, alone: bool, who: str) -> None:
     """Lock ``data_dir`` for the rest of this process: ``alone`` (a service, a reconcile)
     or shared with other one-shot commands; ``DataDirInUseError`` if it cannot be now."""
     path = data_dir / LOCK_NAME
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    # Never through a link: the holder's name is written into this file.
     try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    except OSError as exc:  # a link (ELOOP), a directory...
+        raise ConfigError(f"cannot open the lock file {path}: {exc.strerror}; it must be "
+                          "a regular file (remove what is there)") from exc
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ConfigError(f"the lock file {path} is not a regular file; remove it")
         fcntl.flock(fd, (fcntl.LOCK_EX if alone else fcntl.LOCK_SH) | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(fd)
@@ -35,8 +43,12 @@ def hold(data_dir: Path, *, alone: bool, who: str) -> None:
             f"the data directory {data_dir} is in use by "
             f"{holder or 'one-shot commands (sandgate run, probe)'}; {who} needs it "
             f"{'alone' if alone else 'shared with other one-shot commands only'}") from None
+    except BaseException:
+        os.close(fd)
+        raise
+    # Who holds it now (shared holders: nobody to name, so the last service's name goes).
+    os.ftruncate(fd, 0)
     if alone:
-        os.ftruncate(fd, 0)
         os.write(fd, f"{who} (pid {os.getpid()})\n".encode())
     _held.append(fd)
 

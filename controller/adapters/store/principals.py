@@ -137,6 +137,17 @@ class Principals:
         return [Principal(name=r[0], role=Role(r[1]), created_at=datetime.fromisoformat(r[2]),
                           revoked=r[3] is not None) for r in rows]
 
+    def active(self, name: str) -> Principal | None:
+        """The principal named ``name`` if it is not revoked, else None."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT name, role, created_at FROM principals "
+                "WHERE name = ? AND revoked_at IS NULL", (name,)).fetchone()
+        if row is None:
+            return None
+        return Principal(name=row[0], role=Role(row[1]),
+                         created_at=datetime.fromisoformat(row[2]))
+
     def authenticate(self, key: str) -> Principal | None:
         """The active principal holding ``key``, or None (unknown and revoked alike)."""
         with self._lock:

@@ -6,6 +6,11 @@ Configured only by the standard variables: with neither ``OTEL_EXPORTER_OTLP_END
 rest itself (headers, timeout, compression), and ``OTEL_SERVICE_NAME`` names the service
 (``sandgate`` unless set).
 
+Every submission is traced unless ``OTEL_TRACES_SAMPLER`` says otherwise: an agent's
+unsampled ``traceparent`` does not hide its work. Its trace id is the agent's to choose (that
+is what continuing a trace means), so a tenant may put its spans in another's trace: each
+submission's span names its agent (``sandgate.agent``).
+
 A submission's spans are written when it ends, from its record and its transitions: one span
 for the submission (its trace id is the record's ``trace_id``; its parent the agent's span
 when the request carried a ``traceparent``) and one per stage under it. A submission's life
@@ -26,6 +31,7 @@ from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
+from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased, Sampler
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFlags
 
 from controller.core.models import State, Submission
@@ -43,6 +49,16 @@ def wanted(env: dict[str, str] | None = None) -> bool:
     if env.get("OTEL_TRACES_EXPORTER", "otlp").strip().lower() == "none":
         return False
     return any(env.get(name, "").strip() for name in ENDPOINTS)
+
+
+def sampler(env: dict[str, str] | None = None) -> Sampler | None:
+    """The operator's sampler (``OTEL_TRACES_SAMPLER``: None, the SDK reads it), else every
+    submission, whatever the agent's ``traceparent`` says: a tenant does not decide what
+    the operator's traces show (its unsampled flag would hide its submissions)."""
+    env = dict(os.environ) if env is None else env
+    if env.get("OTEL_TRACES_SAMPLER", "").strip():
+        return None
+    return ParentBased(ALWAYS_ON, remote_parent_not_sampled=ALWAYS_ON)
 
 
 class _TraceIds(RandomIdGenerator):
@@ -73,7 +89,7 @@ class Tracer:
         ids = _TraceIds()
         service = os.environ.get("OTEL_SERVICE_NAME", "").strip() or "sandgate"
         provider = TracerProvider(resource=Resource.create({SERVICE_NAME: service}),
-                                  id_generator=ids)
+                                  id_generator=ids, sampler=sampler())
         provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
         return cls(provider, ids)
 

@@ -2,6 +2,16 @@
 // reasons, names) becomes a text node: nothing here ever parses a string as markup, and the
 // page's Content-Security-Policy enforces Trusted Types, so an HTML sink would throw.
 
+// Characters that reorder or hide text (Trojan Source, CVE-2021-42574: code that reads one
+// way and runs another): every one in data shown becomes a visible marker, ⟨U+2067⟩.
+const HIDDEN = /[\u061C\u200B-\u200F\u202A-\u202E\u2060-\u2064\u2066-\u2069\uFEFF]/gu;
+
+/** ``text`` with each direction or invisible control character shown as ⟨U+XXXX⟩. */
+export function visible(text) {
+  return String(text).replace(HIDDEN, (c) =>
+    `⟨U+${c.codePointAt(0).toString(16).toUpperCase().padStart(4, "0")}⟩`);
+}
+
 /** An element: h("a", {href: "#/x", class: "c"}, "text", child, [more]). */
 export function h(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
@@ -12,7 +22,7 @@ export function h(tag, attrs = {}, ...children) {
     } else if (name === "class") {
       node.className = value;
     } else if (name === "text") {
-      node.textContent = String(value);
+      node.textContent = visible(value);
     } else if (name === "value" && "value" in node) {
       node.value = value;
     } else {
@@ -27,7 +37,7 @@ export function h(tag, attrs = {}, ...children) {
 export function append(node, children) {
   for (const child of children.flat(Infinity)) {
     if (child === null || child === undefined || child === false) continue;
-    node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+    node.append(child instanceof Node ? child : document.createTextNode(visible(child)));
   }
   return node;
 }
@@ -119,7 +129,11 @@ export function tableRow(cells, attrs = {}) {
 
 /** Preformatted text (hostile content: shown as text, scrollable, labelled). */
 export function block(text, label) {
-  return h("pre", { class: "block", tabindex: "0", "aria-label": label }, String(text ?? ""));
+  const shown = String(text ?? "");
+  const hidden = visible(shown) !== shown;
+  return h("pre", { class: hidden ? "block hidden-controls" : "block", tabindex: "0",
+    "aria-label": hidden ? `${label} (holds direction or invisible control characters, `
+      + "shown as ⟨U+…⟩)" : label }, shown);
 }
 
 /** A section with a heading, labelled by it. */

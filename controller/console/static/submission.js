@@ -29,9 +29,12 @@ export function render(root, ctx, id) {
         : `Cannot read the submission: ${error.message}`));
       return;
     }
-    const parts = await Promise.all([overview(view), code(view), decisions(view), runs(view),
+    // The code first: the receipt is judged against the very bytes shown.
+    const shownCode = await code(view);
+    const parts = await Promise.all([overview(view), decisions(view), runs(view),
       bounds(view), receipt(view, ctx)]);
     if (disposed) return;
+    parts.splice(1, 0, shownCode);
     clear(body).append(...parts);
     body.setAttribute("aria-busy", "false");
   }
@@ -214,7 +217,8 @@ export async function judge(envelope, ctx, view = null) {
   try {
     const { keys } = await ctx.keys();
     const verified = await verifyReceipt(envelope, keys);
-    const problems = view ? await matches(verified, view.id, view.codeBytes ?? null) : [];
+    const codeShown = view?.codeBytes ?? null;
+    const problems = view ? await matches(verified, view.id, codeShown) : [];
     if (problems.length) throw new Refused(problems.join("; "));
     const p = verified.predicate;
     return { statement: verified.statement, node: h("div", {
@@ -222,7 +226,9 @@ export async function judge(envelope, ctx, view = null) {
     h("strong", {}, "✔ Verified in this browser"),
     h("p", {}, `Ed25519 signature by key ${short(verified.keyId, 16)} (${verified.keyStatus}) over `
       + `the DSSE envelope; sequence ${p.sequence}, state ${stateLabel(p.state)}`
-      + (view ? "; names this submission and the sha256 of the code shown." : ".")),
+      + (!view ? "."
+        : codeShown !== null ? "; names this submission and the sha256 of the code shown."
+          : "; names this submission (the code could not be read: its digest was not checked).")),
     h("p", { class: "note" }, `Payload digest ${verified.digest}`)) };
   } catch (error) {
     const why = error instanceof Refused ? error.message : `cannot verify: ${error.message}`;
