@@ -48,6 +48,7 @@ from typing import Any
 import docker
 import httpx
 from docker.utils.socket import frames_iter
+from prometheus_client.parser import text_string_to_metric_families
 
 from benchmarks.bench_pipeline import PROFILE, raw_docker_run, summary
 from benchmarks.http_burst import bench_burst
@@ -152,18 +153,21 @@ class Rounds:
         self.docker.close()
 
 
-def bench_latency(runs: int, server: Server, key: str, scratch: Path,
+def bench_latency(runs: int, server: Server, key: str, auditor: str, scratch: Path,
                   problems: list[str]) -> dict[str, Any]:
-    """``print(1)`` over HTTP with ``?wait``, beside the two baselines, interleaved."""
+    """``print(1)`` over HTTP with ``?wait``, beside the two baselines, interleaved; and
+    where its time went, stage by stage, as the server's own metrics say."""
     rounds = Rounds(server, key, scratch, problems)
     measures: list[Callable[[], None]] = [rounds.raw, rounds.prestarted, rounds.over_http]
     try:
         for measure in measures:  # warm-up, untimed: image cache, server, connection
             measure()
         rounds.reset()
+        before = stage_totals(server, auditor)
         for n in range(runs):
             for measure in measures[n % 3:] + measures[:n % 3]:
                 measure()
+        after = stage_totals(server, auditor)
     finally:
         rounds.close()
     samples, states = rounds.samples, rounds.states
@@ -178,7 +182,36 @@ def bench_latency(runs: int, server: Server, key: str, scratch: Path,
         "ratio_p50_vs_raw_docker_run": round(http_p50 / statistics.median(samples["raw"]), 2),
         "ratio_p50_vs_prestarted": round(http_p50 / statistics.median(samples["prestarted"]),
                                          2),
+        "stages_mean_ms": stages_mean_ms(before, after),
     }
+
+
+def stage_totals(server: Server, key: str) -> dict[str, tuple[float, float]]:
+    """Each stage's (seconds, count) so far, from the server's ``/metrics``."""
+    text = httpx.get(f"{server.url}/metrics", timeout=30,
+                     headers={"Authorization": f"Bearer {key}"}).text
+    totals: dict[str, list[float]] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name != "sandgate_stage_duration_seconds":
+            continue
+        for sample in family.samples:
+            pair = totals.setdefault(sample.labels.get("stage", ""), [0.0, 0.0])
+            if sample.name.endswith("_sum"):
+                pair[0] = sample.value
+            elif sample.name.endswith("_count"):
+                pair[1] = sample.value
+    return {stage: (pair[0], pair[1]) for stage, pair in totals.items()}
+
+
+def stages_mean_ms(before: dict[str, tuple[float, float]],
+                   after: dict[str, tuple[float, float]]) -> dict[str, float]:
+    """The mean time per submission in each stage between two ``stage_totals``."""
+    means = {}
+    for stage, (seconds, count) in after.items():
+        was = before.get(stage, (0.0, 0.0))
+        if count > was[1]:
+            means[stage] = round((seconds - was[0]) / (count - was[1]) * 1000, 1)
+    return means
 
 
 async def _throughput(url: str, keys: list[str], count: int
@@ -278,8 +311,8 @@ def run(args: argparse.Namespace, scratch: Path, problems: list[str]) -> dict[st
                     problems.append("the pool did not fill in 120 s")
                     break
                 time.sleep(0.5)
-        figures["end_to_end_print1"] = bench_latency(args.runs, server, latency_key, scratch,
-                                                     problems)
+        figures["end_to_end_print1"] = bench_latency(args.runs, server, latency_key, auditor,
+                                                     scratch, problems)
         figures["throughput"] = bench_throughput(server, keys, args.submissions, problems)
         figures["burst"] = bench_burst(server, keys, args.burst, problems)
         figures["pool_exhausted"] = bench_pool_exhausted(server, keys, auditor, args.pool,
