@@ -10,7 +10,10 @@ data directory with its own owner label, on the shipped defaults; its agents' ke
   each round) with two baselines: a raw hardened ``docker run --rm`` of the same code
   (``bench_pipeline.raw_docker_run``) and a pre-started single-use container of the same
   hardening fed the code over stdin (created, attached and started untimed; timed: write the
-  code, close stdin, read the output to its end, wait for the exit);
+  code, close stdin, read the output to its end, wait for the exit); with ``--pool``, each
+  measure starts once the pool is full again (untimed), as it would be after an agent's
+  think time, so no measure (a baseline included) runs beside a refill; and the mean time
+  per stage, from the server's ``/metrics``;
 - throughput: ``--clients`` clients, one agent each (so no two race on one workspace), post
   ``--submissions`` trivial submissions with ``?wait=60`` between them;
 - a burst of ``--burst`` concurrent POSTs without ``?wait``, from the same agents, each on a
@@ -19,7 +22,7 @@ data directory with its own owner label, on the shipped defaults; its agents' ke
   answers by status, error code and message, rejections without Retry-After, time until
   every request had its answer, rejection (429/503) latency, the server's peak RSS sampled
   meanwhile and the CPU time it and the clients spent; then the accepted ones to their end;
-- a pool exhausted on purpose: not measured until pools exist (issue 13, item 1).
+- with ``--pool``: a pool exhausted on purpose (more submissions at once than it holds).
 
 The figures go under ``"http"`` in ``--out``; every other key there is kept. Anything that
 must not happen (a submission not committed, a connection error, a 5xx other than 503) is
@@ -154,9 +157,12 @@ class Rounds:
 
 
 def bench_latency(runs: int, server: Server, key: str, auditor: str, scratch: Path,
-                  problems: list[str]) -> dict[str, Any]:
+                  problems: list[str], settle: Callable[[], None] = lambda: None
+                  ) -> dict[str, Any]:
     """``print(1)`` over HTTP with ``?wait``, beside the two baselines, interleaved; and
-    where its time went, stage by stage, as the server's own metrics say."""
+    where its time went, stage by stage, as the server's own metrics say. ``settle`` runs
+    untimed before each measure (a pooled server refills meanwhile, as it would while an
+    agent thinks: no measure, the baselines included, runs beside a refill)."""
     rounds = Rounds(server, key, scratch, problems)
     measures: list[Callable[[], None]] = [rounds.raw, rounds.prestarted, rounds.over_http]
     try:
@@ -166,6 +172,7 @@ def bench_latency(runs: int, server: Server, key: str, auditor: str, scratch: Pa
         before = stage_totals(server, auditor)
         for n in range(runs):
             for measure in measures[n % 3:] + measures[:n % 3]:
+                settle()
                 measure()
         after = stage_totals(server, auditor)
     finally:
@@ -265,6 +272,17 @@ def bench_pool_exhausted(server: Server, keys: list[str], auditor: str, pooled: 
             "hits": after["hits"] - before["hits"], "misses": after["misses"] - before["misses"]}
 
 
+def pool_full(server: Server, key: str, pairs: int, problems: list[str],
+              timeout: float = 60) -> None:
+    """Wait until the pool holds ``pairs`` pairs again (none kept: at once)."""
+    deadline = time.monotonic() + timeout
+    while pairs and pool_state(server, key).get("ready", 0) < pairs:
+        if time.monotonic() > deadline:
+            problems.append(f"the pool did not refill to {pairs} in {timeout:g} s")
+            return
+        time.sleep(0.05)
+
+
 def pool_state(server: Server, key: str) -> dict[str, int]:
     """The standard profile's pool, as an auditor sees it (agents do not)."""
     found = httpx.get(f"{server.url}/v1/profiles", timeout=30,
@@ -311,8 +329,9 @@ def run(args: argparse.Namespace, scratch: Path, problems: list[str]) -> dict[st
                     problems.append("the pool did not fill in 120 s")
                     break
                 time.sleep(0.5)
-        figures["end_to_end_print1"] = bench_latency(args.runs, server, latency_key, auditor,
-                                                     scratch, problems)
+        figures["end_to_end_print1"] = bench_latency(
+            args.runs, server, latency_key, auditor, scratch, problems,
+            settle=lambda: pool_full(server, auditor, args.pool, problems))
         figures["throughput"] = bench_throughput(server, keys, args.submissions, problems)
         figures["burst"] = bench_burst(server, keys, args.burst, problems)
         figures["pool_exhausted"] = bench_pool_exhausted(server, keys, auditor, args.pool,

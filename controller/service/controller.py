@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
 import uuid
 from collections.abc import Callable
 from datetime import timedelta
@@ -62,8 +63,10 @@ class Controller(Generic[StoreT, EngineT]):
         self.listeners: list[Listener] = []
         self.owner = owner  # the runtime's label too: what reconcile may remove is its own
         # Started only by a long-lived service (``start_pool``): a one-shot run keeps none.
+        self._driving = 0  # submissions ``process`` drives now
+        self._driving_lock = threading.Lock()
         self.pool = Pool(runtime, store, tmpfs, root=paths.runs / POOL_DIR, owner=owner,
-                         profiles=lambda: self.profiles)
+                         profiles=lambda: self.profiles, busy=lambda: self._driving > 0)
         self.means = Means(store=store, runtime=runtime, engine=engine, workspaces=workspaces,
                            tmpfs=tmpfs, sealer=self.sealer, announce=self.announce,
                            paths=paths, rules=self.rules, telemetry=self.telemetry,
@@ -108,6 +111,8 @@ class Controller(Generic[StoreT, EngineT]):
         """Drive a submission to its end: a new one from the start, an approved one from its
         real run."""
         job = self.job(submission)
+        with self._driving_lock:
+            self._driving += 1
         with logs.about(submission.id, submission.trace_id):
             try:
                 return job.resume() if submission.state is State.RUNNING else job.drive()
@@ -116,6 +121,9 @@ class Controller(Generic[StoreT, EngineT]):
                 return job.fail(f"{type(exc).__name__}: {exc}")
             finally:
                 job.cleanup()
+                with self._driving_lock:
+                    self._driving -= 1
+                self.pool.poke()
 
     def reconcile(self) -> list[Submission]:
         """After a restart: remove our containers (pooled ones too, and the uids they held),

@@ -4,7 +4,9 @@ A container's cold start is most of a run's cost, so a profile may keep ``pool.m
 (``pairs``: a dry run's sandbox and a real run's, one held uid) started ahead, per language
 it names, keyed by what is fixed when a container is created: the profile's digest, the image
 id, the language. A background thread refills the pools one pair at a time (on two cores a
-second concurrent start only slows the first); a miss (a submission that found none, and
+second concurrent start only slows the first), and, while a pool still holds a pair, only
+when no submission is being driven (a start beside a run slows the run: the pairs are for
+the latency the runs feel); a miss (a submission that found none, and
 started its own) raises a pool's target by one up to ``pool.max``; an idle pair older than
 ``pool.ttl_s`` is replaced, and its pool's target falls back by one towards ``min``. A pair
 whose profile changed or went, or whose image tag moved, serves no one and is removed.
@@ -76,10 +78,11 @@ class Pool:
     """Every profile's pools of one controller (``owner``), under ``root``."""
 
     def __init__(self, runtime: SandboxRuntime, store: SubmissionStore, tmpfs: Tmpfs, *,
-                 root: Path, owner: str, profiles: Callable[[], Mapping[str, Profile]]
-                 ) -> None:
+                 root: Path, owner: str, profiles: Callable[[], Mapping[str, Profile]],
+                 busy: Callable[[], bool] = lambda: False) -> None:
         self.runtime, self.store, self.tmpfs = runtime, store, tmpfs
         self.root, self.owner, self.profiles = root, owner, profiles
+        self.busy = busy  # whether submissions are being driven now
         self._ready: dict[PoolKey, list[Pair]] = {}
         self._target: dict[PoolKey, int] = {}
         self._counts = _Counts()
@@ -106,6 +109,10 @@ class Pool:
                                         self._target.get(key, profile.pool.min) + 1)
             self._wake.set()
             return None
+
+    def poke(self) -> None:
+        """Look again now (a submission has ended: a deferred refill may start)."""
+        self._wake.set()
 
     def state(self) -> dict[str, PoolState]:
         with self._lock:
@@ -178,6 +185,8 @@ class Pool:
         for key, (profile, target) in wanted.items():
             while (not self._stop.is_set() and len(self._ready.get(key, ())) < target
                    and self._held() < MAX_PAIRS):
+                if self._ready.get(key) and self.busy():
+                    break  # it still serves the next one: started when the runs are done
                 pair = self._start_pair(key, profile)
                 if pair is None:
                     break

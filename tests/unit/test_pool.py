@@ -251,3 +251,47 @@ def test_an_image_that_cannot_be_resolved_for_a_moment_keeps_its_pairs(
 def _ready_holders(controller: Pooled) -> set[str]:
     with controller.pool._lock:
         return {pair.holder for pairs in controller.pool._ready.values() for pair in pairs}
+
+
+def test_a_pool_still_holding_a_pair_refills_only_once_no_submission_is_driven(
+        tmp_path: Path) -> None:
+    # A start beside a run slows the run: while the next submission still finds a pair, the
+    # refill waits for the runs to end; an empty pool refills at once whatever runs.
+    gate, started = threading.Event(), threading.Event()
+
+    def blocks(spec: RunSpec) -> Outcome:
+        if spec.phase is Phase.DRY_RUN:
+            started.set()
+            assert gate.wait(10)
+        return Outcome(stdout=b"hi\n")
+
+    runtime = FakeRuntime(behaviour=blocks)
+    controller = make_controller(tmp_path / "data", runtime,
+                                 profiles_dir=pooled_profiles(tmp_path, min=2, max=2))
+    controller.pool.start()
+    threads: list[threading.Thread] = []
+    try:
+        wait_until(lambda: ready(controller) == 2)
+        running = threading.Thread(target=controller.submit, args=(python("print(1)"),))
+        threads.append(running)
+        running.start()
+        assert started.wait(10)
+        time.sleep(1.5)  # three refill ticks: none starts a pair beside the run
+        assert ready(controller) == 1
+        gate.set()
+        running.join(10)
+        wait_until(lambda: ready(controller) == 2)  # the run is over: refilled
+        gate.clear()
+        started.clear()
+        first = threading.Thread(target=controller.submit, args=(python("print(2)"),))
+        second = threading.Thread(target=controller.submit, args=(python("print(3)"),))
+        threads += [first, second]
+        first.start()
+        assert started.wait(10)
+        second.start()
+        wait_until(lambda: ready(controller) >= 1)  # empty: refilled while both are driven
+    finally:
+        gate.set()
+        for thread in threads:
+            thread.join(10)
+        controller.pool.close()
