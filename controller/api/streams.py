@@ -126,7 +126,7 @@ def _poll(store: Store, submission_id: str,
 # The feed: every transition the caller may read -------------------------------------------
 
 FEED_PAGE = 200  # events read per query; the stream carries on at once while more wait
-FEED_QUERIES = 4  # the feeds' store queries in flight at once, on threads of their own
+FEED_QUERIES = 4  # the feeds' store queries in flight at once, apart from the handlers' limit
 FEED_FALLBACK_POLL_S = 5.0  # every transition is announced; the poll is a safety net
 MAX_FEED_S = 3600.0  # then the stream ends, and the client resumes with Last-Event-ID
 FEED = ("Server-sent events: first `event: ready` (its `id` the point the stream starts "
@@ -178,8 +178,8 @@ class Announcements:
     """Wakes the open feeds that may see a transition the controller announces (from any
     thread): an agent's feed only for its own submissions, so one tenant's feeds cost
     nothing when others' submissions move. One per app, registered as a listener when the
-    first feed opens; the feeds' queries take threads of their own (``queries``), never
-    the request handlers'."""
+    first feed opens; the feeds' queries count against a limit of their own (``queries``),
+    never against the one request handlers share."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
