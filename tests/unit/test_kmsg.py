@@ -8,9 +8,11 @@ import pytest
 
 from controller.adapters.runtime.kmsg import (
     PRINTK_BURST,
+    KernelSaid,
     KmsgWatch,
     SeccompKill,
     attribute,
+    kernel_said,
     parse_kill,
     read_kills,
 )
@@ -106,3 +108,32 @@ def test_printk_rate_limited_records_past_the_burst_mark_the_kmsg_reader_lost(
 def test_kills_of_another_uid_are_never_charged_to_this_run() -> None:
     neighbour = SeccompKill(pid=8, uid=10007, syscall=101, comm="x")
     assert attribute([neighbour], uid=10002) == ()
+
+
+OURS = "5c5ac729630dd0005998362d3d226879e45525c294b93338345f15830ff5bd4a"
+OTHER = "9" * 64
+# As this host's kernel logged a container's memory-limit kill (the engine said OOMKilled
+# false for it, then and a second later).
+OOM_KILL = ("3,2417,34802523140,-;oom-kill:constraint=CONSTRAINT_MEMCG,nodemask=(null),"
+            f"cpuset={OURS},mems_allowed=0,oom_memcg=/sandgate/o/k/{OURS},"
+            f"task_memcg=/sandgate/o/k/{OURS},task=python3,pid=23647,uid=10001")
+FORK = f"6,2420,34802600000,-;cgroup: fork rejected by pids controller in /sandgate/o/k/{OURS}"
+
+
+def test_the_kernel_says_which_container_had_an_oom_kill_or_a_refused_fork(
+        tmp_path: Path) -> None:
+    def said(name: str, text: str) -> KernelSaid:
+        (tmp_path / name).mkdir()
+        watch = logged_after_open(tmp_path / name, text)
+        try:
+            return kernel_said(watch, OURS)
+        finally:
+            watch.close()
+
+    assert said("oom", OOM_KILL + "\n") == KernelSaid(oom_kill=True)
+    assert said("fork", FORK + "\n") == KernelSaid(fork_rejected=True)
+    assert said("both", f"{OOM_KILL}\n{FORK}\n") == KernelSaid(fork_rejected=True,
+                                                                 oom_kill=True)
+    assert said("others", OOM_KILL.replace(OURS, OTHER) + "\n"
+                + FORK.replace(OURS, OTHER) + "\n") == KernelSaid()
+    assert kernel_said(None, OURS) == KernelSaid()

@@ -270,12 +270,27 @@ def open_audit_log() -> AuditLog | None:
     return AuditSocket.open() or KmsgWatch.open()
 
 
-def forks_rejected(messages: KmsgWatch | None, container_id: str) -> bool:
-    """Whether the kernel said the pids limit refused a fork in this container's cgroup."""
+@dataclass(frozen=True)
+class KernelSaid:
+    """What the kernel logged of one container's cgroup during its run."""
+
+    fork_rejected: bool = False  # the pids limit refused a fork
+    oom_kill: bool = False  # the memory limit's OOM killer killed one of its processes
+
+
+def kernel_said(messages: KmsgWatch | None, container_id: str) -> KernelSaid:
+    """Read once, after the run: the kernel's own word, which no sampling period can miss.
+    (The engine's ``OOMKilled`` is not enough: on cgroup v1 hosts it can stay false after a
+    kill the kernel logged; the cgroup's counter goes with the cgroup.)"""
     if messages is None:
-        return False
-    return any("fork rejected by pids controller" in line and container_id in line
-               for line in messages.records())
+        return KernelSaid()
+    fork = oom = False
+    for line in messages.records():
+        if container_id not in line:
+            continue
+        fork = fork or "fork rejected by pids controller" in line
+        oom = oom or "oom-kill:constraint=" in line
+    return KernelSaid(fork_rejected=fork, oom_kill=oom)
 
 
 def tripwires(kernel_log: AuditLog | None, uid: int) -> tuple[bool, str | None]:

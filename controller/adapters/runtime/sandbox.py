@@ -28,7 +28,7 @@ from controller.adapters.runtime.cgroups import CgroupReader, Sample, final_samp
 from controller.adapters.runtime.kmsg import (
     KmsgWatch,
     audit_source,
-    forks_rejected,
+    kernel_said,
     open_audit_log,
     tripwires,
 )
@@ -125,8 +125,11 @@ class DockerSandbox:
                                   wall_ms=wall_ms, timed_out=timed_out, tripped=tripped,
                                   source=audit_source(kernel_log)).model_copy(
                 update={"incomplete": incomplete or unread})
-            if forks_rejected(kernel_messages, str(container.id)):
+            said = kernel_said(kernel_messages, str(container.id))
+            if said.fork_rejected:
                 observation = observation.model_copy(update={"pids_limit_hit": True})
+            if said.oom_kill:
+                observation = observation.model_copy(update={"oom_killed": True})
             changes: tuple[tuple[str, str], ...] = ()
             if spec.phase is Phase.BOUNDED and not observation.succeeded:
                 # Evidence for a quarantine. The diff costs the engine a walk of the layer
