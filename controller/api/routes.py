@@ -63,7 +63,7 @@ from controller.errors import (
     SigningError,
     UnavailableError,
 )
-from controller.profiles.lint import lint_profile
+from controller.profiles.lint import lint_loaded
 from controller.profiles.load import load_profile
 
 SUBMITTERS = frozenset({Role.AGENT, Role.ADMIN})
@@ -306,7 +306,7 @@ def get_file(name: str, path: str, ctx: Ctx, who: Caller, owner: Owner = None,
 def profiles(ctx: Ctx, who: Caller) -> list[ProfileView]:
     """Every profile loaded; to admins and auditors, with its pools' state too (hits and
     misses are every tenant's activity, not one agent's to read)."""
-    pools = ctx.controller.pool.state() if who.role in (Role.ADMIN, Role.AUDITOR) else {}
+    pools = ctx.controller.pool.state() if who.sees_everything else {}
     return [profile_view(profile, pools.get(name))
             for name, profile in ctx.controller.profiles.items()]
 
@@ -324,17 +324,18 @@ def lint_profiles(ctx: Ctx, who: Caller) -> list[ProfileLint]:
 
 
 def _lint(path: Path, running: dict[str, Profile]) -> ProfileLint:
-    findings = [LintFinding(level=f.level, where=f.where, message=f.message)
-                for f in lint_profile(path)]
+    """One file, loaded once: what is linted is what is compared with the profile in use."""
     try:
         profile = load_profile(path)
-    except ProfileError:  # the lint's one finding says why
+    except ProfileError as exc:  # as ``lint_profile`` says it: the file's one finding
         return ProfileLint(file=path.name, profile=None, digest=None, loaded=False,
-                           findings=findings)
+                           findings=[LintFinding(level="error", where=str(path),
+                                                 message=str(exc))])
     in_use = running.get(profile.name)
     return ProfileLint(file=path.name, profile=profile.name, digest=profile.digest,
                        loaded=in_use is not None and in_use.digest == profile.digest,
-                       findings=findings)
+                       findings=[LintFinding(level=f.level, where=f.where, message=f.message)
+                                 for f in lint_loaded(profile, path)])
 
 
 @router.get("/v1/policies", response_model=PolicyView, tags=["policies"],

@@ -93,6 +93,11 @@ def lint_profile(path: Path) -> list[Finding]:
         profile = load_profile(path)
     except ProfileError as exc:
         return [Finding("error", str(path), str(exc))]
+    return lint_loaded(profile, path)
+
+
+def lint_loaded(profile: Profile, path: Path) -> list[Finding]:
+    """Every finding for a profile already loaded from ``path``."""
     where = f"{path} ({profile.seccomp_file})"
     return _syscalls(profile, where) + _arches(profile, where) + _limits(profile, str(path))
 

@@ -54,7 +54,9 @@ def hold(data_dir: Path, *, alone: bool, who: str) -> None:
 
 
 def _holder(path: Path) -> str:
-    """Who holds it alone, as it wrote itself down (empty when shared holders have it)."""
+    """Who holds it alone, as it wrote itself down (empty when shared holders have it).
+    Read only to word the refusal, which stands whatever this read finds: unreadable, the
+    refusal names no one."""
     with contextlib.suppress(OSError, UnicodeDecodeError):
         return path.read_text().strip()[:200]
     return ""
