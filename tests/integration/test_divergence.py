@@ -8,6 +8,7 @@ tell the runs apart as well; binding makes the tell harmless, whichever it is.)
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -118,6 +119,23 @@ def test_packets_are_counted_however_soon_the_code_exits(controller: LocalContro
     assert result.divergence is not None and not result.divergence.network_new
     quiet = controller.submit(python("print(1)"))
     assert quiet.dry_run is not None and quiet.dry_run.loopback_packets == 0
+
+
+def test_a_run_without_network_has_only_a_loopback_that_localhost_names(
+        controller: LocalController) -> None:
+    """Its networking disabled at the engine (no network sandbox, no hook), a run still has a
+    namespace of its own with lo up, localhost resolves to it, and no resolver of the host's
+    is named in it."""
+    result = controller.submit(python(
+        "import os, socket\n"
+        "listener = socket.create_server(('localhost', 0))\n"
+        "socket.create_connection(listener.getsockname()).close()\n"
+        "resolv = open('/etc/resolv.conf').read() if os.path.exists('/etc/resolv.conf') else ''\n"
+        "print(sorted(os.listdir('/sys/class/net')), socket.gethostbyname('localhost'), "
+        "'nameserver' in resolv, os.readlink('/proc/self/ns/net'))\n"))
+    assert result.state is State.COMMITTED, result.reason
+    assert result.stdout.startswith("['lo'] 127.0.0.1 False net:["), result.stdout
+    assert os.readlink("/proc/self/ns/net") not in result.stdout
 
 
 def test_an_approved_submission_that_diverges_does_not_commit(

@@ -14,7 +14,7 @@ from controller.tools.battery import contained, select
 from controller.tools.probes import BATTERY, KILLED, printed, syscall_expectation
 
 HARDENED: dict[str, Any] = {
-    "Config": {"User": "10001:10001"},
+    "Config": {"User": "10001:10001", "NetworkDisabled": True},
     "HostConfig": {"CapDrop": ["ALL"], "CapAdd": None, "Privileged": False,
                    "NetworkMode": "none", "Memory": 268435456, "MemorySwap": 268435456,
                    "NanoCpus": 1_000_000_000, "ReadonlyRootfs": True, "PidMode": "",
@@ -34,8 +34,19 @@ def weakened(path: str, value: object) -> dict[str, Any]:
 
 
 def test_a_hardened_container_passes_every_check() -> None:
-    assert audit(HARDENED) == ()
+    assert audit(HARDENED, network=False) == ()
     assert len(CHECKS) >= 15
+
+
+def test_a_run_without_network_must_have_its_networking_disabled() -> None:
+    """NetworkMode none alone leaves the engine's network sandbox and hook; a run granted a
+    network is not held to it."""
+    enabled = weakened("Config.NetworkDisabled", False)
+    bridged = weakened("HostConfig.NetworkMode", "bridge")
+    for config in (enabled, bridged):
+        assert any(f.startswith("network none and disabled") for f in
+                   audit(config, network=False))
+    assert audit(bridged, network=True) == ()
 
 
 @pytest.mark.parametrize(("path", "value", "check"), [
@@ -61,7 +72,7 @@ def test_each_weakening_fails_its_check(path: str, value: object, check: str) ->
         config["Mounts"] = value
     else:
         config = weakened(path, value)
-    failed = audit(config)
+    failed = audit(config, network=False)
     assert any(f.startswith(check) for f in failed), failed
 
 

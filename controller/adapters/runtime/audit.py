@@ -78,7 +78,20 @@ CHECKS: dict[str, tuple[str, Check]] = {
 }
 
 
-def audit(config: dict[str, Any]) -> tuple[str, ...]:
-    """The failed checks of one container's inspect document, each with what it requires."""
-    return tuple(f"{name}: {requirement}" for name, (requirement, check) in CHECKS.items()
-                 if not check(config))
+NO_NETWORK = ("network none and disabled",
+              "NetworkMode must be none and Config.NetworkDisabled true (a run without network)")
+
+
+def _no_network(config: dict[str, Any]) -> bool:
+    return (_host(config).get("NetworkMode") == "none"
+            and bool((config.get("Config") or {}).get("NetworkDisabled")))
+
+
+def audit(config: dict[str, Any], *, network: bool) -> tuple[str, ...]:
+    """The failed checks of one container's inspect document, each with what it requires;
+    ``network``: whether its run was granted one (else it must have none at all)."""
+    failed = [f"{name}: {requirement}" for name, (requirement, check) in CHECKS.items()
+              if not check(config)]
+    if not network and not _no_network(config):
+        failed.append(f"{NO_NETWORK[0]}: {NO_NETWORK[1]}")
+    return tuple(failed)

@@ -46,6 +46,9 @@ from controller.errors import (
 # must be in place before the code runs (its network namespace held, its workspace and code
 # filled in) is done while it waits. (dash also exports PWD: in both runs alike.)
 GATE = ("/bin/sh", "-c", 'read -r _ || exit 125; exec "$@" </dev/null', "sandbox")
+# /etc/hosts of a sandbox without network: the engine writes none for a container whose
+# networking is disabled (the image's is shadowed by an empty one), and localhost must resolve.
+HOSTS = Path(__file__).with_name("hosts")
 
 
 class DockerRuntime:
@@ -102,7 +105,7 @@ class DockerRuntime:
             raise RuntimeUnavailableError(f"cannot create the sandbox container: {exc}") from exc
         reader: StreamReader | None = None
         try:
-            failed = audit(container.attrs)  # create() answers with the engine's inspect
+            failed = audit(container.attrs, network=spec.network)  # inspect, as answered
             if failed:
                 raise ContainerAuditError(
                     "the sandbox container failed its configuration audit and was not "
@@ -217,6 +220,11 @@ class DockerRuntime:
             "environment": dict(spec.env),
             "hostname": "sandbox",
             "network_mode": "bridge" if spec.network else "none",
+            # Disabled as well as none: the engine then neither builds a network sandbox nor
+            # adds its prestart hook (its own binary, run twice per container: about 70 ms of
+            # CPU and 90 ms of every start on these cores). The container still gets a network
+            # namespace of its own with only lo, and no /etc/hosts or /etc/resolv.conf (HOSTS).
+            "network_disabled": not spec.network,
             "read_only": True,
             "tmpfs": {"/tmp": f"rw,nosuid,nodev,noexec,size={limits.tmpfs_bytes},"
                               f"nr_inodes={limits.tmpfs_inodes},mode=1777"},
@@ -244,6 +252,8 @@ class DockerRuntime:
             "mounts": [
                 Mount(WORKSPACE_MOUNT, str(spec.workspace_dir), type="bind", read_only=False),
                 Mount(CODE_MOUNT, str(spec.code_dir), type="bind", read_only=True),
+                *([] if spec.network else
+                  [Mount("/etc/hosts", str(HOSTS), type="bind", read_only=True)]),
             ],
             "labels": {OWNER_LABEL: self.owner, SUBMISSION_LABEL: spec.submission_id,
                        PHASE_LABEL: spec.phase.value},

@@ -91,7 +91,7 @@ class DockerSandbox:
         # miss a bomb that dies between two samples, the kernel's line cannot.
         kernel_messages = KmsgWatch.open()
         try:
-            _still_fit(container)
+            _still_fit(container, network=spec.network)
             reader.open_gate()
             # The code's time starts at the gate: an engine slow to start a container under
             # load is not the code running past its limit (a CI load test saw a print() "time
@@ -178,13 +178,13 @@ def remove(container: Container) -> None:
             f"cannot remove sandbox container {container.short_id}: {exc}") from exc
 
 
-def _still_fit(container: Container) -> None:
+def _still_fit(container: Container, *, network: bool) -> None:
     """A sandbox waiting at its gate (started ahead, or pooled) may have died, or been
     changed, while it waited: it runs only as it was audited when it was created."""
     if not _running(container):
         raise SandboxGoneError(
             f"the sandbox container stopped before its run ({container.status})")
-    failed = audit(container.attrs)
+    failed = audit(container.attrs, network=network)
     if failed:
         raise ContainerAuditError("the waiting sandbox container failed its configuration "
                                   "audit: " + "; ".join(failed))
