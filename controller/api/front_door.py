@@ -7,8 +7,9 @@
 - Every ``/v1/`` request is authenticated from its headers alone (``FrontDoor``), before one
   byte of its body is read: no key, or a malformed, unknown or revoked one, is a 401 that
   costs the same whatever the body. A key shaped like ours is always looked up (a sha256 and
-  a SQLite read, off the event loop, at most ``LOOKUPS`` at a time), so a valid key is never
-  refused for what others sent from its address. Failures are counted per source: past
+  a SQLite read, off the event loop, at most ``LOOKUPS`` at a time, and one per key: the
+  requests that bring a key while it is looked up wait for that lookup), so a valid key is
+  never refused for what others sent from its address. Failures are counted per source: past
   ``auth_failures_per_min`` of them, a failing key is answered 429 instead of 401. A valid
   key is remembered for ``auth_cache_s`` seconds (by its digest), so a revocation takes
   effect within that time. The per-principal rate limit applies to every authenticated
@@ -141,6 +142,7 @@ class FrontDoor:
         self.failures = FailureLimiter(limits.auth_failures_per_min)
         self.keys = KeyCache(limits.auth_cache_s)
         self._lookups: anyio.CapacityLimiter | None = None
+        self._looking_up: dict[str, asyncio.Future[Principal | None]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -181,16 +183,28 @@ class FrontDoor:
         if principal is None:
             # Looked up whatever the source's record: the source may be shared (a proxy,
             # loopback, a NAT), and one client's failures must not lock the others out.
-            if self._lookups is None:
-                self._lookups = anyio.CapacityLimiter(LOOKUPS)
-            principal = await anyio.to_thread.run_sync(self.authenticate, token,
-                                                       limiter=self._lookups)
+            principal = await self._look_up(key, token)
             if principal is None:
                 self.failures.failed(source)
                 raise AuthError(UNKNOWN)
             self.keys.put(key, principal)
         self.limiter.check(principal.name)
         return key, principal
+
+    async def _look_up(self, key: str, token: str) -> Principal | None:
+        """The key's principal, from the one lookup of it in flight: a thousand requests
+        with a key the cache has not (yet, or any more) do not take a thousand turns on the
+        lookup threads. Shielded: a waiter that goes away does not cancel the others' answer.
+        """
+        pending = self._looking_up.get(key)
+        if pending is None:
+            if self._lookups is None:
+                self._lookups = anyio.CapacityLimiter(LOOKUPS)
+            pending = asyncio.ensure_future(anyio.to_thread.run_sync(
+                self.authenticate, token, limiter=self._lookups))
+            self._looking_up[key] = pending
+            pending.add_done_callback(lambda _: self._looking_up.pop(key, None))
+        return await asyncio.shield(pending)
 
 
 def route_path(scope: Scope) -> str:

@@ -268,6 +268,26 @@ def test_one_lookup_per_key_and_revocation_within_the_cache_time(tmp_path: Path)
     assert call(s.app, "GET", "/v1/keys", s.keys["alice"]).status == 401
 
 
+def test_requests_arriving_together_with_one_key_share_its_lookup(tmp_path: Path) -> None:
+    """A flood with a key the cache does not hold (a cold cache, or an expired entry) costs
+    one lookup per key, not one per request; an unknown key's flood too, each request still
+    counted a failure of its source."""
+    s = site(tmp_path, auth_failures_per_min=20)
+    known = [Call(s.app, "GET", "/v1/keys", client=f"10.8.0.{n % 4}",
+                  headers={"authorization": f"Bearer {key}"})
+             for n, key in enumerate([s.keys["alice"], s.keys["bob"]] * 25)]
+    unknown = [Call(s.app, "GET", "/v1/keys", client="10.8.1.1",
+                    headers={"authorization": f"Bearer {guess(7)}"}) for _ in range(25)]
+
+    async def together() -> None:
+        await asyncio.wait_for(asyncio.gather(*(c.run() for c in known + unknown)), 10)
+
+    asyncio.run(together())
+    assert [c.status for c in known] == [200] * 50
+    assert s.principals.lookups == 3
+    assert sorted(c.status for c in unknown) == [401] * 20 + [429] * 5
+
+
 def test_a_stalled_body_is_answered_408(tmp_path: Path) -> None:
     s = site(tmp_path, body_timeout_s=0.3)
     started = time.monotonic()
