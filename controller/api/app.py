@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -16,7 +16,7 @@ from controller.api import errors, openapi, operations, streams, telemetry
 from controller.api.deps import ApiContext
 from controller.api.front_door import FrontDoor, route_path
 from controller.api.limits import BodySizeLimit
-from controller.api.routes import SUBMISSIONS, SUBMITTERS, router
+from controller.api.routes import HOLD, SUBMISSIONS, SUBMITTERS, router
 from controller.console import router as console
 from controller.core.models import Principal
 from controller.service.reloader import watch
@@ -54,7 +54,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
     app.add_middleware(BodySizeLimit, limit=ctx.settings.max_body_bytes)
     app.add_middleware(FrontDoor, authenticate=lambda key: ctx.principals.authenticate(key),
                        limiter=ctx.limiter, limits=ctx.limits,
-                       admit=lambda scope, who: _refuse_early(ctx, scope, who))
+                       admit=lambda scope, who: _hold(ctx, scope, who))
     errors.install(app)
     openapi.install(app)
     app.include_router(streams.router)
@@ -66,9 +66,19 @@ def create_app(ctx: ApiContext) -> FastAPI:
     return app
 
 
-def _refuse_early(ctx: ApiContext, scope: Scope, who: Principal) -> None:
-    """A submission the run queue has no room for is refused from its head (429 or 503, as
-    ``submit`` would), before its body is parsed or a thread is taken for it."""
-    if (scope["method"] == "POST" and route_path(scope) == SUBMISSIONS
-            and who.role in SUBMITTERS):
+def _hold(ctx: ApiContext, scope: Scope, who: Principal) -> Callable[[], None] | None:
+    """A submission's place in the run queue is taken from its request's head, or it is
+    refused there (429 or 503, as ``submit`` would), before its body is parsed or a thread
+    is taken for it. The route hands the hold to ``submit``; what lets it go once the
+    request is answered (nothing if ``submit`` used it)."""
+    if (scope["method"] != "POST" or route_path(scope) != SUBMISSIONS
+            or who.role not in SUBMITTERS):
+        return None
+    if any(name == b"idempotency-key" for name, _ in scope["headers"]):
+        # Retries of one submission, in flight together, must not each count as a place:
+        # judged, not held (submit takes its place, once for all of them).
         ctx.dispatcher.refuse_early(who.name)
+        return None
+    hold = ctx.dispatcher.hold(who.name)
+    scope.setdefault("state", {})[HOLD] = hold
+    return lambda: ctx.dispatcher.let_go(hold)

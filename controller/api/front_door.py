@@ -15,8 +15,10 @@
   effect within that time. The per-principal rate limit applies to every authenticated
   request.
 - Then ``admit`` may refuse the request from its head and caller alone (the service refuses
-  a submission the run queue has no room for), still before its body is read and without
-  taking a thread: under a flood, a refusal does not queue behind the work it refuses.
+  a submission the run queue has no room for, and takes its place if there is room), still
+  before its body is read and without taking a thread: under a flood, a refusal does not
+  queue behind the work it refuses. What ``admit`` returns is called once the request is
+  answered, however that ends.
 - The principal found rides along with the request (``scope["state"]["principal"]``, and
   ``vouched_for``), so the route's ``caller`` dependency does not look the key up again.
 - Each chunk of a request body must arrive within ``body_timeout_s`` of the last, and the
@@ -133,7 +135,8 @@ class FrontDoor:
 
     def __init__(self, app: ASGIApp, authenticate: Callable[[str], Principal | None],
                  limiter: RateLimiter, limits: Limits,
-                 admit: Callable[[Scope, Principal], None] | None = None) -> None:
+                 admit: Callable[[Scope, Principal], Callable[[], None] | None] | None = None
+                 ) -> None:
         self.app = app
         self.authenticate = authenticate
         self.admit = admit
@@ -153,10 +156,11 @@ class FrontDoor:
             await self.app(scope, exchange.receive, exchange.send)
             return
         headers = Headers(scope=scope)
+        done = None
         try:
             key, principal = await self._identify(scope, headers)
             if self.admit is not None:
-                self.admit(scope, principal)
+                done = self.admit(scope, principal)
         except SandgateError as exc:
             refusal = render(exc)
             if _body_pending(headers):
@@ -169,6 +173,8 @@ class FrontDoor:
             await self.app(scope, exchange.receive, exchange.send)
         finally:
             _vouched.reset(reset)
+            if done is not None:
+                done()
 
     async def _identify(self, scope: Scope, headers: Headers) -> tuple[str, Principal]:
         token = bearer_token(headers)

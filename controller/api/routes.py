@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import rfc8785
-from fastapi import APIRouter, Body, Header, Query
+from fastapi import APIRouter, Body, Header, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 from pydantic import BeforeValidator
@@ -68,6 +68,7 @@ from controller.profiles.load import load_profile
 
 SUBMITTERS = frozenset({Role.AGENT, Role.ADMIN})
 SUBMISSIONS = "/v1/submissions"
+HOLD = "submission_hold"  # in the request's state: its place, taken from its head (app.py)
 OUTPUT_PAGE = 1 << 20
 RECEIPT_PAGE_BYTES = 8 << 20  # a page of receipts ends past this (each is bounded)
 MAX_INT = 2**62  # SQLite integers are 64-bit; larger query values are refused, not crashed on
@@ -86,7 +87,7 @@ def _header(description: str, schema: dict[str, Any]) -> dict[str, Any]:
                  **answers(*BODY, 403, 409, 503), 202: {"headers": {"Location": _header(
                      "The submission's URL", {"type": "string"})}}})
 async def submit(body: Annotated[SubmissionBody, Body(openapi_examples=examples.SUBMIT)],
-                 ctx: Ctx, who: Caller,
+                 ctx: Ctx, who: Caller, http: Request,
                  wait: Annotated[float, Query(ge=0, le=60, description=(
                      "Seconds to wait for the end (or a parking for approval)"))] = 0,
                  idempotency_key: Annotated[str | None, Header(max_length=200, description=(
@@ -104,7 +105,8 @@ async def submit(body: Annotated[SubmissionBody, Body(openapi_examples=examples.
     if idempotency_key is not None:
         fields = body.model_dump(mode="json")
         key = (idempotency_key, hashlib.sha256(rfc8785.dumps(fields)).hexdigest())
-    sub = await run_in_threadpool(ctx.dispatcher.submit, request, key)
+    sub = await run_in_threadpool(ctx.dispatcher.submit, request, key,
+                                  getattr(http.state, HOLD, None))
     store = ctx.controller.store
     if wait > 0:
         await ctx.waiters.wait(sub.id, wait, lambda: settled(store.glance(sub.id)))

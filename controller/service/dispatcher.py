@@ -20,6 +20,12 @@ Retry-After, a message naming the bound; a full queue is ``OverloadedError``, 50
 The whole capacity stays a hard bound. One principal's admissions are taken one at a time (the
 store writes one at a time anyway), so its requests in flight, idempotent repeats among them,
 never count against its quota all at once.
+
+The service takes a submission's place from its request's head (``hold``), before the body is
+read: a thousand POSTs arriving together are then judged against each other as they arrive,
+not all let through to read their bodies and be refused by ``submit`` one thread at a time.
+``submit`` turns the hold into the submission's place (judged again, by the share read
+afresh), and the service lets go of a hold its request did not use.
 """
 
 from __future__ import annotations
@@ -104,6 +110,15 @@ class _Tenant:
         return self.queued + self.running
 
 
+@dataclass(eq=False)
+class Hold:
+    """A place in the run queue taken for a submission from its request's head: ``submit``
+    uses it, else ``let_go`` gives it back; whichever comes first, once."""
+
+    tenant: _Tenant
+    over: bool = False
+
+
 class Dispatcher:
     """Accepts submissions within each principal's share and drives them on worker threads."""
 
@@ -158,13 +173,15 @@ class Dispatcher:
         self._sweeper.start()
 
     def submit(self, request: SubmissionRequest,
-               idempotency: tuple[str, str] | None = None) -> Submission:
-        """Record and enqueue; an idempotent repeat returns the first submission as it is."""
+               idempotency: tuple[str, str] | None = None, hold: Hold | None = None
+               ) -> Submission:
+        """Record and enqueue; an idempotent repeat returns the first submission as it is.
+        ``hold``: the place its request's head took for it (``hold``), if any."""
         if self.draining:
             raise self._refusal_draining()
         share = self.share_of(request.agent)
         with self._entered(request.agent, share) as tenant, tenant.admission:
-            self._reserve(tenant, own_share=True)
+            self._reserve(tenant, own_share=True, hold=hold)
             try:
                 submission, created = self.controller.accept_once(request, idempotency)
             except BaseException:
@@ -233,20 +250,51 @@ class Dispatcher:
 
     def refuse_early(self, principal: str) -> None:
         """Raise what ``submit`` would refuse ``principal``'s next submission with now, taking
-        nothing: a request the queue has no room for is answered before its body is read or
-        a thread is taken for it. ``submit`` checks again, so a place freed meanwhile is
-        found there, and one taken meanwhile is refused there."""
+        nothing (``hold`` without the hold)."""
+        self.let_go(self.hold(principal))
+
+    def hold(self, principal: str) -> Hold:
+        """Take a place for ``principal``'s next submission, or raise what ``submit`` would
+        refuse it with now: a request the queue has no room for is answered before its body
+        is read or a thread is taken for it. The place counts against the principal's share
+        until ``submit`` uses it (and judges it again) or ``let_go`` returns it."""
         with self._changed:
             tenant = self._tenants.get(principal)
             # A share read long ago may be a quota since raised: then only submit, which
             # reads it afresh, may refuse by it (one request a SHARE_FRESH_S gets there).
             fresh = tenant is not None and time.monotonic() - tenant.share_at < SHARE_FRESH_S
             self._check_room(tenant, own_share=fresh)
+            if tenant is None:  # its share is read by submit, before the hold is used
+                tenant = self._tenants[principal] = _Tenant(principal, self.default_share,
+                                                            share_at=-math.inf)
+            tenant.reserved += 1
+            self._held += 1
+            return Hold(tenant)
 
-    def _reserve(self, tenant: _Tenant, *, own_share: bool) -> None:
-        """Take one place for ``tenant`` before its submission is recorded, or refuse."""
+    def let_go(self, hold: Hold) -> None:
+        """Give back a hold ``submit`` did not use (once; nothing if it did)."""
         with self._changed:
-            self._check_room(tenant, own_share=own_share)
+            if hold.over:
+                return
+            hold.over = True
+        self._release(hold.tenant)
+
+    def _reserve(self, tenant: _Tenant, *, own_share: bool, hold: Hold | None = None) -> None:
+        """Take one place for ``tenant`` before its submission is recorded, or refuse; a hold
+        of its (not let go) becomes that place if it is still within the room and share."""
+        with self._changed:
+            if hold is not None and not hold.over and hold.tenant is tenant:
+                hold.over = True
+                tenant.reserved -= 1  # judged as if it were not there, then taken again
+                self._held -= 1
+                try:
+                    self._check_room(tenant, own_share=own_share)
+                except BaseException:
+                    self._forget_if_idle(tenant)
+                    self._changed.notify_all()
+                    raise
+            else:
+                self._check_room(tenant, own_share=own_share)
             tenant.reserved += 1
             self._held += 1
 

@@ -288,6 +288,53 @@ def test_an_early_refusal_never_outlives_a_raised_quota(
     dispatcher.drain(timeout=10)
 
 
+def test_a_hold_is_a_place_until_submit_uses_it_or_it_is_let_go(
+        fake: FakeController) -> None:
+    dispatcher = Dispatcher(fake, workers=1, queue_size=3, max_queued=2)
+    first = dispatcher.hold("a")  # a newcomer: judged by the capacity alone
+    assert dispatcher._held == 1 and dispatcher._tenants["a"].reserved == 1
+    dispatcher.submit(request("a", "a0"), hold=first)  # the hold becomes its place
+    assert dispatcher._held == 1 and dispatcher._tenants["a"].queued == 1
+    dispatcher.let_go(first)  # used: nothing to give back
+    assert dispatcher._held == 1
+    second = dispatcher.hold("a")  # its share now read: one more waiting place
+    with pytest.raises(RateLimitedError, match="max_queued"):
+        dispatcher.hold("a")  # judged against the hold in flight, before any body is read
+    dispatcher.let_go(second)  # its request went away
+    dispatcher.let_go(second)
+    assert dispatcher._held == 1
+    third = dispatcher.hold("a")
+    dispatcher.let_go(third)  # let go first (a client gone), then submit runs all the same:
+    dispatcher.submit(request("a", "a1"), hold=third)  # a place of its own, judged anew
+    assert dispatcher._held == 2 and dispatcher._tenants["a"].queued == 2
+    with pytest.raises(RateLimitedError, match="max_queued"):
+        dispatcher.hold("a")
+    dispatcher.start()
+    fake.release_all()
+    dispatcher.drain(timeout=10)
+    assert dispatcher._held == 0 and dispatcher._tenants == {}
+
+
+def test_a_hold_taken_on_an_old_share_is_judged_again_by_submit(
+        fake: FakeController, monkeypatch: pytest.MonkeyPatch) -> None:
+    quotas = {"a": 3}
+    dispatcher = Dispatcher(fake, workers=1, queue_size=8,
+                            quota_of=lambda name: (None, quotas.get(name)))
+    dispatcher.submit(request("a", "a0"))
+    monkeypatch.setattr(dispatcher_module, "SHARE_FRESH_S", 0.0)
+    holds = [dispatcher.hold("a") for _ in range(3)]  # the share read has aged: room only
+    quotas["a"] = 1  # lowered meanwhile
+    with pytest.raises(RateLimitedError, match="max_queued"):
+        dispatcher.submit(request("a", "a1"), hold=holds[0])
+    assert dispatcher._held == 3  # its place went back; the other two requests still hold
+    for hold in holds:
+        dispatcher.let_go(hold)
+    assert dispatcher._held == 1
+    dispatcher.start()
+    fake.release_all()
+    dispatcher.drain(timeout=10)
+
+
 def test_workers_take_turns_round_robin(fake: FakeController) -> None:
     dispatcher = Dispatcher(fake, workers=1, queue_size=10)
     dispatcher.start()

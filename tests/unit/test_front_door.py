@@ -288,6 +288,39 @@ def test_requests_arriving_together_with_one_key_share_its_lookup(tmp_path: Path
     assert sorted(c.status for c in unknown) == [401] * 20 + [429] * 5
 
 
+def test_a_burst_of_submissions_is_judged_by_its_heads(tmp_path: Path) -> None:
+    """Each POST takes its place in the run queue from its head: the ones past the room are
+    refused before a byte of their bodies is read, however many arrive before any body; a
+    place whose request goes away unanswered is given back."""
+    s = site(tmp_path)
+    s.ctx.dispatcher = Dispatcher(s.ctx.controller, workers=1, queue_size=3)
+    posts = [Call(s.app, "POST", "/v1/submissions", chunks=[],
+                  headers={"authorization": f"Bearer {s.keys['alice']}",
+                           "content-type": "application/json", "content-length": "100"})
+             for _ in range(6)]
+
+    async def burst() -> None:
+        runs = [asyncio.ensure_future(post.run()) for post in posts]
+        await asyncio.sleep(0.3)
+        answered = [post for post in posts if post.complete]
+        assert len(answered) == 2, [post.sent for post in posts]
+        for post in answered:
+            assert post.status == 503 and post.reads == 0
+            assert post.error()["code"] == "overloaded"
+        assert s.ctx.dispatcher._held == 4  # the four whose bodies are awaited
+        for post in posts:
+            post.gone.set()
+        await asyncio.wait_for(asyncio.gather(*runs, return_exceptions=True), 5)
+
+    asyncio.run(burst())
+    assert s.ctx.dispatcher._held == 0 and s.ctx.dispatcher._tenants == {}
+    accepted = call(s.app, "POST", "/v1/submissions", s.keys["alice"],
+                    headers={"content-type": "application/json"},
+                    chunks=[json.dumps({"language": "python", "code": "print(1)"}).encode()])
+    assert accepted.status == 202, accepted.body
+    assert s.ctx.dispatcher._held == 1  # the hold became the submission's place, once
+
+
 def test_a_stalled_body_is_answered_408(tmp_path: Path) -> None:
     s = site(tmp_path, body_timeout_s=0.3)
     started = time.monotonic()
