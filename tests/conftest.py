@@ -152,6 +152,7 @@ def docker_runtime() -> Iterator[SandboxRuntime]:
 
     runtime = DockerRuntime(owner=TEST_OWNER)
     yield runtime
+    assert runtime.settle(), "the removals of ended runs did not finish"
     leftover = runtime.client.containers.list(
         all=True, filters={"label": f"{OWNER_LABEL}={TEST_OWNER}"})
     runtime.client.close()

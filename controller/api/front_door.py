@@ -202,15 +202,27 @@ class FrontDoor:
         with a key the cache has not (yet, or any more) do not take a thousand turns on the
         lookup threads. Shielded: a waiter that goes away does not cancel the others' answer.
         """
+        if self._lookups is None:
+            self._lookups = anyio.CapacityLimiter(LOOKUPS)
         pending = self._looking_up.get(key)
         if pending is None:
-            if self._lookups is None:
-                self._lookups = anyio.CapacityLimiter(LOOKUPS)
             pending = asyncio.ensure_future(anyio.to_thread.run_sync(
                 self.authenticate, token, limiter=self._lookups))
             self._looking_up[key] = pending
-            pending.add_done_callback(lambda _: self._looking_up.pop(key, None))
-        return await asyncio.shield(pending)
+            pending.add_done_callback(lambda done: self._looked_up(key, done))
+            return await asyncio.shield(pending)
+        try:
+            return await asyncio.shield(pending)
+        except Exception:
+            # The lookup it waited for failed (the store busy, say): its own is tried, as
+            # it would have been alone, rather than every waiter failing with the first.
+            return await anyio.to_thread.run_sync(self.authenticate, token,
+                                                  limiter=self._lookups)
+
+    def _looked_up(self, key: str, done: asyncio.Future[Principal | None]) -> None:
+        self._looking_up.pop(key, None)
+        if not done.cancelled():
+            done.exception()  # its failure is its waiters' to raise, not the loop's to log
 
 
 def route_path(scope: Scope) -> str:

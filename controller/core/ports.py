@@ -88,7 +88,9 @@ class Sandbox(Protocol):
     when it runs, so they may be filled after it started."""
 
     def run(self) -> RunResult:
-        """Run to completion (or limit), once; the sandbox is gone when this returns.
+        """Run to completion (or limit), once; the code and everything it started have
+        ended when this returns, and the sandbox is removed (then, or moments later by the
+        runtime, off the path of the submission).
 
         Raises ``RuntimeUnavailableError`` when the engine fails (not when the code does).
         """
@@ -111,7 +113,7 @@ class SandboxRuntime(Protocol):
         ...
 
     def run(self, spec: RunSpec) -> RunResult:
-        """``start(spec).run()``: the container is gone when this returns."""
+        """``start(spec).run()``."""
         ...
 
     def remove_owned(self, keep: frozenset[str] = frozenset()) -> list[str]:

@@ -45,6 +45,7 @@ from controller.errors import OverloadedError, RateLimitedError, UnavailableErro
 
 log = logging.getLogger("sandgate.dispatcher")
 SHARE_FRESH_S = 1.0  # how long an early refusal trusts a principal's share as last read
+SHARES_KEPT = 10_000  # principals whose last-read share is remembered
 
 # A principal's own quota, (max_running, max_queued); None where the default applies.
 QuotaLookup = Callable[[str], "tuple[int | None, int | None]"]
@@ -98,6 +99,7 @@ class _Tenant:
     reserved: int = 0  # admitted, being recorded
     running: int = 0
     entered: int = 0  # submit/approve calls under way for this principal
+    unjudged: int = 0  # holds taken without its share (at most one at a time)
     admission: threading.Lock = field(default_factory=threading.Lock)
     share_at: float = field(default_factory=time.monotonic)  # when ``share`` was read
 
@@ -116,6 +118,7 @@ class Hold:
     uses it, else ``let_go`` gives it back; whichever comes first, once."""
 
     tenant: _Tenant
+    unjudged: bool = False  # taken on a share read too long ago: judged by the room alone
     over: bool = False
 
 
@@ -138,6 +141,9 @@ class Dispatcher:
         self._quota_of = quota_of
         self._changed = threading.Condition()
         self._tenants: dict[str, _Tenant] = {}
+        # Each principal's share as last read, kept after its part of the queue is gone: a
+        # hold is judged by it until submit reads it again.
+        self._last_share: OrderedDict[str, Share] = OrderedDict()
         self._turns: OrderedDict[str, _Tenant] = OrderedDict()  # work waiting, next turn first
         self._held = 0
         self._threads: list[threading.Thread] = []
@@ -241,6 +247,10 @@ class Dispatcher:
                 tenant = self._tenants[principal] = _Tenant(principal, share)
             tenant.share, tenant.share_at = share, time.monotonic()
             tenant.entered += 1
+            self._last_share[principal] = share
+            self._last_share.move_to_end(principal)
+            while len(self._last_share) > SHARES_KEPT:
+                self._last_share.popitem(last=False)
         try:
             yield tenant
         finally:
@@ -260,31 +270,45 @@ class Dispatcher:
         until ``submit`` uses it (and judges it again) or ``let_go`` returns it."""
         with self._changed:
             tenant = self._tenants.get(principal)
-            # A share read long ago may be a quota since raised: then only submit, which
-            # reads it afresh, may refuse by it (one request a SHARE_FRESH_S gets there).
-            fresh = tenant is not None and time.monotonic() - tenant.share_at < SHARE_FRESH_S
-            self._check_room(tenant, own_share=fresh)
-            if tenant is None:  # its share is read by submit, before the hold is used
-                tenant = self._tenants[principal] = _Tenant(principal, self.default_share,
-                                                            share_at=-math.inf)
+            if tenant is None:  # its share as last read (else the default), read again by submit
+                tenant = self._tenants[principal] = _Tenant(
+                    principal, self._last_share.get(principal, self.default_share),
+                    share_at=-math.inf)
+            # A share read long ago may be a quota since raised: then one hold at a time is
+            # judged by the room alone, and submit, which reads the share afresh, judges it.
+            # The others are judged by the share as last read: holds whose bodies never come
+            # cannot take the places kept for other principals.
+            fresh = time.monotonic() - tenant.share_at < SHARE_FRESH_S
+            unjudged = not fresh and tenant.unjudged == 0
+            try:
+                self._check_room(tenant, own_share=not unjudged)
+            except BaseException:
+                self._forget_if_idle(tenant)
+                raise
             tenant.reserved += 1
+            tenant.unjudged += unjudged
             self._held += 1
-            return Hold(tenant)
+            return Hold(tenant, unjudged=unjudged)
 
     def let_go(self, hold: Hold) -> None:
         """Give back a hold ``submit`` did not use (once; nothing if it did)."""
         with self._changed:
             if hold.over:
                 return
-            hold.over = True
+            self._close(hold)
         self._release(hold.tenant)
+
+    def _close(self, hold: Hold) -> None:
+        """The hold is used or let go. Called holding ``_changed``."""
+        hold.over = True
+        hold.tenant.unjudged -= hold.unjudged
 
     def _reserve(self, tenant: _Tenant, *, own_share: bool, hold: Hold | None = None) -> None:
         """Take one place for ``tenant`` before its submission is recorded, or refuse; a hold
         of its (not let go) becomes that place if it is still within the room and share."""
         with self._changed:
             if hold is not None and not hold.over and hold.tenant is tenant:
-                hold.over = True
+                self._close(hold)
                 tenant.reserved -= 1  # judged as if it were not there, then taken again
                 self._held -= 1
                 try:

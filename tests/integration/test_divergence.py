@@ -138,6 +138,41 @@ def test_a_run_without_network_has_only_a_loopback_that_localhost_names(
     assert os.readlink("/proc/self/ns/net") not in result.stdout
 
 
+def test_each_sandbox_has_an_etc_hosts_of_its_own(tmp_path: Path,
+                                                docker_runtime: SandboxRuntime) -> None:
+    """One file bound into every sandbox would be a channel between them (flock, inotify):
+    two sandboxes alive together each have their own, which goes with them."""
+    from controller.adapters.fs.trees import hand_to_sandbox
+    from controller.core.models import Phase
+    from controller.core.ports import RunSpec
+    from controller.profiles.load import load_profile
+
+    profile = load_profile(ROOT / "profiles" / "standard.yaml")
+    sandboxes, sources = [], []
+    for n in range(2):
+        work, code = tmp_path / f"w{n}", tmp_path / f"c{n}"
+        work.mkdir()
+        code.mkdir()
+        (code / "main.py").write_text("print(open('/etc/hosts').read())")
+        hand_to_sandbox(work)
+        spec = RunSpec(submission_id=f"hosts-{n}", phase=Phase.DRY_RUN, profile=profile,
+                       command=("python3", "/sandbox/main.py"), workspace_dir=work,
+                       code_dir=code, image=docker_runtime.image_id(profile.image))
+        sandboxes.append(docker_runtime.start(spec))
+    for sandbox in sandboxes:
+        container = sandbox.container  # type: ignore[attr-defined]
+        [source] = [m["Source"] for m in container.attrs["Mounts"]
+                    if m["Destination"] == "/etc/hosts"]
+        sources.append(Path(source))
+    assert sources[0] != sources[1] and all(source.exists() for source in sources)
+    assert os.stat(sources[0]).st_ino != os.stat(sources[1]).st_ino
+    result = sandboxes[0].run()
+    assert result.stdout.decode().startswith("127.0.0.1\tlocalhost")
+    sandboxes[1].discard()
+    assert docker_runtime.settle()  # type: ignore[attr-defined]
+    assert not any(source.exists() for source in sources)
+
+
 def test_an_approved_submission_that_diverges_does_not_commit(
         tmp_path: Path, docker_runtime: SandboxRuntime) -> None:
     networked = make_controller(tmp_path / "data", docker_runtime,

@@ -201,6 +201,7 @@ def test_no_hostile_program_breaks_the_bookkeeping(arena: Arena, program: Hostil
             result.bounded_run_diff.setuid_files or result.bounded_run_diff.device_nodes
             or result.bounded_run_diff.escaping_symlinks
             or result.bounded_run_diff.special_files)
+    assert arena.runtime.settle()  # the ended runs' containers, removed off their path
     problems = check(Settings(data_dir=arena.data, owner=arena.owner),
                      containers=owned_containers(arena.owner))
     assert problems == []

@@ -49,8 +49,9 @@ def test_allowing_unshare_makes_the_namespace_probe_fail(tmp_path: Path,
 class CapAddingRuntime(DockerRuntime):
     """A runtime someone 'helpfully' changed to add CAP_SYS_ADMIN."""
 
-    def _create_args(self, spec: RunSpec, parent: str | None = None) -> dict[str, Any]:
-        return {**super()._create_args(spec, parent), "cap_add": ["SYS_ADMIN"]}
+    def _create_args(self, spec: RunSpec, parent: str | None = None, hosts: Path | None = None
+                     ) -> dict[str, Any]:
+        return {**super()._create_args(spec, parent, hosts), "cap_add": ["SYS_ADMIN"]}
 
 
 def test_adding_cap_sys_admin_fails_the_audit_and_nothing_starts(tmp_path: Path) -> None:

@@ -317,12 +317,17 @@ def test_a_hold_is_a_place_until_submit_uses_it_or_it_is_let_go(
 
 def test_a_hold_taken_on_an_old_share_is_judged_again_by_submit(
         fake: FakeController, monkeypatch: pytest.MonkeyPatch) -> None:
-    quotas = {"a": 3}
+    quotas = {"a": 4}
     dispatcher = Dispatcher(fake, workers=1, queue_size=8,
                             quota_of=lambda name: (None, quotas.get(name)))
     dispatcher.submit(request("a", "a0"))
     monkeypatch.setattr(dispatcher_module, "SHARE_FRESH_S", 0.0)
-    holds = [dispatcher.hold("a") for _ in range(3)]  # the share read has aged: room only
+    # The share read has aged: one hold is judged by the room alone, the others by the
+    # share as last read (four waiting places: a0 and three holds).
+    holds = [dispatcher.hold("a") for _ in range(3)]
+    assert [hold.unjudged for hold in holds] == [True, False, False]
+    with pytest.raises(RateLimitedError, match="max_queued"):
+        dispatcher.hold("a")
     quotas["a"] = 1  # lowered meanwhile
     with pytest.raises(RateLimitedError, match="max_queued"):
         dispatcher.submit(request("a", "a1"), hold=holds[0])

@@ -9,6 +9,7 @@ happened.
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import time
 from pathlib import Path
@@ -25,6 +26,7 @@ from controller.adapters.runtime.capture import StreamReader
 from controller.adapters.runtime.cgroups import remove_owned_parents, remove_parent, run_parent
 from controller.adapters.runtime.kmsg import audit_source, open_audit_log
 from controller.adapters.runtime.netns import HeldNetns, NetnsError
+from controller.adapters.runtime.reaper import Reaper
 from controller.adapters.runtime.sandbox import ENGINE_ERRORS, DockerSandbox, remove
 from controller.core.models import AuditSource
 from controller.core.ports import (
@@ -48,7 +50,9 @@ from controller.errors import (
 GATE = ("/bin/sh", "-c", 'read -r _ || exit 125; exec "$@" </dev/null', "sandbox")
 # /etc/hosts of a sandbox without network: the engine writes none for a container whose
 # networking is disabled (the image's is shadowed by an empty one), and localhost must resolve.
-HOSTS = Path(__file__).with_name("hosts")
+# Each container has a file of its own, beside its workspace: one file bound into every
+# sandbox would let them signal each other (flock, inotify on a shared inode).
+HOSTS = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
 
 
 class DockerRuntime:
@@ -60,7 +64,12 @@ class DockerRuntime:
         except ENGINE_ERRORS as exc:
             raise RuntimeUnavailableError(f"the Docker engine does not answer: {exc}") from exc
         self.owner = owner
+        self.reaper = Reaper()  # removes the containers of ended runs off their path
         self._cgroup_driver: str | None = None
+        if self.client.api.base_url.startswith("http+docker://"):
+            # A local socket: no proxy or .netrc applies, and looking for them in the
+            # environment is a fifth of the CPU of each of the ~20 calls of a submission.
+            self.client.api.trust_env = False
 
     def ping(self) -> None:
         try:
@@ -74,11 +83,15 @@ class DockerRuntime:
     def start(self, spec: RunSpec) -> DockerSandbox:
         """Create, audit and start the sandbox; it waits at its gate (``DockerSandbox``)."""
         parent = self._run_parent(spec)
+        hosts = None
         try:
-            return self._start_under(spec, parent)
+            hosts = None if spec.network else _hosts_file(spec)
+            return self._start_under(spec, parent, hosts)
         except BaseException:
             if parent is not None:
                 remove_parent(parent)
+            if hosts is not None:
+                hosts.unlink(missing_ok=True)
             raise
 
     def _run_parent(self, spec: RunSpec) -> str | None:
@@ -94,9 +107,10 @@ class DockerRuntime:
         return run_parent(self.owner, f"{spec.submission_id}-{spec.phase.value}-"
                                       f"{secrets.token_hex(4)}")
 
-    def _start_under(self, spec: RunSpec, parent: str | None) -> DockerSandbox:
+    def _start_under(self, spec: RunSpec, parent: str | None, hosts: Path | None
+                     ) -> DockerSandbox:
         try:
-            container = self.client.containers.create(**self._create_args(spec, parent))
+            container = self.client.containers.create(**self._create_args(spec, parent, hosts))
         except docker.errors.ImageNotFound as exc:
             raise RuntimeUnavailableError(
                 f"image {spec.image!r} ({spec.profile.image}) not found: run `sandgate images "
@@ -118,7 +132,7 @@ class DockerRuntime:
             reader.start()
             container.start()
             return DockerSandbox(self.client, spec, container, parent, reader,
-                                 _hold_netns(container), since)
+                                 _hold_netns(container), since, self.reaper, hosts)
         except BaseException as exc:
             if reader is not None:
                 reader.hang_up()
@@ -133,6 +147,7 @@ class DockerRuntime:
     def remove_owned(self, keep: frozenset[str] = frozenset()) -> list[str]:
         """Remove this controller's containers (but ``keep``'s) and, once none is kept, the
         run parent cgroups a crash left behind."""
+        self.settle()
         try:
             found = self.client.containers.list(
                 all=True, filters={"label": f"{OWNER_LABEL}={self.owner}"})
@@ -146,6 +161,10 @@ class DockerRuntime:
         if not keep:
             remove_owned_parents(self.owner)
         return removed
+
+    def settle(self, timeout: float = 60.0) -> bool:
+        """Wait until the containers of ended runs are removed; whether they were in time."""
+        return self.reaper.settle(timeout)
 
     def audit_source(self) -> AuditSource:
         """Which kernel audit source a run would read its seccomp kills from."""
@@ -208,7 +227,8 @@ class DockerRuntime:
             raise RuntimeUnavailableError(f"cannot build {image} from {context}: {exc}") from exc
         return str(built.id)
 
-    def _create_args(self, spec: RunSpec, parent: str | None = None) -> dict[str, Any]:
+    def _create_args(self, spec: RunSpec, parent: str | None = None, hosts: Path | None = None
+                     ) -> dict[str, Any]:
         limits = spec.profile.limits
         return {
             **({"cgroup_parent": f"/{parent}"} if parent is not None else {}),
@@ -223,7 +243,7 @@ class DockerRuntime:
             # Disabled as well as none: the engine then neither builds a network sandbox nor
             # adds its prestart hook (its own binary, run twice per container: about 70 ms of
             # CPU and 90 ms of every start on these cores). The container still gets a network
-            # namespace of its own with only lo, and no /etc/hosts or /etc/resolv.conf (HOSTS).
+            # namespace of its own with only lo, and no /etc/hosts (HOSTS) or /etc/resolv.conf.
             "network_disabled": not spec.network,
             "read_only": True,
             "tmpfs": {"/tmp": f"rw,nosuid,nodev,noexec,size={limits.tmpfs_bytes},"
@@ -252,8 +272,8 @@ class DockerRuntime:
             "mounts": [
                 Mount(WORKSPACE_MOUNT, str(spec.workspace_dir), type="bind", read_only=False),
                 Mount(CODE_MOUNT, str(spec.code_dir), type="bind", read_only=True),
-                *([] if spec.network else
-                  [Mount("/etc/hosts", str(HOSTS), type="bind", read_only=True)]),
+                *([] if hosts is None else
+                  [Mount("/etc/hosts", str(hosts), type="bind", read_only=True)]),
             ],
             "labels": {OWNER_LABEL: self.owner, SUBMISSION_LABEL: spec.submission_id,
                        PHASE_LABEL: spec.phase.value},
@@ -263,6 +283,16 @@ class DockerRuntime:
             "detach": True,
         }
 
+
+
+def _hosts_file(spec: RunSpec) -> Path:
+    """A new /etc/hosts for one sandbox, beside its workspace (where the engine sees what the
+    controller writes), read-only to all; removed with the sandbox."""
+    path = spec.workspace_dir.parent / f".hosts-{spec.phase.value}-{secrets.token_hex(8)}"
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o444)
+    with os.fdopen(descriptor, "w") as file:
+        file.write(HOSTS)
+    return path
 
 
 def _hold_netns(container: Container) -> HeldNetns:

@@ -4,7 +4,8 @@
 and holds its network namespace; nothing of the code has run yet. ``run`` opens the gate and
 watches the run (output caps, cgroup samples, a monotonic deadline), inspects the container
 after it stops and removes it; ``discard`` removes it unrun. Either way nothing outlives it:
-not the container, its run parent cgroup, the stream, the sampler or the namespace.
+not the container, its run parent cgroup, the stream, the sampler or the namespace. (After a
+run the container and its cgroup go a moment later, by the runtime's ``Reaper``.)
 
 Starting apart from running lets a container's cold start overlap other work (the real
 run's start, the dry run), since what a run must not see before it starts (its workspace,
@@ -16,6 +17,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import docker
 import docker.errors
@@ -34,11 +36,13 @@ from controller.adapters.runtime.kmsg import (
 )
 from controller.adapters.runtime.netns import HeldNetns
 from controller.adapters.runtime.observe import observe
+from controller.adapters.runtime.reaper import Reaper
 from controller.core.models import Phase
 from controller.core.ports import KilledFromOutsideError, RunResult, RunSpec
 from controller.errors import ContainerAuditError, RuntimeUnavailableError, SandboxGoneError
 
 SAMPLE_INTERVAL_S = 0.02
+WAIT_GRACE_S = 30.0  # for the engine to report a container's end once its streams closed
 ENGINE_ERRORS = (docker.errors.DockerException, requests.exceptions.RequestException)
 
 
@@ -46,14 +50,16 @@ class DockerSandbox:
     """A started container waiting at its gate for one run (see the module's docstring)."""
 
     def __init__(self, client: docker.DockerClient, spec: RunSpec, container: Container,
-                 parent: str | None, reader: StreamReader, netns: HeldNetns, since: float
-                 ) -> None:
+                 parent: str | None, reader: StreamReader, netns: HeldNetns, since: float,
+                 reaper: Reaper | None = None, hosts: Path | None = None) -> None:
         self.client, self.spec, self.container, self.parent = client, spec, container, parent
-        self.reader, self.netns, self.since = reader, netns, since
+        self.reader, self.netns, self.since, self.reaper = reader, netns, since, reaper
+        self.hosts = hosts  # its /etc/hosts, a file of its own
         self._done = False
 
     def run(self) -> RunResult:
-        """Open the gate, watch the run to its end, and remove the container."""
+        """Open the gate, watch the run to its end, and remove the container (by the
+        ``reaper`` if there is one: the run's result does not wait for the removal)."""
         if self._done:
             raise RuntimeUnavailableError("a sandbox runs once")
         try:
@@ -63,10 +69,13 @@ class DockerSandbox:
         except (*ENGINE_ERRORS, OSError) as exc:  # OSError: the gate's line was not sent
             raise RuntimeUnavailableError(f"the sandbox container failed: {exc}") from exc
         finally:
-            self.discard()
+            self._end(later=self.reaper is not None)
 
     def discard(self) -> None:
-        """Remove the container and everything held for it (run or not; once)."""
+        """Remove the container and everything held for it (run or not; once), now."""
+        self._end(later=False)
+
+    def _end(self, *, later: bool) -> None:
         if self._done:
             return
         self._done = True
@@ -76,10 +85,20 @@ class DockerSandbox:
                 self.reader.join(timeout=5)
             self.reader.close()
             self.netns.close()
+        finally:
+            if later and self.reaper is not None:
+                self.reaper.put(self._remove)
+            else:
+                self._remove()
+
+    def _remove(self) -> None:
+        try:
             remove(self.container)
         finally:
             if self.parent is not None:
                 remove_parent(self.parent)
+            if self.hosts is not None:
+                self.hosts.unlink(missing_ok=True)  # or gone with its run's directory
 
     def _supervise(self) -> RunResult:
         spec, container, reader, limits = (self.spec, self.container, self.reader,
@@ -99,6 +118,10 @@ class DockerSandbox:
             # nor extends them.
             started = time.monotonic()
             sampler.start()
+            # Asked now, the engine answers as soon as it has seen the end (asked after the
+            # stream closed, a round trip later: a few ms of every run).
+            waiter = _Waiter(container, timeout=limits.wall_time_s + WAIT_GRACE_S)
+            waiter.start()
             reader.wake.wait(timeout=limits.wall_time_s)
             # An open stream at the deadline is a timeout only if the code still runs: under
             # load the engine can close the stream of a process that ended in time late.
@@ -110,7 +133,7 @@ class DockerSandbox:
             if reader.failure is not None or reader.is_alive():
                 raise RuntimeUnavailableError(
                     f"lost the sandbox's output stream: {reader.failure}")
-            status = container.wait(timeout=30)
+            status = waiter.status(timeout=WAIT_GRACE_S)
             wall_ms = (time.monotonic() - started) * 1000
             stopped.set()
             sampler.join(timeout=5)
@@ -204,6 +227,33 @@ def _kill(container: Container) -> None:
             raise
 
 
+class _Waiter(threading.Thread):
+    """The engine's wait for the container's end, asked from the moment its gate opens."""
+
+    def __init__(self, container: Container, timeout: float) -> None:
+        super().__init__(daemon=True)
+        self.container, self.timeout = container, timeout
+        self._status: dict[str, object] | None = None
+        self._failure: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self._status = self.container.wait(timeout=self.timeout)
+        except BaseException as exc:  # handed to the supervisor, which raises it
+            self._failure = exc
+
+    def status(self, timeout: float) -> dict[str, object]:
+        """The engine's answer (``StatusCode``, ``Error``), or its failure raised here."""
+        self.join(timeout)
+        if self._failure is not None:
+            raise self._failure
+        if self._status is None:
+            raise RuntimeUnavailableError(
+                f"the engine did not report the sandbox's end within {timeout:.0f} s of its "
+                "streams closing")
+        return self._status
+
+
 class _Sampler(threading.Thread):
     """Samples the container's cgroup counters until told to stop or the cgroup is gone."""
 
@@ -214,10 +264,7 @@ class _Sampler(threading.Thread):
         self.result = Sample()
 
     def run(self) -> None:
-        try:
-            self.container.reload()
-        except ENGINE_ERRORS:
-            return
+        # The container as inspected just before its gate opened (``_still_fit``).
         pid = int(self.container.attrs.get("State", {}).get("Pid") or 0)
         if pid <= 0:
             return
