@@ -118,10 +118,6 @@ class DockerSandbox:
             # nor extends them.
             started = time.monotonic()
             sampler.start()
-            # Asked now, the engine answers as soon as it has seen the end (asked after the
-            # stream closed, a round trip later: a few ms of every run).
-            waiter = _Waiter(container, timeout=limits.wall_time_s + WAIT_GRACE_S)
-            waiter.start()
             reader.wake.wait(timeout=limits.wall_time_s)
             # An open stream at the deadline is a timeout only if the code still runs: under
             # load the engine can close the stream of a process that ended in time late.
@@ -133,7 +129,10 @@ class DockerSandbox:
             if reader.failure is not None or reader.is_alive():
                 raise RuntimeUnavailableError(
                     f"lost the sandbox's output stream: {reader.failure}")
-            status = waiter.status(timeout=WAIT_GRACE_S)
+            # Asked only now, on a request of its own: an engine that went away meanwhile
+            # (a daemon restarted) fails it, and the run is not trusted; a wait asked at the
+            # gate would be answered by a stopping daemon as if the run had ended well.
+            status = container.wait(timeout=WAIT_GRACE_S)
             wall_ms = (time.monotonic() - started) * 1000
             stopped.set()
             sampler.join(timeout=5)
@@ -225,33 +224,6 @@ def _kill(container: Container) -> None:
         # 409: it already stopped between the check and the kill, which is what we wanted.
         if exc.status_code != 409:
             raise
-
-
-class _Waiter(threading.Thread):
-    """The engine's wait for the container's end, asked from the moment its gate opens."""
-
-    def __init__(self, container: Container, timeout: float) -> None:
-        super().__init__(daemon=True)
-        self.container, self.timeout = container, timeout
-        self._status: dict[str, object] | None = None
-        self._failure: BaseException | None = None
-
-    def run(self) -> None:
-        try:
-            self._status = self.container.wait(timeout=self.timeout)
-        except BaseException as exc:  # handed to the supervisor, which raises it
-            self._failure = exc
-
-    def status(self, timeout: float) -> dict[str, object]:
-        """The engine's answer (``StatusCode``, ``Error``), or its failure raised here."""
-        self.join(timeout)
-        if self._failure is not None:
-            raise self._failure
-        if self._status is None:
-            raise RuntimeUnavailableError(
-                f"the engine did not report the sandbox's end within {timeout:.0f} s of its "
-                "streams closing")
-        return self._status
 
 
 class _Sampler(threading.Thread):
