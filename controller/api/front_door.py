@@ -197,7 +197,8 @@ class FrontDoor:
         self.limiter.check(principal.name)
         return key, principal
 
-    async def _look_up(self, key: str, token: str) -> Principal | None:
+    async def _look_up(self, key: str, token: str, *, again: bool = True
+                       ) -> Principal | None:
         """The key's principal, from the one lookup of it in flight: a thousand requests
         with a key the cache has not (yet, or any more) do not take a thousand turns on the
         lookup threads. Shielded: a waiter that goes away does not cancel the others' answer.
@@ -214,10 +215,12 @@ class FrontDoor:
         try:
             return await asyncio.shield(pending)
         except Exception:
-            # The lookup it waited for failed (the store busy, say): its own is tried, as
-            # it would have been alone, rather than every waiter failing with the first.
-            return await anyio.to_thread.run_sync(self.authenticate, token,
-                                                  limiter=self._lookups)
+            if not again:
+                raise
+            # The lookup it waited for failed (the store busy, say): the waiters try once
+            # more, together again, rather than every one failing with the first (or each
+            # looking up on its own, a herd on a store in trouble).
+            return await self._look_up(key, token, again=False)
 
     def _looked_up(self, key: str, done: asyncio.Future[Principal | None]) -> None:
         self._looking_up.pop(key, None)

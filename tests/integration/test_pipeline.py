@@ -119,14 +119,14 @@ def test_resource_bombs_end_with_the_limit_named(controller: LocalController, na
 
 
 def test_runs_see_the_same_world_in_both_phases(controller: LocalController) -> None:
-    # The mounts behind /workspace and /sandbox, minus the first three fields (mount ids and
-    # device numbers, which the kernel allocates afresh for every mount, whichever phase it
-    # runs), sorted (the engine orders mounts of equal depth at random, in either phase
-    # alike), and whether the code file is fresh: the runs are 5 s apart, so a file written
-    # once would have aged.
+    # The mounts behind /workspace, /sandbox and /etc/hosts, minus the first three fields
+    # (mount ids and device numbers, which the kernel allocates afresh for every mount,
+    # whichever phase it runs), sorted (the engine orders mounts of equal depth at random, in
+    # either phase alike), and whether the code file is fresh: the runs are 5 s apart, so a
+    # file written once would have aged.
     probe = ("import os, socket, time\n"
              "mounts = sorted(' '.join(line.split()[3:]) for line in open('/proc/self/mountinfo')\n"
-             "                if line.split()[4] in ('/workspace', '/sandbox'))\n"
+             "                if line.split()[4] in ('/workspace', '/sandbox', '/etc/hosts'))\n"
              "fresh = time.time() - os.stat('/sandbox/main.py').st_mtime < 4\n"
              "print(os.getuid(), os.getcwd(), socket.gethostname(), sorted(os.environ.items()), "
              "open('/proc/self/status').read().count('Seccomp:'), mounts, fresh)")

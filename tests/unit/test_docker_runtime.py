@@ -62,7 +62,8 @@ def test_a_failure_mid_run_leaves_no_thread_and_no_socket(
     container = ScriptedContainer()
     client = SimpleNamespace(
         containers=SimpleNamespace(create=lambda **kwargs: container),
-        api=SimpleNamespace(attach_socket=lambda *args, **kwargs: ours),
+        api=SimpleNamespace(attach_socket=lambda *args, **kwargs: ours,
+                            base_url="http+docker://localhost"),
         info=lambda: {"CgroupDriver": "systemd"})  # no run parent: nothing on the host
     profile = load_profiles(SHIPPED_ROOT / "profiles")["standard"]
     quick = profile.model_copy(update={"limits": profile.limits.model_copy(

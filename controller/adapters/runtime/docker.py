@@ -50,9 +50,12 @@ from controller.errors import (
 GATE = ("/bin/sh", "-c", 'read -r _ || exit 125; exec "$@" </dev/null', "sandbox")
 # /etc/hosts of a sandbox without network: the engine writes none for a container whose
 # networking is disabled (the image's is shadowed by an empty one), and localhost must resolve.
-# Each container has a file of its own, beside its workspace: one file bound into every
-# sandbox would let them signal each other (flock, inotify on a shared inode).
+# Each container has a file of its own, in its code's scratch filesystem (HOSTS_NAME): one
+# file bound into every sandbox would let them signal each other (flock, inotify on a shared
+# inode), and one beside the run's directories would show their paths, the phase among them,
+# in mountinfo. There it shows as the same file of a tmpfs in both runs.
 HOSTS = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+HOSTS_NAME = ".hosts"
 
 
 class DockerRuntime:
@@ -83,15 +86,12 @@ class DockerRuntime:
     def start(self, spec: RunSpec) -> DockerSandbox:
         """Create, audit and start the sandbox; it waits at its gate (``DockerSandbox``)."""
         parent = self._run_parent(spec)
-        hosts = None
         try:
             hosts = None if spec.network else _hosts_file(spec)
             return self._start_under(spec, parent, hosts)
         except BaseException:
             if parent is not None:
                 remove_parent(parent)
-            if hosts is not None:
-                hosts.unlink(missing_ok=True)
             raise
 
     def _run_parent(self, spec: RunSpec) -> str | None:
@@ -132,7 +132,7 @@ class DockerRuntime:
             reader.start()
             container.start()
             return DockerSandbox(self.client, spec, container, parent, reader,
-                                 _hold_netns(container), since, self.reaper, hosts)
+                                 _hold_netns(container), since, self.reaper)
         except BaseException as exc:
             if reader is not None:
                 reader.hang_up()
@@ -286,10 +286,10 @@ class DockerRuntime:
 
 
 def _hosts_file(spec: RunSpec) -> Path:
-    """A new /etc/hosts for one sandbox, beside its workspace (where the engine sees what the
-    controller writes), read-only to all; removed with the sandbox."""
-    path = spec.workspace_dir.parent / f".hosts-{spec.phase.value}-{secrets.token_hex(8)}"
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o444)
+    """The /etc/hosts of one sandbox, in its code directory (HOSTS), read-only to all; it
+    goes with that directory."""
+    path = spec.code_dir / HOSTS_NAME
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o444)
     with os.fdopen(descriptor, "w") as file:
         file.write(HOSTS)
     return path

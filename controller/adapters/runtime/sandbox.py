@@ -17,7 +17,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import replace
-from pathlib import Path
+from functools import partial
 
 import docker
 import docker.errors
@@ -43,6 +43,7 @@ from controller.errors import ContainerAuditError, RuntimeUnavailableError, Sand
 
 SAMPLE_INTERVAL_S = 0.02
 WAIT_GRACE_S = 30.0  # for the engine to report a container's end once its streams closed
+REAPER_BACKLOG = 32  # removals left to the reaper at most; past them a run removes its own
 ENGINE_ERRORS = (docker.errors.DockerException, requests.exceptions.RequestException)
 
 
@@ -51,25 +52,27 @@ class DockerSandbox:
 
     def __init__(self, client: docker.DockerClient, spec: RunSpec, container: Container,
                  parent: str | None, reader: StreamReader, netns: HeldNetns, since: float,
-                 reaper: Reaper | None = None, hosts: Path | None = None) -> None:
+                 reaper: Reaper | None = None) -> None:
         self.client, self.spec, self.container, self.parent = client, spec, container, parent
         self.reader, self.netns, self.since, self.reaper = reader, netns, since, reaper
-        self.hosts = hosts  # its /etc/hosts, a file of its own
         self._done = False
 
     def run(self) -> RunResult:
-        """Open the gate, watch the run to its end, and remove the container (by the
-        ``reaper`` if there is one: the run's result does not wait for the removal)."""
+        """Open the gate, watch the run to its end, and remove the container: after a run
+        the engine saw end, by the ``reaper`` if there is one (the result does not wait for
+        it); after any failure, now (the container may still run, and nothing may)."""
         if self._done:
             raise RuntimeUnavailableError("a sandbox runs once")
+        ended = False
         try:
             result = self._supervise()
+            ended = True
             return replace(result, observation=result.observation.model_copy(
                 update={"audit_checks": len(CHECKS)}))
         except (*ENGINE_ERRORS, OSError) as exc:  # OSError: the gate's line was not sent
             raise RuntimeUnavailableError(f"the sandbox container failed: {exc}") from exc
         finally:
-            self._end(later=self.reaper is not None)
+            self._end(later=ended)
 
     def discard(self) -> None:
         """Remove the container and everything held for it (run or not; once), now."""
@@ -86,19 +89,11 @@ class DockerSandbox:
             self.reader.close()
             self.netns.close()
         finally:
-            if later and self.reaper is not None:
-                self.reaper.put(self._remove)
-            else:
-                self._remove()
-
-    def _remove(self) -> None:
-        try:
-            remove(self.container)
-        finally:
-            if self.parent is not None:
-                remove_parent(self.parent)
-            if self.hosts is not None:
-                self.hosts.unlink(missing_ok=True)  # or gone with its run's directory
+            removal = partial(_remove, self.container, self.parent)  # not the run's output
+            if later and self.reaper is not None and self.reaper.pending < REAPER_BACKLOG:
+                self.reaper.put(removal)
+            else:  # a backlog means the engine is slow to remove: the runs wait for it again
+                removal()
 
     def _supervise(self) -> RunResult:
         spec, container, reader, limits = (self.spec, self.container, self.reader,
@@ -188,6 +183,14 @@ class DockerSandbox:
         finally:
             events.close()
         return kills > ours
+
+
+def _remove(container: Container, parent: str | None) -> None:
+    try:
+        remove(container)
+    finally:
+        if parent is not None:
+            remove_parent(parent)
 
 
 def remove(container: Container) -> None:
