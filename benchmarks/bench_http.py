@@ -7,15 +7,19 @@ data directory with its own owner label, on the shipped defaults; its agents' ke
 ``sandgate principals add``. Measured, in this order:
 
 - end-to-end latency of ``print(1)`` posted with ``?wait=30``, interleaved (the order turning
-  each round) with two baselines: a raw hardened ``docker run --rm`` of the same code
-  (``bench_pipeline.raw_docker_run``) and a pre-started single-use container of the same
-  hardening fed the code over stdin (created, attached and started untimed; timed: write the
-  code, close stdin, read the output to its end, wait for the exit); with ``--pool``, each
+  each round) with three baselines: a raw hardened ``docker run --rm`` of the same code
+  (``bench_pipeline.raw_docker_run``), the same run over the engine's API with networking
+  disabled as Sandgate's are (which ``docker run`` cannot say), and a pre-started single-use
+  container of the same hardening fed the code over stdin (created, attached and started
+  untimed; timed: write the code, close stdin, read the output to its end, wait for the
+  exit); with ``--pool``, each
   measure starts once the pool is full again (untimed), as it would be after an agent's
   think time, so no measure (a baseline included) runs beside a refill; and the mean time
   per stage, from the server's ``/metrics``;
 - throughput: ``--clients`` clients, one agent each (so no two race on one workspace), post
-  ``--submissions`` trivial submissions with ``?wait=60`` between them;
+  ``--submissions`` trivial submissions with ``?wait=60`` between them; then the engine's own
+  ceiling on this machine: whole hardened container lives per second over its API, eight at
+  a time, no controller involved (a submission needs two);
 - a burst of ``--burst`` concurrent POSTs without ``?wait``, from the same agents, each on a
   connection of its own (bare HTTP/1.1 over asyncio streams: cheap for the shared CPUs),
   spread over as many loopback addresses as the server's connections per source require:
@@ -44,6 +48,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -69,8 +74,9 @@ class Prestarted:
     sock: Any
 
 
-def prestart(client: Any, seccomp: str) -> Prestarted:
-    """Create, attach and start one; the same hardening as ``raw_docker_run``."""
+def prestart(client: Any, seccomp: str, *, network_disabled: bool = False) -> Prestarted:
+    """Create, attach and start one; the same hardening as ``raw_docker_run`` (and, with
+    ``network_disabled``, no network sandbox, as Sandgate's: no ``docker run`` flag says so)."""
     limits = PROFILE.limits
     host = client.api.create_host_config(
         network_mode="none", read_only=True, cap_drop=["ALL"],
@@ -80,7 +86,8 @@ def prestart(client: Any, seccomp: str) -> Prestarted:
         log_config={"Type": "none", "Config": {}})
     created = client.api.create_container(
         PROFILE.image, ["python3", "-"], user="10001:10001", stdin_open=True, detach=False,
-        labels={BENCH_LABEL: str(os.getpid())}, host_config=host)
+        labels={BENCH_LABEL: str(os.getpid())}, host_config=host,
+        network_disabled=network_disabled)
     sock = client.api.attach_socket(
         created["Id"], params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1})
     client.api.start(created["Id"])
@@ -119,13 +126,27 @@ class Rounds:
         self.http = httpx.Client(base_url=server.url, timeout=90,
                                  headers={"Authorization": f"Bearer {key}"})
         self.problems = problems
-        self.samples: dict[str, list[float]] = {"raw": [], "prestarted": [], "http": []}
+        self.samples: dict[str, list[float]] = {"raw": [], "api": [], "prestarted": [],
+                                                "http": []}
         self.states: Counter[str] = Counter()
 
     def raw(self) -> None:
         start = time.perf_counter()
         raw_docker_run(self.seccomp)
         self.samples["raw"].append(ms_since(start))
+
+    def api(self) -> None:
+        """The same run over the engine's API with networking disabled, all of it timed:
+        the cheapest cold hardened run this engine offers."""
+        start = time.perf_counter()
+        container = prestart(self.docker, self.seccomp_text, network_disabled=True)
+        try:
+            out, status = feed(self.docker, container, CODE)
+        finally:
+            discard(self.docker, container)
+        self.samples["api"].append(ms_since(start))
+        if (out, status) != (b"1\n", 0):
+            self.problems.append(f"API run: exit {status}, stdout {out[:200]!r}")
 
     def prestarted(self) -> None:
         container = prestart(self.docker, self.seccomp_text)
@@ -164,14 +185,15 @@ def bench_latency(runs: int, server: Server, key: str, auditor: str, scratch: Pa
     untimed before each measure (a pooled server refills meanwhile, as it would while an
     agent thinks: no measure, the baselines included, runs beside a refill)."""
     rounds = Rounds(server, key, scratch, problems)
-    measures: list[Callable[[], None]] = [rounds.raw, rounds.prestarted, rounds.over_http]
+    measures: list[Callable[[], None]] = [rounds.raw, rounds.api, rounds.prestarted,
+                                          rounds.over_http]
     try:
         for measure in measures:  # warm-up, untimed: image cache, server, connection
             measure()
         rounds.reset()
         before = stage_totals(server, auditor)
         for n in range(runs):
-            for measure in measures[n % 3:] + measures[:n % 3]:
+            for measure in measures[n % len(measures):] + measures[:n % len(measures)]:
                 settle()
                 measure()
         after = stage_totals(server, auditor)
@@ -183,10 +205,12 @@ def bench_latency(runs: int, server: Server, key: str, auditor: str, scratch: Pa
     http_p50 = statistics.median(samples["http"])
     return {
         "raw_docker_run_rm": summary(samples["raw"]),
+        "api_run_network_disabled": summary(samples["api"]),
         "prestarted_stdin": summary(samples["prestarted"]),
         "http_wait": summary(samples["http"]),
         "http_states": dict(states),
         "ratio_p50_vs_raw_docker_run": round(http_p50 / statistics.median(samples["raw"]), 2),
+        "ratio_p50_vs_api_run": round(http_p50 / statistics.median(samples["api"]), 2),
         "ratio_p50_vs_prestarted": round(http_p50 / statistics.median(samples["prestarted"]),
                                          2),
         "stages_mean_ms": stages_mean_ms(before, after),
@@ -244,14 +268,48 @@ async def _throughput(url: str, keys: list[str], count: int
 
 def bench_throughput(server: Server, keys: list[str], count: int,
                      problems: list[str]) -> dict[str, Any]:
-    """Trivial submissions/s, one client per key, each waiting for its last to end."""
+    """Trivial submissions/s, one client per key, each waiting for its last to end; beside
+    the engine's own ceiling on this machine, measured right after."""
     seconds, latencies, states = asyncio.run(_throughput(server.url, keys, count))
     not_committed = count - states["committed"]
     if not_committed:
         problems.append(f"throughput: {not_committed} of {count} not committed: {dict(states)}")
+    per_s = count / seconds
+    ceiling = engine_ceiling(2 * count, problems)
     return {"clients": len(keys), "submissions": count, "seconds": round(seconds, 2),
-            "per_s": round(count / seconds, 2), "not_committed": not_committed,
-            "states": dict(states), "latency": summary(latencies)}
+            "per_s": round(per_s, 2), "not_committed": not_committed,
+            "states": dict(states), "latency": summary(latencies),
+            "engine_ceiling": ceiling,
+            # Two sandboxes per submission: the most the engine alone allows.
+            "ratio_vs_engine_ceiling": round(per_s / (ceiling["containers_per_s"] / 2), 2)}
+
+
+def engine_ceiling(count: int, problems: list[str], threads: int = 8) -> dict[str, Any]:
+    """Whole hardened container lives per second (create, attach, start, feed ``print(1)``,
+    read, wait, remove), ``threads`` at a time over the engine's API, networking disabled as
+    Sandgate's: what the engine alone can do on this machine, no controller in the way."""
+    seccomp = json.dumps(PROFILE.seccomp)
+    client = docker.from_env(max_pool_size=2 * threads)
+
+    def life(_: int) -> None:
+        container = prestart(client, seccomp, network_disabled=True)
+        try:
+            out, status = feed(client, container, CODE)
+        finally:
+            discard(client, container)
+        if (out, status) != (b"1\n", 0):
+            problems.append(f"engine ceiling: exit {status}, stdout {out[:200]!r}")
+
+    try:
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(life, range(threads)))  # warm-up, untimed
+            start = time.perf_counter()
+            list(pool.map(life, range(count)))
+            seconds = time.perf_counter() - start
+    finally:
+        client.close()
+    return {"threads": threads, "containers": count, "seconds": round(seconds, 2),
+            "containers_per_s": round(count / seconds, 2)}
 
 
 def bench_pool_exhausted(server: Server, keys: list[str], auditor: str, pooled: int,
