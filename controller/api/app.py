@@ -77,8 +77,8 @@ def _hold(ctx: ApiContext, scope: Scope, who: Principal) -> Callable[[], None] |
     if any(name == b"idempotency-key" for name, _ in scope["headers"]):
         # Retries of one submission, in flight together, must not each count as a place:
         # judged, not held (submit takes its place, once for all of them).
-        ctx.dispatcher.refuse_early(who.name)
+        ctx.dispatcher.refuse_early(who.name, (who.max_running, who.max_queued))
         return None
-    hold = ctx.dispatcher.hold(who.name)
+    hold = ctx.dispatcher.hold(who.name, (who.max_running, who.max_queued))
     scope.setdefault("state", {})[HOLD] = hold
     return lambda: ctx.dispatcher.let_go(hold)

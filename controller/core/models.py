@@ -118,6 +118,9 @@ class Principal(BaseModel):
     role: Role
     created_at: datetime
     revoked: bool = False
+    # Its own share of the run queue as read with it (None: the default applies).
+    max_running: int | None = None
+    max_queued: int | None = None
 
     @property
     def sees_everything(self) -> bool:

@@ -48,7 +48,8 @@ SHARE_FRESH_S = 1.0  # how long an early refusal trusts a principal's share as l
 SHARES_KEPT = 10_000  # principals whose last-read share is remembered
 
 # A principal's own quota, (max_running, max_queued); None where the default applies.
-QuotaLookup = Callable[[str], "tuple[int | None, int | None]"]
+QuotaOf = tuple[int | None, int | None]
+QuotaLookup = Callable[[str], QuotaOf]
 
 
 class Owners(Protocol):
@@ -163,7 +164,9 @@ class Dispatcher:
 
     def share_of(self, principal: str) -> Share:
         """The principal's share: its own quota where it has one, else the defaults."""
-        running, queued = self._quota_of(principal) if self._quota_of else (None, None)
+        return self._share(*(self._quota_of(principal) if self._quota_of else (None, None)))
+
+    def _share(self, running: int | None, queued: int | None) -> Share:
         default = self.default_share
         return Share(max_running=max(1, running) if running is not None else default.max_running,
                      max_queued=max(1, queued) if queued is not None else default.max_queued)
@@ -258,22 +261,24 @@ class Dispatcher:
                 tenant.entered -= 1
                 self._forget_if_idle(tenant)
 
-    def refuse_early(self, principal: str) -> None:
+    def refuse_early(self, principal: str, quota: QuotaOf = (None, None)) -> None:
         """Raise what ``submit`` would refuse ``principal``'s next submission with now, taking
         nothing (``hold`` without the hold)."""
-        self.let_go(self.hold(principal))
+        self.let_go(self.hold(principal, quota))
 
-    def hold(self, principal: str) -> Hold:
+    def hold(self, principal: str, quota: QuotaOf = (None, None)) -> Hold:
         """Take a place for ``principal``'s next submission, or raise what ``submit`` would
         refuse it with now: a request the queue has no room for is answered before its body
         is read or a thread is taken for it. The place counts against the principal's share
-        until ``submit`` uses it (and judges it again) or ``let_go`` returns it."""
+        until ``submit`` uses it (and judges it again) or ``let_go`` returns it. ``quota``:
+        its own (max_running, max_queued) as read with its key, if it has not submitted
+        lately."""
         with self._changed:
             tenant = self._tenants.get(principal)
-            if tenant is None:  # its share as last read (else the default), read again by submit
-                tenant = self._tenants[principal] = _Tenant(
-                    principal, self._last_share.get(principal, self.default_share),
-                    share_at=-math.inf)
+            if tenant is None:  # its share as last read (else as its key said), read again
+                share = self._last_share.get(principal) or self._share(*quota)  # by submit
+                tenant = self._tenants[principal] = _Tenant(principal, share,
+                                                            share_at=-math.inf)
             # A share read long ago may be a quota since raised: then one hold at a time is
             # judged by the room alone, and submit, which reads the share afresh, judges it.
             # The others are judged by the share as last read: holds whose bodies never come

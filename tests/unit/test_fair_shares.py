@@ -340,6 +340,18 @@ def test_a_hold_taken_on_an_old_share_is_judged_again_by_submit(
     dispatcher.drain(timeout=10)
 
 
+def test_a_principal_new_to_the_queue_is_held_to_its_own_quota_from_its_head(
+        fake: FakeController) -> None:
+    """Before its first submit reads its share, what its key said (its own quota) bounds its
+    holds, not the default: an admin's lower quota holds for heads whose bodies never come."""
+    dispatcher = Dispatcher(fake, workers=1, queue_size=8)  # the default: 4 waiting
+    first = dispatcher.hold("a", (None, 1))  # a share not yet read: judged by the room alone
+    with pytest.raises(RateLimitedError, match=r"its max_queued quota \(1\)"):
+        dispatcher.hold("a", (None, 1))
+    dispatcher.let_go(first)
+    assert dispatcher._held == 0 and dispatcher._tenants == {}
+
+
 def test_workers_take_turns_round_robin(fake: FakeController) -> None:
     dispatcher = Dispatcher(fake, workers=1, queue_size=10)
     dispatcher.start()

@@ -28,7 +28,7 @@ from controller.adapters.policy.cedar import CedarEngine
 from controller.adapters.policy.shadow import ShadowedEngine
 from controller.adapters.runtime.fake import FakeRuntime
 from controller.adapters.signing import KeyRing
-from controller.adapters.store.principals import Principals
+from controller.adapters.store.principals import Principals, Quota
 from controller.api.app import create_app
 from controller.api.deps import ApiContext
 from controller.api.front_door import KEY_SHAPE, front_door_protocol, source_of
@@ -356,6 +356,30 @@ def test_a_burst_of_submissions_is_judged_by_its_heads(tmp_path: Path) -> None:
                     headers={"content-type": "application/json"}, chunks=[body])
     assert accepted.status == 202, accepted.body
     assert s.ctx.dispatcher._held == 2  # the hold became the submission's place, once
+
+
+def test_heads_alone_are_held_to_the_principals_own_quota(tmp_path: Path) -> None:
+    """A principal whose bodies never come, and who has not submitted lately, is held to
+    the quota an admin gave it (read with its key), not to the default."""
+    s = site(tmp_path)
+    s.principals.set_quota("alice", Quota(max_running=None, max_queued=1))
+    s.ctx.dispatcher = Dispatcher(s.ctx.controller, workers=1, queue_size=6)  # default 3
+    posts = [Call(s.app, "POST", "/v1/submissions", chunks=[],
+                  headers={"authorization": f"Bearer {s.keys['alice']}",
+                           "content-type": "application/json", "content-length": "100"})
+             for _ in range(4)]
+
+    async def burst() -> None:
+        runs = [asyncio.ensure_future(post.run()) for post in posts]
+        await asyncio.sleep(0.3)
+        assert sum(post.complete for post in posts) == 3
+        assert s.ctx.dispatcher._held == 1
+        for post in posts:
+            post.gone.set()
+        await asyncio.wait_for(asyncio.gather(*runs, return_exceptions=True), 5)
+
+    asyncio.run(burst())
+    assert s.ctx.dispatcher._held == 0
 
 
 def test_a_stalled_body_is_answered_408(tmp_path: Path) -> None:

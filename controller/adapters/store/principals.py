@@ -149,15 +149,17 @@ class Principals:
                          created_at=datetime.fromisoformat(row[2]))
 
     def authenticate(self, key: str) -> Principal | None:
-        """The active principal holding ``key``, or None (unknown and revoked alike)."""
+        """The active principal holding ``key``, or None (unknown and revoked alike); with its
+        own quota, so what its requests may hold is known from their heads."""
         with self._lock:
             row = self._db.execute(
-                "SELECT name, role, created_at FROM principals "
+                "SELECT name, role, created_at, max_running, max_queued FROM principals "
                 "WHERE key_sha256 = ? AND revoked_at IS NULL", (digest(key),)).fetchone()
         if row is None:
             return None
         return Principal(name=row[0], role=Role(row[1]),
-                         created_at=datetime.fromisoformat(row[2]))
+                         created_at=datetime.fromisoformat(row[2]), max_running=row[3],
+                         max_queued=row[4])
 
 
 def _add_quota_columns(db: sqlite3.Connection) -> None:
