@@ -45,7 +45,6 @@ from controller.errors import OverloadedError, RateLimitedError, UnavailableErro
 
 log = logging.getLogger("sandgate.dispatcher")
 SHARE_FRESH_S = 1.0  # how long an early refusal trusts a principal's share as last read
-SHARES_KEPT = 10_000  # principals whose last-read share is remembered
 
 # A principal's own quota, (max_running, max_queued); None where the default applies.
 QuotaOf = tuple[int | None, int | None]
@@ -142,9 +141,6 @@ class Dispatcher:
         self._quota_of = quota_of
         self._changed = threading.Condition()
         self._tenants: dict[str, _Tenant] = {}
-        # Each principal's share as last read, kept after its part of the queue is gone: a
-        # hold is judged by it until submit reads it again.
-        self._last_share: OrderedDict[str, Share] = OrderedDict()
         self._turns: OrderedDict[str, _Tenant] = OrderedDict()  # work waiting, next turn first
         self._held = 0
         self._threads: list[threading.Thread] = []
@@ -250,10 +246,6 @@ class Dispatcher:
                 tenant = self._tenants[principal] = _Tenant(principal, share)
             tenant.share, tenant.share_at = share, time.monotonic()
             tenant.entered += 1
-            self._last_share[principal] = share
-            self._last_share.move_to_end(principal)
-            while len(self._last_share) > SHARES_KEPT:
-                self._last_share.popitem(last=False)
         try:
             yield tenant
         finally:
@@ -271,18 +263,17 @@ class Dispatcher:
         refuse it with now: a request the queue has no room for is answered before its body
         is read or a thread is taken for it. The place counts against the principal's share
         until ``submit`` uses it (and judges it again) or ``let_go`` returns it. ``quota``:
-        its own (max_running, max_queued) as read with its key, if it has not submitted
-        lately."""
+        its own (max_running, max_queued) as read with its key: its share while it has no
+        part of the queue (``submit`` reads it again)."""
         with self._changed:
             tenant = self._tenants.get(principal)
-            if tenant is None:  # its share as last read (else as its key said), read again
-                share = self._last_share.get(principal) or self._share(*quota)  # by submit
-                tenant = self._tenants[principal] = _Tenant(principal, share,
+            if tenant is None:
+                tenant = self._tenants[principal] = _Tenant(principal, self._share(*quota),
                                                             share_at=-math.inf)
             # A share read long ago may be a quota since raised: then one hold at a time is
             # judged by the room alone, and submit, which reads the share afresh, judges it.
-            # The others are judged by the share as last read: holds whose bodies never come
-            # cannot take the places kept for other principals.
+            # The others are judged by the share as last read (or as its key said): holds
+            # whose bodies never come cannot take the places kept for other principals.
             fresh = time.monotonic() - tenant.share_at < SHARE_FRESH_S
             unjudged = not fresh and tenant.unjudged == 0
             try:
