@@ -55,6 +55,9 @@ SETTLED = ENDED | {"awaiting_approval"}
 PARKING_OVER = 3  # the parking bundle parks a dry run that created more files than this
 DEADLINE_S = 10.0  # for anything a test waits for
 POLL_S = 0.01
+# A clean run's path through the lifecycle, written out here (not read from the lifecycle).
+COMMITTED_PATH = ["received", "dry_run", "assessing", "running", "validating", "committing",
+                  "committed"]
 # What a harness runs with unless a test says otherwise: limits no ordinary test reaches.
 DEFAULTS: dict[str, Any] = {
     "policy_watch_s": 0,

@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from tests.inproc.conftest import (
+    COMMITTED_PATH,
     DEADLINE_S,
     POLL_S,
     Api,
@@ -22,9 +23,6 @@ from tests.inproc.conftest import (
 )
 
 pytestmark = pytest.mark.anyio
-# A clean run's path through the lifecycle, written out here (not read from the table).
-COMMITTED_PATH = ["received", "dry_run", "assessing", "running", "validating", "committing",
-                  "committed"]
 
 
 def transitions(answer: httpx.Response) -> list[dict[str, Any]]:

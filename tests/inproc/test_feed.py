@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from tests.inproc.conftest import (
+    COMMITTED_PATH,
     DEADLINE_S,
     POLL_S,
     Api,
@@ -25,9 +26,7 @@ from tests.inproc.conftest import (
 
 pytestmark = pytest.mark.anyio
 IDLE_S = 0.5  # the feeds here end this long after their last event
-# A clean run's path and a parked one's, written out here (not read from the lifecycle).
-COMMITTED_PATH = ["received", "dry_run", "assessing", "running", "validating", "committing",
-                  "committed"]
+# A parked one's path, written out here (not read from the lifecycle).
 APPROVED_TAIL = ["awaiting_approval", "running", "validating", "committing", "committed"]
 
 

@@ -29,7 +29,7 @@ def hold(data_dir: Path, *, alone: bool, who: str) -> None:
     # Never through a link: the holder's name is written into this file.
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
-    except OSError as exc:  # a link (ELOOP), a directory...
+    except OSError as exc:  # a link (ELOOP), a directory...: refused, never used
         raise ConfigError(f"cannot open the lock file {path}: {exc.strerror}; it must be "
                           "a regular file (remove what is there)") from exc
     try:
@@ -57,6 +57,7 @@ def _holder(path: Path) -> str:
     """Who holds it alone, as it wrote itself down (empty when shared holders have it).
     Read only to word the refusal, which stands whatever this read finds: unreadable, the
     refusal names no one."""
+    # Quiet on purpose: the caller refuses either way (fails closed); this only names who.
     with contextlib.suppress(OSError, UnicodeDecodeError):
         return path.read_text().strip()[:200]
     return ""
